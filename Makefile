@@ -1,0 +1,39 @@
+# knapsack-rl. `make run` and `make test` work on a fresh machine (they build .venv first).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-unit lint proto bench venv clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip==25.3
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/krl allocator
+
+test: $(STAMP)
+	$(BIN)/pytest -q
+
+test-unit: $(STAMP)
+	$(BIN)/pytest -q -m "not integration and not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+proto: $(STAMP)
+	PATH=$(abspath $(BIN)):$$PATH bash scripts/gen_protos.sh
+
+bench: $(STAMP)
+	$(BIN)/krl bench solver
+	$(BIN)/krl bench allocator
+	$(BIN)/krl bench load
+
+clean:
+	rm -rf $(VENV) .krl .pytest_cache

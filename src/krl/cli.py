@@ -1,0 +1,134 @@
+"""The `krl` command. Thin: parse arguments, import the heavy parts late (fast --help)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+
+def _allocator_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "allocator",
+        help="run the allocator service (gRPC + HTTP + metrics; embedded Redis if no REDIS_URL)",
+        description="Run the allocator. Settings: defaults < --config TOML < KRL_ALLOCATOR_* "
+        "environment (and REDIS_URL) < these flags.",
+    )
+    p.add_argument("--config", type=Path, help="TOML file with allocator settings")
+    p.add_argument("--host", help="bind address (default 127.0.0.1)")
+    p.add_argument("--grpc-port", type=int, help="gRPC port (default 50051; 0 = any free)")
+    p.add_argument("--http-port", type=int, help="HTTP port (default 8000; 0 = any free)")
+    p.add_argument("--redis-url", help="Redis URL (default: start an embedded redis-server)")
+    p.add_argument("--data-dir", type=Path, help="embedded Redis data folder (default .krl/redis)")
+    p.add_argument("--half-life-steps", type=float, help="evidence half-life in steps (0: none)")
+    p.add_argument("--log-level", help="DEBUG, INFO, WARNING...")
+    p.set_defaults(func=_run_allocator)
+
+
+def _run_allocator(args: argparse.Namespace) -> int:
+    from krl.allocator.app import serve
+    from krl.allocator.settings import AllocatorSettings
+    from krl.common.config import load_settings
+    from krl.common.logs import setup_logging
+
+    overrides = {
+        "host": args.host, "grpc_port": args.grpc_port, "http_port": args.http_port,
+        "redis_url": args.redis_url, "data_dir": args.data_dir,
+        "half_life_steps": args.half_life_steps, "log_level": args.log_level,
+    }  # fmt: skip
+    settings = load_settings(AllocatorSettings, args.config, overrides)
+    setup_logging(settings.log_level)
+    import logging
+
+    logging.getLogger("krl").info("allocator settings: %s", json.dumps(settings.public_dict()))
+    asyncio.run(serve(settings))
+    return 0
+
+
+def _solve_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "solve",
+        help="solve one allocation problem given as JSON (no service, no Redis)",
+        description='Reads {"budget", "min_n", "max_n", "mode", "fallback", "prompts": [{"id", '
+        '"successes", "trials", "mean_tokens"}]} and prints {"allocation", "objective", "solve_ms"}.',
+    )
+    p.add_argument("file", nargs="?", default="-", help="JSON file, or - for standard input")
+    p.set_defaults(func=_run_solve)
+
+
+def _run_solve(args: argparse.Namespace) -> int:
+    from krl.allocator.solve_json import run
+    from krl.common.errors import KrlError
+
+    text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        print(f"error: $: not valid JSON: {e}", file=sys.stderr)
+        return 2
+    try:
+        out = run(doc)
+    except KrlError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    json.dump(out, sys.stdout)
+    sys.stdout.write("\n")
+    return 0
+
+
+def _bench_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="benchmarks (print figures; not tests)")
+    bsub = p.add_subparsers(dest="bench", required=True)
+    s = bsub.add_parser("solver", help="exact solver vs the paper's DP on the same instances")
+    s.add_argument("--repeats", type=int, default=21, help="timed solves per size (median kept)")
+    s.add_argument("--dp-max-prompts", type=int, default=1024, help="run the DP up to this size")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=_run_bench, which="solver")
+    a = bsub.add_parser("allocator", help="Allocate / ReportOutcomes latency over loopback gRPC")
+    a.add_argument("--prompts", type=int, default=1024)
+    a.add_argument("--requests", type=int, default=200)
+    a.add_argument("--target", help="an allocator already running (host:port); default: start one")
+    a.set_defaults(func=_run_bench, which="allocator")
+    load = bsub.add_parser("load", help="bounded load: concurrent clients calling Allocate")
+    load.add_argument("--clients", type=int, default=8)
+    load.add_argument("--seconds", type=float, default=10.0, help="duration (bounded to 120)")
+    load.add_argument("--prompts", type=int, default=256)
+    load.add_argument(
+        "--target", help="an allocator already running (host:port); default: start one"
+    )
+    load.set_defaults(func=_run_bench, which="load")
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from krl.allocator import bench
+
+    return {
+        "solver": bench.bench_solver,
+        "allocator": bench.bench_allocator,
+        "load": bench.bench_load,
+    }[args.which](args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from krl import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="krl", description="knapsack-rl: rollout allocation for RL of LMs"
+    )
+    parser.add_argument("--version", action="version", version=f"knapsack-rl {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _allocator_parser(sub)
+    _solve_parser(sub)
+    _bench_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

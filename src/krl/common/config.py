@@ -1,0 +1,64 @@
+"""Typed settings shared by every service: defaults < TOML file < environment < CLI.
+
+Each service subclasses ServiceSettings with its own env prefix; `load_settings` resolves the
+layers once, in main(), and the result is passed down (never read from globals)."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import tomllib
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger(__name__)
+
+S = TypeVar("S", bound="ServiceSettings")
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every network service has."""
+
+    model_config = SettingsConfigDict(extra="forbid", validate_default=True)
+
+    host: str = Field("127.0.0.1", description="Address to bind; loopback unless told otherwise.")
+    grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port (0 picks a free one).")
+    auth_token: SecretStr | None = Field(
+        None, description="Bearer token required on the APIs (health and metrics stay open)."
+    )
+    auth_token_file: Path | None = Field(None, description="Read the bearer token from this file.")
+    log_level: str = Field("INFO", description="Python logging level.")
+    grace_s: float = Field(5.0, ge=0, description="Seconds in-flight calls get on shutdown.")
+
+    @field_validator("host")
+    @classmethod
+    def _host_is_an_address(cls, v: str) -> str:
+        if v != "localhost":
+            ipaddress.ip_address(v)  # raises ValueError with a precise message
+        return v
+
+    def token(self) -> str | None:
+        """The bearer token, from auth_token or auth_token_file (never logged)."""
+        if self.auth_token is not None:
+            return self.auth_token.get_secret_value() or None
+        if self.auth_token_file is not None:
+            return self.auth_token_file.read_text().strip() or None
+        return None
+
+    def public_dict(self) -> dict[str, Any]:
+        """The resolved settings with secrets masked, for the start-up log line."""
+        return self.model_dump(mode="json")  # SecretStr dumps as '**********'
+
+
+def load_settings(cls: type[S], config_file: Path | None, overrides: dict[str, Any]) -> S:
+    """Resolve settings: defaults < TOML file < environment < CLI overrides (None = not given)."""
+    file_values: dict[str, Any] = {}
+    if config_file is not None:
+        file_values = tomllib.loads(config_file.read_text())
+    from_env = cls()  # BaseSettings reads the environment here
+    explicit_env = from_env.model_dump(include=from_env.model_fields_set)
+    cli = {k: v for k, v in overrides.items() if v is not None}
+    return cls.model_validate({**file_values, **explicit_env, **cli})

@@ -1,0 +1,74 @@
+"""Start a service as a child process and wait until its gRPC health check says SERVING;
+stop it by pid. Used by benchmarks, tests and (later) `krl up`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_serving(
+    target: str, timeout_s: float = 30.0, proc: subprocess.Popen | None = None
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(target) as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
+        while True:
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"process exited with {proc.returncode} before serving")
+            try:
+                res = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+                if res.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{target} not serving after {timeout_s}s")
+            time.sleep(0.05)
+
+
+class ServiceProcess:
+    def __init__(self, args: Sequence[str], grpc_target: str, log_file: Path | None = None,
+                 env: dict[str, str] | None = None) -> None:  # fmt: skip
+        self.args = [sys.executable, "-m", "krl.cli", *args]
+        self.target = grpc_target
+        self.log_file = log_file
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 60.0) -> ServiceProcess:
+        out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
+        self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, env=self.env)
+        wait_serving(self.target, timeout_s, self.proc)
+        return self
+
+    def stop(self, timeout_s: float = 15.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        os.kill(self.proc.pid, signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def __enter__(self) -> ServiceProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

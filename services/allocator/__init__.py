@@ -1,0 +1,1 @@
+"""The allocator service: exact knapsack allocation of rollouts over Redis-backed histories."""

@@ -1,0 +1,94 @@
+"""The allocator process: Redis (given or embedded), the gRPC server and the HTTP server in one
+event loop, with a graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import redis.asyncio as aioredis
+from krl.allocator import grpc_api
+from krl.allocator.http_api import build_app
+from krl.allocator.metrics import AllocatorMetrics
+from krl.allocator.service import Allocator
+from krl.allocator.settings import AllocatorSettings
+from krl.allocator.store import HistoryStore
+
+from krl.common.grpc_server import GrpcServer
+from krl.common.http_server import HttpServer
+from krl.common.redis_server import EmbeddedRedis
+
+log = logging.getLogger(__name__)
+
+
+class AllocatorApp:
+    def __init__(self, settings: AllocatorSettings) -> None:
+        self.settings = settings
+        self.embedded: EmbeddedRedis | None = None
+        self.grpc: GrpcServer | None = None
+        self.http: HttpServer | None = None
+        self.redis: aioredis.Redis | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        url = s.redis_url
+        if url is None:
+            self.embedded = await asyncio.to_thread(EmbeddedRedis(s.data_dir).start)
+            url = self.embedded.url
+            log.info("no REDIS_URL: embedded redis-server, data in %s", self.embedded.data_dir)
+        self.redis = aioredis.Redis.from_url(
+            url,
+            socket_timeout=s.redis_timeout_s,
+            socket_connect_timeout=s.redis_timeout_s,
+            retry_on_timeout=False,
+            health_check_interval=0,
+        )
+        store = HistoryStore(
+            self.redis, half_life_steps=s.half_life_steps, allocation_ttl_s=s.allocation_ttl_s
+        )
+        allocator = Allocator(store, s, AllocatorMetrics())
+        token = s.token()
+        self.grpc = GrpcServer(
+            host=s.host,
+            port=s.grpc_port,
+            service_names=[grpc_api.SERVICE_NAME],
+            register=grpc_api.register(allocator),
+            token=token,
+            max_message_bytes=s.max_message_bytes,
+        )
+        await self.grpc.start()
+        self.http = HttpServer(
+            build_app(allocator, token), s.host, s.http_port, log_level="warning"
+        )
+        await self.http.start()
+        log.info(
+            "allocator ready: gRPC %s:%d, HTTP http://%s:%d (docs /docs, metrics /metrics), auth %s",
+            s.host, self.grpc.port, s.host, self.http.port, "on" if token else "off",
+        )  # fmt: skip
+
+    async def stop(self) -> None:
+        if self.grpc is not None:
+            await self.grpc.stop(self.settings.grace_s)
+        if self.http is not None:
+            await self.http.stop()
+        if self.redis is not None:
+            await self.redis.aclose()
+        if self.embedded is not None:
+            await asyncio.to_thread(self.embedded.stop)
+        log.info("allocator stopped")
+
+
+async def serve(settings: AllocatorSettings) -> None:
+    """Run until SIGINT or SIGTERM."""
+    app = AllocatorApp(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await app.start()
+    try:
+        await stop.wait()
+        log.info("stopping: health NOT_SERVING, %.1fs grace for calls in flight", settings.grace_s)
+    finally:
+        await app.stop()

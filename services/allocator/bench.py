@@ -1,0 +1,178 @@
+"""Benchmarks of the allocator (`krl bench solver|allocator|load`). They print figures and
+compare side by side in one run; they are not tests."""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import threading
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+from krl.allocator import dp, solver, values
+from krl.allocator.prior import RateMoments, fit_prior
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+SIZES = [(256, 2048, 2, 64), (1024, 8192, 2, 128), (4096, 32768, 2, 128), (65536, 524288, 2, 256)]
+
+
+def random_batch(m: int, rng: np.random.Generator, trials: int = 8) -> solver.Batch:
+    """A batch as training makes it: latent success rates spread over [0, 1] with mass at the
+    ends (many prompts solved or unsolved), and `trials` rollouts of evidence each."""
+    p = rng.beta(0.5, 0.5, m)
+    t = np.full(m, trials, dtype=np.float64)
+    s = rng.binomial(trials, p).astype(np.float64)
+    a0, b0 = fit_prior(RateMoments.from_counts(s, t))
+    return solver.Batch(s, t, a0 + s, b0 + t - s, rng.uniform(100, 1000, m))
+
+
+def _median_ms(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times) * 1e3)
+
+
+def bench_solver(args: argparse.Namespace) -> int:
+    rng = np.random.default_rng(args.seed)
+    table = Table(title="exact solver vs the paper's DP (same instance; median of repeats)")
+    for col in (
+        "prompts",
+        "budget",
+        "N range",
+        "mode",
+        "ours ms",
+        "DP ms",
+        "DP/ours",
+        "objectives equal",
+    ):
+        table.add_column(col, justify="right")
+    for m, budget, lo, hi in SIZES:
+        batch = random_batch(m, rng)
+        for mode in (solver.Mode.PAPER, solver.Mode.BAYES):
+            problem = solver.Problem(budget, lo, hi, mode, fallback=False)
+            reps = args.repeats if m <= 4096 else max(3, args.repeats // 4)
+            ours = _median_ms(lambda pr=problem, b=batch: solver.solve(pr, b), reps)
+            sol = solver.solve(problem, batch)
+            dp_ms, ratio, equal = "-", "-", "-"
+            if m <= args.dp_max_prompts:
+                ns = np.arange(lo, hi + 1)[None, :]
+                if mode is solver.Mode.PAPER:
+                    table_v = values.paper_value(
+                        ns, (batch.last_successes / batch.last_trials)[:, None]
+                    )
+                else:
+                    table_v = values.bayes_value(ns, batch.alpha[:, None], batch.beta[:, None])
+                t0 = time.perf_counter()
+                _, obj = dp.dp_allocate(table_v, budget - m * lo)
+                dp_s = time.perf_counter() - t0
+                dp_ms, ratio = f"{dp_s * 1e3:.0f}", f"{dp_s * 1e3 / ours:.0f}x"
+                equal = (
+                    "yes"
+                    if np.isclose(obj, sol.objective, rtol=1e-9, atol=1e-12)
+                    else f"NO ({obj} vs {sol.objective})"
+                )
+            table.add_row(
+                str(m), str(budget), f"[{lo}, {hi}]", mode.value, f"{ours:.2f}", dp_ms, ratio, equal
+            )
+            console.print(f"  {m} prompts, {mode.value}: {ours:.2f} ms", style="dim")
+    console.print(table)
+    return 0
+
+
+def _seeded_server(stack: ExitStack, target: str | None) -> str:
+    if target:
+        return target
+    from krl.common.procs import ServiceProcess, free_port
+
+    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="krl-bench-")))
+    gport, hport = free_port(), free_port()
+    target = f"127.0.0.1:{gport}"
+    proc = ServiceProcess(
+        ["allocator", "--grpc-port", str(gport), "--http-port", str(hport), "--data-dir", str(tmp / "redis"),
+         "--log-level", "WARNING"], target, log_file=tmp / "allocator.log",
+    )  # fmt: skip
+    stack.enter_context(proc)
+    console.print(f"started an allocator (embedded Redis) at {target}", style="dim")
+    return target
+
+
+def _pcts(xs: list[float]) -> str:
+    a = np.array(xs) * 1e3
+    return f"p50 {np.percentile(a, 50):.2f} ms, p90 {np.percentile(a, 90):.2f} ms, p99 {np.percentile(a, 99):.2f} ms"
+
+
+def bench_allocator(args: argparse.Namespace) -> int:
+    from krl.allocator.client import AllocatorClient
+
+    rng = np.random.default_rng(0)
+    ids = [f"prompt-{i}" for i in range(args.prompts)]
+    p_true = rng.beta(0.5, 0.5, args.prompts)
+    with ExitStack() as stack:
+        target = _seeded_server(stack, args.target)
+        client = stack.enter_context(AllocatorClient(target, namespace=f"bench-{int(time.time())}"))
+        alloc_t, report_t = [], []
+        for step in range(args.requests):
+            t0 = time.perf_counter()
+            a = client.allocate(ids, budget=8 * len(ids), step=step, min_n=2, max_n=128)
+            alloc_t.append(time.perf_counter() - t0)
+            outcomes = {
+                pid: (int(rng.binomial(n, p_true[i])), n, 100 * n)
+                for i, (pid, n) in enumerate(a.n.items())
+            }
+            t0 = time.perf_counter()
+            client.report(a.allocation_id, outcomes)
+            report_t.append(time.perf_counter() - t0)
+        console.print(
+            f"{args.requests} rounds of {args.prompts} prompts over loopback gRPC (with Redis):"
+        )
+        console.print(f"  Allocate       {_pcts(alloc_t)}")
+        console.print(f"  ReportOutcomes {_pcts(report_t)}")
+    return 0
+
+
+def bench_load(args: argparse.Namespace) -> int:
+    from krl.allocator.client import AllocatorClient
+
+    seconds = min(args.seconds, 120.0)
+    ids = [f"prompt-{i}" for i in range(args.prompts)]
+    with ExitStack() as stack:
+        target = _seeded_server(stack, args.target)
+        ok = [0] * args.clients
+        errors: list[str] = []
+        lat: list[list[float]] = [[] for _ in range(args.clients)]
+        stop_at = time.monotonic() + seconds
+
+        def worker(k: int) -> None:
+            with AllocatorClient(target, namespace="bench-load", retries=0) as c:
+                while time.monotonic() < stop_at:
+                    t0 = time.perf_counter()
+                    try:
+                        c.allocate(ids, budget=8 * len(ids), step=0, min_n=2, max_n=64)
+                        ok[k] += 1
+                        lat[k].append(time.perf_counter() - t0)
+                    except Exception as e:  # counted and reported, the load goes on
+                        errors.append(repr(e))
+
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(args.clients)]
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.monotonic() - t0
+        total = sum(ok)
+        console.print(
+            f"{args.clients} clients x {seconds:.0f} s, {args.prompts} prompts per Allocate: "
+            f"{total} ok, {len(errors)} errors, {total / wall:.0f} Allocate/s; "
+            f"{_pcts([x for xs in lat for x in xs])}"
+        )
+        if errors:
+            console.print(f"first error: {errors[0]}", style="red")
+        return 1 if errors else 0

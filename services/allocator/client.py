@@ -1,0 +1,151 @@
+"""AllocatorClient: call the allocator from your own trainer (verl, TRL, OpenRLHF, ...).
+
+    client = AllocatorClient("127.0.0.1:50051", namespace="my-run")
+    alloc = client.allocate(prompt_ids, budget=8 * len(prompt_ids), step=step)
+    client.report(alloc.allocation_id, {pid: (successes, trials) for ...})
+
+Every call has a deadline; UNAVAILABLE, DEADLINE_EXCEEDED and RESOURCE_EXHAUSTED are retried
+with exponential backoff (a report is idempotent, so a retry never counts twice). Errors come
+back as the project's exceptions (krl.common.errors)."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+
+from krl.api.allocator.v1 import allocator_pb2 as pb
+from krl.api.allocator.v1 import allocator_pb2_grpc as pb_grpc
+from krl.common.errors import from_grpc_error
+
+T = TypeVar("T")
+RETRYABLE = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+MODES = {
+    "paper": pb.ALLOCATION_MODE_PAPER,
+    "bayes": pb.ALLOCATION_MODE_BAYES,
+    "tokens": pb.ALLOCATION_MODE_TOKENS,
+}
+
+
+@dataclass(frozen=True)
+class Allocation:
+    allocation_id: str
+    n: dict[str, int]
+    """Rollouts per prompt id, in the order asked."""
+    p: dict[str, float]
+    objective: float
+    solve_ms: float
+    budget_used: int
+    gap_bound: float
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    accepted: int
+    duplicates: int
+
+
+class AllocatorClient:
+    def __init__(
+        self,
+        target: str,
+        namespace: str,
+        *,
+        token: str | None = None,
+        timeout_s: float = 10.0,
+        retries: int = 5,
+        backoff_s: float = 0.1,
+        max_message_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        self.namespace = namespace
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._channel = grpc.insecure_channel(
+            target,
+            options=[
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.max_send_message_length", max_message_bytes),
+            ],
+        )
+        self._stub = pb_grpc.AllocatorServiceStub(self._channel)
+
+    def allocate(
+        self,
+        prompt_ids: Sequence[str],
+        budget: int,
+        *,
+        step: int = 0,
+        min_n: int = 2,
+        max_n: int = 64,
+        mode: str = "bayes",
+        fallback: bool = True,
+    ) -> Allocation:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
+        req = pb.AllocateRequest(
+            namespace=self.namespace, step=step, prompt_ids=list(prompt_ids), budget=budget,
+            min_n=min_n, max_n=max_n, mode=MODES[mode], fallback=fallback,
+        )  # fmt: skip
+        res = self._call(self._stub.Allocate, req)
+        return Allocation(
+            allocation_id=res.allocation_id,
+            n={a.prompt_id: a.n for a in res.allocations},
+            p={a.prompt_id: a.p for a in res.allocations},
+            objective=res.objective,
+            solve_ms=res.solve_ms,
+            budget_used=res.budget_used,
+            gap_bound=res.gap_bound,
+        )
+
+    def report(
+        self,
+        allocation_id: str,
+        outcomes: Mapping[str, tuple[int, int] | tuple[int, int, int]],
+    ) -> ReportResult:
+        """outcomes: prompt id -> (successes, trials) or (successes, trials, total_tokens)."""
+        msgs = [
+            pb.PromptOutcome(
+                prompt_id=pid, successes=o[0], trials=o[1], total_tokens=o[2] if len(o) > 2 else 0
+            )
+            for pid, o in outcomes.items()
+        ]
+        req = pb.ReportOutcomesRequest(
+            namespace=self.namespace, allocation_id=allocation_id, outcomes=msgs
+        )
+        res = self._call(self._stub.ReportOutcomes, req)
+        return ReportResult(res.accepted, res.duplicates)
+
+    def prompt_stats(self, prompt_ids: Iterable[str], step: int = 0) -> list[pb.PromptStats]:
+        req = pb.GetPromptStatsRequest(
+            namespace=self.namespace, prompt_ids=list(prompt_ids), step=step
+        )
+        return list(self._call(self._stub.GetPromptStats, req).stats)
+
+    def _call(self, method: Callable[..., T], request: Any) -> T:
+        for attempt in range(self.retries + 1):
+            try:
+                return method(request, timeout=self.timeout_s, metadata=self._metadata)
+            except grpc.RpcError as e:
+                if e.code() not in RETRYABLE or attempt == self.retries:
+                    raise from_grpc_error(e) from e
+                time.sleep(self.backoff_s * (2**attempt) * (0.5 + random.random()))
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> AllocatorClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,109 @@
+"""gRPC adapter: converts AllocatorService messages to the use cases' dataclasses and back."""
+
+from __future__ import annotations
+
+import grpc
+from krl.allocator.service import AllocateInput, Allocator
+from krl.allocator.solver import Mode
+from krl.allocator.store import Outcome
+
+from krl.api.allocator.v1 import allocator_pb2 as pb
+from krl.api.allocator.v1 import allocator_pb2_grpc as pb_grpc
+from krl.common.errors import InvalidArgument
+from krl.common.grpc_server import unary_errors
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AllocatorService"].full_name
+MODE_FROM_PB = {
+    pb.ALLOCATION_MODE_UNSPECIFIED: Mode.BAYES,
+    pb.ALLOCATION_MODE_PAPER: Mode.PAPER,
+    pb.ALLOCATION_MODE_BAYES: Mode.BAYES,
+    pb.ALLOCATION_MODE_TOKENS: Mode.TOKENS,
+}
+MODE_TO_PB = {v: k for k, v in MODE_FROM_PB.items() if k != pb.ALLOCATION_MODE_UNSPECIFIED}
+
+
+class AllocatorServicer(pb_grpc.AllocatorServiceServicer):
+    def __init__(self, allocator: Allocator) -> None:
+        self.allocator = allocator
+        self.error_counter = allocator.metrics.errors
+
+    @unary_errors
+    async def Allocate(self, request: pb.AllocateRequest, context: grpc.aio.ServicerContext):
+        if request.mode not in MODE_FROM_PB:
+            raise InvalidArgument(f"unknown mode {request.mode}", field="mode")
+        res = await self.allocator.allocate(
+            AllocateInput(
+                namespace=request.namespace,
+                step=request.step,
+                prompt_ids=list(request.prompt_ids),
+                budget=request.budget,
+                min_n=request.min_n,
+                max_n=request.max_n,
+                mode=MODE_FROM_PB[request.mode],
+                fallback=request.fallback if request.HasField("fallback") else True,
+            )
+        )
+        return pb.AllocateResponse(
+            allocation_id=res.allocation_id,
+            allocations=[
+                pb.PromptAllocation(prompt_id=pid, n=n, p=p, value=v)
+                for pid, n, p, v in zip(res.prompt_ids, res.n, res.p, res.value, strict=True)
+            ],
+            objective=res.objective,
+            solve_ms=res.solve_ms,
+            mode=MODE_TO_PB[res.mode],
+            budget_used=res.budget_used,
+            gap_bound=res.gap_bound,
+        )
+
+    @unary_errors
+    async def ReportOutcomes(
+        self, request: pb.ReportOutcomesRequest, context: grpc.aio.ServicerContext
+    ):
+        outcomes = [
+            Outcome(o.prompt_id, o.successes, o.trials, o.total_tokens) for o in request.outcomes
+        ]
+        res = await self.allocator.report(request.namespace, request.allocation_id, outcomes)
+        return pb.ReportOutcomesResponse(
+            accepted=res.accepted,
+            duplicates=len(res.duplicates),
+            duplicate_prompt_ids=res.duplicates,
+        )
+
+    @unary_errors
+    async def GetPromptStats(
+        self, request: pb.GetPromptStatsRequest, context: grpc.aio.ServicerContext
+    ):
+        views = await self.allocator.prompt_views(
+            request.namespace, list(request.prompt_ids), request.step
+        )
+        out = []
+        for v in views:
+            r = v.record
+            out.append(
+                pb.PromptStats(
+                    prompt_id=r.prompt_id,
+                    found=r.found,
+                    visits=r.visits,
+                    trials=r.trials,
+                    successes=r.successes,
+                    last_step=r.last_step,
+                    last_trials=r.last_trials,
+                    last_successes=r.last_successes,
+                    evidence_successes=r.evidence_successes,
+                    evidence_failures=r.evidence_failures,
+                    mean_tokens=r.mean_tokens,
+                    posterior_alpha=v.posterior_alpha,
+                    posterior_beta=v.posterior_beta,
+                    posterior_mean=v.posterior_mean,
+                    recent=[pb.RecentAllocation(step=s, n=n, successes=k) for s, n, k in r.recent],
+                )
+            )
+        return pb.GetPromptStatsResponse(stats=out)
+
+
+def register(allocator: Allocator):
+    def add(server: grpc.aio.Server) -> None:
+        pb_grpc.add_AllocatorServiceServicer_to_server(AllocatorServicer(allocator), server)
+
+    return add

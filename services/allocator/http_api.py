@@ -1,0 +1,151 @@
+"""HTTP API for reading allocation state (FastAPI; OpenAPI docs at /docs), health and
+Prometheus /metrics. Built by a factory; state hangs on app.state. Read-only: allocations
+and reports go through gRPC (or the Python client)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from krl.allocator.service import Allocator
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+
+from krl import __version__
+from krl.common.errors import Unavailable
+from krl.common.http import bearer_auth, install_problem_handlers
+
+
+class HistogramBin(BaseModel):
+    p_low: float
+    p_high: float
+    prompts: int
+
+
+class NamespaceSummaryOut(BaseModel):
+    namespace: str
+    prompts_tracked: int
+    solved: int
+    unsolved: int
+    allocations: int
+    reports: int
+    prior_alpha: float
+    prior_beta: float
+    mean_tokens: float | None
+    difficulty_histogram: list[HistogramBin]
+
+
+class RecentOut(BaseModel):
+    step: int
+    n: int
+    successes: int
+
+
+class PromptOut(BaseModel):
+    prompt_id: str
+    found: bool
+    visits: int
+    trials: int
+    successes: int
+    last_step: int
+    last_trials: int
+    last_successes: int
+    evidence_successes: float
+    evidence_failures: float
+    mean_tokens: float
+    posterior_alpha: float
+    posterior_beta: float
+    posterior_mean: float
+    recent: list[RecentOut]
+
+
+class AllocationOut(BaseModel):
+    allocation_id: str
+    step: int
+    mode: str
+    budget: int
+    min_n: int
+    max_n: int
+    fallback: bool
+    objective: float
+    solve_ms: float
+    budget_used: int
+    gap_bound: float
+    prompts: int
+    created_unix: float
+    reported_prompts: int
+    n: dict[str, int]
+
+
+def _allocator(request: Request) -> Allocator:
+    return request.app.state.allocator
+
+
+AllocatorDep = Annotated[Allocator, Depends(_allocator)]
+
+
+def build_app(allocator: Allocator, token: str | None) -> FastAPI:
+    app = FastAPI(
+        title="knapsack-rl allocator",
+        version=__version__,
+        description="Read allocation state: namespaces, summaries, prompt histories, allocations.",
+    )
+    app.state.allocator = allocator
+    install_problem_handlers(app)
+    api = APIRouter(prefix="/v1", dependencies=[Depends(bearer_auth(token))])
+
+    @api.get("/namespaces", summary="Namespaces with histories")
+    async def namespaces(alloc: AllocatorDep) -> list[str]:
+        return await alloc.store.namespaces()
+
+    @api.get("/namespaces/{namespace}", summary="A namespace's summary")
+    async def summary(namespace: str, alloc: AllocatorDep) -> NamespaceSummaryOut:
+        s = await alloc.summary(namespace)
+        return NamespaceSummaryOut(**s.__dict__)
+
+    @api.get(
+        "/namespaces/{namespace}/prompts/{prompt_id}", summary="One prompt's history and posterior"
+    )
+    async def prompt(
+        namespace: str,
+        prompt_id: str,
+        alloc: AllocatorDep,
+        step: Annotated[int, Query(ge=0, description="Decay evidence to this step (0: last).")] = 0,
+    ) -> PromptOut:
+        (v,) = await alloc.prompt_views(namespace, [prompt_id], step)
+        r = v.record
+        return PromptOut(
+            **{k: getattr(r, k) for k in PromptOut.model_fields if hasattr(r, k) and k != "recent"},
+            posterior_alpha=v.posterior_alpha, posterior_beta=v.posterior_beta,
+            posterior_mean=v.posterior_mean,
+            recent=[RecentOut(step=s, n=n, successes=k) for s, n, k in r.recent],
+        )  # fmt: skip
+
+    @api.get(
+        "/namespaces/{namespace}/allocations/{allocation_id}", summary="An allocation, or 'latest'"
+    )
+    async def allocation(namespace: str, allocation_id: str, alloc: AllocatorDep) -> AllocationOut:
+        return AllocationOut(**await alloc.allocation(namespace, allocation_id))
+
+    app.include_router(api)
+
+    @app.get("/healthz", summary="Liveness", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Readiness: Redis answers", tags=["ops"])
+    async def readyz(alloc: AllocatorDep) -> dict[str, Any]:
+        try:
+            await alloc.store.ping()
+        except Unavailable as e:
+            raise Unavailable(f"not ready: {e.message}") from e
+        return {"status": "ready"}
+
+    @app.get("/metrics", summary="Prometheus metrics", tags=["ops"])
+    async def metrics(alloc: AllocatorDep) -> Response:
+        with contextlib.suppress(Unavailable):  # the gauge keeps its last value on an outage
+            alloc.metrics.prompts_tracked.set(await alloc.store.tracked_prompts())
+        return Response(generate_latest(alloc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

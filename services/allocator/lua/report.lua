@@ -1,0 +1,103 @@
+-- Record the outcomes of one allocation atomically and idempotently.
+-- KEYS[1] allocation hash, KEYS[2] set of prompt ids already reported for it,
+-- KEYS[3] namespace meta hash.
+-- ARGV[1] half-life in steps (<= 0: no decay), ARGV[2] TTL of the reported set (s),
+-- ARGV[3] recent visits kept per prompt (history.RECENT_KEPT), ARGV[4] key prefix of prompt
+-- records ('krl:{ns}:p:'), ARGV[5] outcomes as a JSON array of [id, successes, trials, tokens].
+-- A prompt's key holds its record: history.RECORD_FIELDS as 11 little-endian doubles, then
+-- up to `keep` recent visits (step, n, successes) as little-endian int32s, oldest first.
+-- Every key shares the namespace's hash tag (one cluster slot). Phase 1 validates everything
+-- and writes nothing; phase 2 applies. Redis runs a script without interleaving, so a rejected
+-- report changes nothing and a retried one counts once. The decay rule is
+-- history.decay_factor's.
+redis.replicate_commands()
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'NOT_FOUND'} end
+local alloc = redis.call('HMGET', KEYS[1], '_step', '_n')
+local step = tonumber(alloc[1])
+local allotted = cjson.decode(alloc[2])
+local half_life, keep, prefix = tonumber(ARGV[1]), tonumber(ARGV[3]), ARGV[4]
+local outcomes = cjson.decode(ARGV[5])
+local FMT, HEAD, VISIT = '<ddddddddddd', 88, 12
+
+for _, o in ipairs(outcomes) do
+  local n = allotted[o[1]]
+  if not n then return {'NOT_IN_ALLOCATION', o[1]} end
+  if o[3] > n then return {'TRIALS_OVER_N', o[1], tostring(n)} end
+end
+
+local function weight(age)
+  if half_life <= 0 or age <= 0 then return 1.0 end
+  return math.pow(2, -age / half_life)
+end
+
+-- namespace aggregates, applied once at the end
+local d = {prompts = 0, sum_p = 0, sum_p2 = 0, sum_inv_t = 0, tok_w = 0, tok_sum = 0,
+           solved = 0, unsolved = 0}
+local bins = {}
+for b = 0, 9 do bins[b] = 0 end
+local function bin(p) return math.min(math.floor(p * 10), 9) end
+
+local accepted, dups = 0, {}
+for _, o in ipairs(outcomes) do
+  local pid, succ, trials, tokens = o[1], o[2], o[3], o[4]
+  if redis.call('SADD', KEYS[2], pid) == 0 then
+    dups[#dups + 1] = pid
+  elseif trials > 0 then
+    accepted = accepted + 1
+    local key = prefix .. pid
+    local raw = redis.call('GET', key)
+    local v, recent
+    if raw then
+      v = {struct.unpack(FMT, raw)}
+      recent = string.sub(raw, HEAD + 1)
+      local t_old = v[1] + v[2]
+      if t_old > 0 then
+        local p_old = v[1] / t_old
+        d.sum_p, d.sum_p2 = d.sum_p - p_old, d.sum_p2 - p_old * p_old
+        d.sum_inv_t = d.sum_inv_t - 1 / t_old
+        bins[bin(p_old)] = bins[bin(p_old)] - 1
+      end
+      if v[11] == 1 then d.solved = d.solved - 1 end
+      if v[11] == -1 then d.unsolved = d.unsolved - 1 end
+    else
+      d.prompts = d.prompts + 1
+      v = {0, 0, step, 0, 0, 0, 0, 0, 0, 0, 0}
+      recent = ''
+    end
+    local last = v[3]
+    local w_old, w_new = 1.0, 1.0
+    if step >= last then w_old = weight(step - last) else w_new = weight(last - step) end
+    v[1] = v[1] * w_old + succ * w_new
+    v[2] = v[2] * w_old + (trials - succ) * w_new
+    v[3] = math.max(step, last)
+    v[4], v[5], v[6] = v[4] + 1, v[5] + trials, v[6] + succ
+    v[7], v[8] = succ, trials
+    v[9] = v[9] * w_old + trials * w_new
+    v[10] = v[10] * w_old + tokens * w_new
+    local p_new = v[1] / (v[1] + v[2])
+    d.sum_p, d.sum_p2 = d.sum_p + p_new, d.sum_p2 + p_new * p_new
+    d.sum_inv_t = d.sum_inv_t + 1 / (v[1] + v[2])
+    bins[bin(p_new)] = bins[bin(p_new)] + 1
+    d.tok_w, d.tok_sum = d.tok_w + trials, d.tok_sum + tokens
+    v[11] = 0
+    if succ == trials then v[11] = 1; d.solved = d.solved + 1
+    elseif succ == 0 then v[11] = -1; d.unsolved = d.unsolved + 1 end
+    if #recent >= keep * VISIT then recent = string.sub(recent, #recent - (keep - 1) * VISIT + 1) end
+    redis.call('SET', key, struct.pack(FMT, unpack(v, 1, 11)) .. recent .. struct.pack('<iii', step, trials, succ))
+  end
+end
+local function fmt(x) return string.format('%.17g', x) end
+for _, name in ipairs({'sum_p', 'sum_p2', 'sum_inv_t', 'tok_w', 'tok_sum'}) do
+  if d[name] ~= 0 then redis.call('HINCRBYFLOAT', KEYS[3], name, fmt(d[name])) end
+end
+for _, name in ipairs({'prompts', 'solved', 'unsolved'}) do
+  if d[name] ~= 0 then redis.call('HINCRBY', KEYS[3], name, d[name]) end
+end
+for b = 0, 9 do
+  if bins[b] ~= 0 then redis.call('HINCRBY', KEYS[3], 'h' .. b, bins[b]) end
+end
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[2]))
+redis.call('HINCRBY', KEYS[3], 'reports', 1)
+local out = {'OK', accepted}
+for _, pid in ipairs(dups) do out[#out + 1] = pid end
+return out

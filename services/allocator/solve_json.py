@@ -1,0 +1,113 @@
+"""`krl solve`: one allocation problem as JSON in, the allocation as JSON out (no Redis).
+
+Input:  {"budget": B, "min_n": lo, "max_n": hi, "mode": "paper"|"bayes"|"tokens",
+         "fallback": true|false,
+         "prompts": [{"id": "...", "successes": s, "trials": t, "mean_tokens": x}, ...]}
+Output: {"allocation": {"<id>": n, ...}, "objective": <the mode's objective>, "solve_ms": ms}
+        (+ "gap_bound" in mode tokens). In bayes and tokens modes the counts are the evidence
+and the Beta prior is fitted to the batch itself."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+from krl.allocator import solver
+from krl.allocator.prior import RateMoments, fit_prior
+
+from krl.common.errors import InvalidArgument, check
+
+KNOWN_KEYS = {"budget", "min_n", "max_n", "mode", "fallback", "prompts"}
+PROMPT_KEYS = {"id", "successes", "trials", "mean_tokens"}
+
+
+def _int(obj: dict[str, Any], key: str, where: str, *, default: int | None = None) -> int:
+    if key not in obj:
+        if default is not None:
+            return default
+        raise InvalidArgument("is required", field=where)
+    v = obj[key]
+    check(isinstance(v, int) and not isinstance(v, bool), where, f"must be an integer, got {v!r}")
+    return v
+
+
+def parse(doc: Any) -> tuple[list[str], solver.Problem, solver.Batch]:
+    check(isinstance(doc, dict), "$", "must be a JSON object")
+    unknown = set(doc) - KNOWN_KEYS
+    check(not unknown, sorted(unknown)[0] if unknown else "", "unknown key")
+    mode_s = doc.get("mode", "bayes")
+    check(
+        mode_s in {m.value for m in solver.Mode},
+        "mode",
+        f"must be paper, bayes or tokens, got {mode_s!r}",
+    )
+    fallback = doc.get("fallback", True)
+    check(isinstance(fallback, bool), "fallback", f"must be true or false, got {fallback!r}")
+    problem = solver.Problem(
+        budget=_int(doc, "budget", "budget"),
+        min_n=_int(doc, "min_n", "min_n", default=1),
+        max_n=_int(doc, "max_n", "max_n"),
+        mode=solver.Mode(mode_s),
+        fallback=fallback,
+    )
+    prompts = doc.get("prompts")
+    check(isinstance(prompts, list), "prompts", "must be a list")
+    ids: list[str] = []
+    s = np.zeros(len(prompts))
+    t = np.zeros(len(prompts))
+    tok = np.full(len(prompts), np.nan)
+    seen: set[str] = set()
+    for i, p in enumerate(prompts):
+        where = f"prompts[{i}]"
+        check(isinstance(p, dict), where, "must be an object")
+        extra = set(p) - PROMPT_KEYS
+        check(not extra, f"{where}.{sorted(extra)[0]}" if extra else where, "unknown key")
+        pid = p.get("id")
+        check(isinstance(pid, str) and pid != "", f"{where}.id", "must be a non-empty string")
+        check(pid not in seen, f"{where}.id", f"duplicate prompt id {pid!r}")
+        seen.add(pid)
+        ids.append(pid)
+        s[i] = _int(p, "successes", f"{where}.successes", default=0)
+        t[i] = _int(p, "trials", f"{where}.trials", default=0)
+        check(s[i] >= 0, f"{where}.successes", f"must be >= 0, got {int(s[i])}")
+        check(t[i] >= 0, f"{where}.trials", f"must be >= 0, got {int(t[i])}")
+        check(
+            s[i] <= t[i],
+            f"{where}.successes",
+            f"{int(s[i])} successes is more than {int(t[i])} trials",
+        )
+        if "mean_tokens" in p:
+            x = p["mean_tokens"]
+            ok = (
+                isinstance(x, int | float)
+                and not isinstance(x, bool)
+                and math.isfinite(x)
+                and x > 0
+            )
+            check(ok, f"{where}.mean_tokens", f"must be a finite number > 0, got {x!r}")
+            tok[i] = float(x)
+    if problem.mode is solver.Mode.TOKENS:
+        known = tok[np.isfinite(tok)]
+        check(known.size > 0, "prompts[].mean_tokens", "mode tokens needs mean_tokens")
+        tok = np.where(np.isfinite(tok), tok, known.mean())
+    a0, b0 = fit_prior(RateMoments.from_counts(s, t))
+    batch = solver.Batch(s, t, a0 + s, b0 + (t - s), np.nan_to_num(tok, nan=1.0))
+    return ids, problem, batch
+
+
+def run(doc: Any) -> dict[str, Any]:
+    ids, problem, batch = parse(doc)
+    t0 = time.perf_counter()
+    sol = solver.solve(problem, batch)
+    ms = (time.perf_counter() - t0) * 1e3
+    out: dict[str, Any] = {
+        "allocation": {pid: int(n) for pid, n in zip(ids, sol.n, strict=True)},
+        "objective": sol.objective,
+        "solve_ms": ms,
+    }
+    if problem.mode is solver.Mode.TOKENS:
+        out["gap_bound"] = sol.gap_bound
+        out["budget_used"] = sol.budget_used
+    return out

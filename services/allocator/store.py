@@ -1,0 +1,228 @@
+"""The history store: the only module that talks to Redis.
+
+Keys (the namespace sits in a hash tag, so one namespace lives in one cluster slot):
+  krl:namespaces                  set of namespace names
+  krl:{ns}:meta                   hash: prompts, sum_p, sum_p2, sum_inv_t, h0..h9, solved,
+                                  unsolved, tok_w, tok_sum, reports, allocations
+  krl:{ns}:p:<prompt id>          string: the prompt's record, packed (history.py: a head of
+                                  RECORD_FIELDS doubles, then RECENT_KEPT recent visits)
+  krl:{ns}:a:<allocation id>      hash: _step, _meta (JSON), _n (JSON: prompt id -> n) (TTL)
+  krl:{ns}:a:<allocation id>:r    set of prompt ids already reported               (TTL)
+  krl:{ns}:allocs                 list of allocation ids, newest first (capped)
+Reading a batch is one Lua call (lua/read.lua) and so is recording a report (lua/report.lua);
+each takes its prompt ids packed in one JSON argument, since packing thousands of arguments
+costs more than Redis's work.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, ParamSpec, TypeVar
+
+import numpy as np
+import redis.asyncio as aioredis
+from krl.allocator.history import (
+    HEAD_BYTES,
+    HIST_BINS,
+    RECENT_KEPT,
+    RECORD_FIELDS,
+    BatchHistory,
+    PromptRecord,
+    decay_factor,
+    recent_of,
+    unpack_heads,
+)
+from krl.allocator.prior import RateMoments
+from redis import exceptions as rexc
+
+from krl.common.errors import InvalidArgument, NotFound, Unavailable
+
+log = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
+ALLOCS_KEPT = 1000
+
+
+@dataclass(frozen=True)
+class Outcome:
+    prompt_id: str
+    successes: int
+    trials: int
+    total_tokens: int
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    accepted: int
+    duplicates: list[str]
+
+
+def _redis_errors(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Redis down or timing out -> Unavailable; the client reconnects on the next call."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await fn(*args, **kwargs)
+        except (rexc.ConnectionError, rexc.TimeoutError, OSError) as e:
+            raise Unavailable(f"Redis is unreachable: {e}") from e
+
+    return wrapper
+
+
+class HistoryStore:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        half_life_steps: float,
+        allocation_ttl_s: int,
+    ) -> None:
+        self.r = client
+        self.half_life = float(half_life_steps)
+        self.ttl = int(allocation_ttl_s)
+        lua = resources.files("krl.allocator").joinpath("lua")
+        self._report = self.r.register_script(lua.joinpath("report.lua").read_text())
+        self._read = self.r.register_script(lua.joinpath("read.lua").read_text())
+
+    @staticmethod
+    def _k(ns: str, *parts: str) -> str:
+        return ":".join(("krl", "{" + ns + "}", *parts))
+
+    @_redis_errors
+    async def ping(self) -> bool:
+        return bool(await self.r.ping())
+
+    @_redis_errors
+    async def read_batch(self, ns: str, prompt_ids: Sequence[str], step: int) -> BatchHistory:
+        args = [self._k(ns, "p", ""), json.dumps(list(prompt_ids)), HEAD_BYTES]
+        res = await self._read([self._k(ns, "meta")], args)
+        meta = [float(x) for x in res[:6]]
+        rec = unpack_heads(res[6], len(prompt_ids))
+        col = {name: np.nan_to_num(rec[:, i]) for i, name in enumerate(RECORD_FIELDS)}
+        w = decay_factor(step, col["step"], self.half_life)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean_tokens = np.where(col["tw"] > 0, col["ts"] / col["tw"], np.nan)
+        return BatchHistory(
+            evidence_successes=col["s"] * w,
+            evidence_failures=col["f"] * w,
+            last_successes=col["ls"],
+            last_trials=col["lt"],
+            mean_tokens=mean_tokens,
+            moments=RateMoments(*meta[:4]),
+            tokens_mean_namespace=meta[5] / meta[4] if meta[4] > 0 else float("nan"),
+        )
+
+    @_redis_errors
+    async def save_allocation(
+        self, ns: str, alloc_id: str, step: int, meta: dict[str, Any], n: dict[str, int]
+    ) -> None:
+        key = self._k(ns, "a", alloc_id)
+        mapping = {"_step": step, "_meta": json.dumps(meta), "_n": json.dumps(n)}
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=mapping)
+            pipe.expire(key, self.ttl)
+            pipe.lpush(self._k(ns, "allocs"), alloc_id)
+            pipe.ltrim(self._k(ns, "allocs"), 0, ALLOCS_KEPT - 1)
+            pipe.sadd("krl:namespaces", ns)
+            pipe.hincrby(self._k(ns, "meta"), "allocations", 1)
+            await pipe.execute()
+
+    @_redis_errors
+    async def report(self, ns: str, alloc_id: str, outcomes: Sequence[Outcome]) -> ReportResult:
+        keys = [self._k(ns, "a", alloc_id), self._k(ns, "a", alloc_id, "r"), self._k(ns, "meta")]
+        packed = json.dumps(
+            [[o.prompt_id, o.successes, o.trials, o.total_tokens] for o in outcomes]
+        )
+        args = [self.half_life, self.ttl, RECENT_KEPT, self._k(ns, "p", ""), packed]
+        res = [x.decode() if isinstance(x, bytes) else x for x in await self._report(keys, args)]
+        if res[0] == "NOT_FOUND":
+            raise NotFound(f"no allocation {alloc_id!r} in namespace {ns!r} (unknown or expired)")
+        if res[0] == "NOT_IN_ALLOCATION":
+            raise InvalidArgument(
+                f"prompt {res[1]!r} is not part of allocation {alloc_id!r}",
+                field="outcomes.prompt_id",
+            )
+        if res[0] == "TRIALS_OVER_N":
+            raise InvalidArgument(
+                f"prompt {res[1]!r} reports more trials than the {res[2]} it was allotted",
+                field="outcomes.trials",
+            )
+        return ReportResult(accepted=int(res[1]), duplicates=[str(x) for x in res[2:]])
+
+    @_redis_errors
+    async def get_allocation(self, ns: str, alloc_id: str) -> dict[str, Any]:
+        if alloc_id == "latest":
+            latest = await self.r.lindex(self._k(ns, "allocs"), 0)
+            if latest is None:
+                raise NotFound(f"namespace {ns!r} has no allocation")
+            alloc_id = latest.decode()
+        raw = await self.r.hgetall(self._k(ns, "a", alloc_id))
+        if not raw:
+            raise NotFound(f"no allocation {alloc_id!r} in namespace {ns!r} (unknown or expired)")
+        meta = json.loads(raw[b"_meta"])
+        n = json.loads(raw[b"_n"])
+        reported = await self.r.scard(self._k(ns, "a", alloc_id, "r"))
+        return {"allocation_id": alloc_id, **meta, "reported_prompts": reported, "n": n}
+
+    @_redis_errors
+    async def prompt_records(
+        self, ns: str, prompt_ids: Sequence[str], step: int
+    ) -> list[PromptRecord]:
+        raws = await self.r.mget([self._k(ns, "p", pid) for pid in prompt_ids])
+        out = []
+        for pid, raw in zip(prompt_ids, raws, strict=True):
+            if raw is None:
+                out.append(PromptRecord(pid))
+                continue
+            v = dict(zip(RECORD_FIELDS, unpack_heads(raw[:HEAD_BYTES], 1)[0].tolist(), strict=True))
+            w = float(decay_factor(step if step > 0 else v["step"], v["step"], self.half_life))
+            out.append(
+                PromptRecord(
+                    prompt_id=pid,
+                    found=True,
+                    evidence_successes=v["s"] * w,
+                    evidence_failures=v["f"] * w,
+                    last_step=int(v["step"]),
+                    visits=int(v["visits"]),
+                    trials=int(v["trials"]),
+                    successes=int(v["successes"]),
+                    last_successes=int(v["ls"]),
+                    last_trials=int(v["lt"]),
+                    mean_tokens=v["ts"] / v["tw"] if v["tw"] > 0 else 0.0,
+                    recent=recent_of(raw),
+                )
+            )
+        return out
+
+    @_redis_errors
+    async def namespaces(self) -> list[str]:
+        return sorted(x.decode() for x in await self.r.smembers("krl:namespaces"))
+
+    @_redis_errors
+    async def namespace_meta(self, ns: str) -> dict[str, float]:
+        raw = await self.r.hgetall(self._k(ns, "meta"))
+        if not raw and not await self.r.sismember("krl:namespaces", ns):
+            raise NotFound(f"no namespace {ns!r}")
+        meta = {k.decode(): float(v) for k, v in raw.items()}
+        meta.setdefault("prompts", 0.0)
+        for i in range(HIST_BINS):
+            meta.setdefault(f"h{i}", 0.0)
+        return meta
+
+    @_redis_errors
+    async def tracked_prompts(self) -> int:
+        """Prompts tracked over all namespaces (for the gauge)."""
+        names = await self.r.smembers("krl:namespaces")
+        if not names:
+            return 0
+        async with self.r.pipeline(transaction=False) as pipe:
+            for ns in names:
+                pipe.hget(self._k(ns.decode(), "meta"), "prompts")
+            vals = await pipe.execute()
+        return int(sum(float(v) for v in vals if v is not None))

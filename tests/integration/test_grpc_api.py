@@ -1,0 +1,183 @@
+"""The allocator over real gRPC on loopback, with a real redis-server behind it."""
+
+import asyncio
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from krl.allocator.app import AllocatorApp
+from krl.allocator.client import AllocatorClient
+from krl.api.allocator.v1 import allocator_pb2 as pb
+from krl.api.allocator.v1 import allocator_pb2_grpc as pb_grpc
+from krl.common.errors import InvalidArgument, NotFound, ResourceExhausted, Unauthenticated, Unavailable
+from krl.common.redis_server import EmbeddedRedis
+from tests.conftest import make_settings
+
+pytestmark = pytest.mark.integration
+
+
+def target(app: AllocatorApp) -> str:
+    return f"127.0.0.1:{app.grpc.port}"
+
+
+async def call(fn, *args, **kw):
+    return await asyncio.to_thread(fn, *args, **kw)
+
+
+async def test_allocate_report_and_allocations_follow_the_histories(allocator):
+    client = AllocatorClient(target(allocator), namespace="run1")
+    ids = [f"q{i}" for i in range(64)]
+    p_true = np.linspace(0.02, 0.98, 64)
+    rng = np.random.default_rng(0)
+    first = await call(client.allocate, ids, 512, step=0, min_n=2, max_n=32)
+    assert set(first.n.values()) == {8}  # no history yet: every prompt looks alike
+    for step in range(5):
+        a = await call(client.allocate, ids, 512, step=step, min_n=2, max_n=32)
+        assert sum(a.n.values()) == 512 and list(a.n) == ids
+        outcomes = {pid: (int(rng.binomial(n, p_true[i])), n, 10 * n) for i, (pid, n) in enumerate(a.n.items())}
+        res = await call(client.report, a.allocation_id, outcomes)
+        assert res.accepted == 64 and res.duplicates == 0
+        again = await call(client.report, a.allocation_id, outcomes)
+        assert again.accepted == 0 and again.duplicates == 64
+    last = await call(client.allocate, ids, 512, step=5, min_n=2, max_n=32)
+    assert len(set(last.n.values())) > 1  # the histories now shape the allocation
+    assert last.n["q0"] > last.n["q63"]  # hard prompts get more than easy ones (p(1-p)^2)
+    stats = await call(client.prompt_stats, ["q0", "nope"])
+    assert stats[0].found and stats[0].visits == 5 and len(stats[0].recent) == 5
+    assert not stats[1].found
+    client.close()
+
+
+async def test_modes_over_grpc(allocator):
+    client = AllocatorClient(target(allocator), namespace="modes")
+    ids = ["a", "b", "c"]
+    paper = await call(client.allocate, ids, 12, mode="paper", fallback=False)
+    tokens = await call(client.allocate, ids, 10_000, mode="tokens", min_n=1, max_n=8)
+    assert sum(paper.n.values()) == 12
+    assert tokens.budget_used <= 10_000 and tokens.gap_bound >= 0
+    client.close()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"budget": 3}, "budget"),
+        ({"budget": 17}, "budget"),
+        ({"budget": 8, "min_n": 9, "max_n": 4}, "min_n"),
+        ({"prompt_ids": []}, "prompt_ids"),
+        ({"prompt_ids": ["a", "a"]}, "prompt_ids[1]"),
+        ({"prompt_ids": ["a", ""]}, "prompt_ids[1]"),
+        ({"prompt_ids": ["a", "x" * 300]}, "prompt_ids[1]"),
+        ({"namespace": "bad:name"}, "namespace"),
+        ({"step": -1}, "step"),
+    ],
+)
+async def test_bad_allocate_requests_are_invalid_argument(allocator, kwargs, field):
+    req = {"namespace": "bad", "prompt_ids": ["a", "b"], "budget": 8, "min_n": 2, "max_n": 8, **kwargs}
+    async with grpc.aio.insecure_channel(target(allocator)) as ch:
+        stub = pb_grpc.AllocatorServiceStub(ch)
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await stub.Allocate(pb.AllocateRequest(**req))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert e.value.details().startswith(field + ":"), e.value.details()
+
+
+async def test_bad_reports_name_the_field_and_change_nothing(allocator, redis_client):
+    client = AllocatorClient(target(allocator), namespace="rep")
+    a = await call(client.allocate, ["x", "y"], 8, min_n=2, max_n=8)
+    before = {k: redis_client.dump(k) for k in redis_client.keys("krl:{rep}:p:*")}
+    cases = [
+        ({"x": (5, 4)}, InvalidArgument, "outcomes[0].successes"),
+        ({"x": (-1, 4)}, InvalidArgument, "outcomes[0].successes"),
+        ({"x": (1, 4), "y": (0, -2)}, InvalidArgument, "outcomes[1].trials"),
+        ({"x": (1, 4, -5)}, InvalidArgument, "outcomes[0].total_tokens"),
+        ({"x": (1, 9)}, InvalidArgument, "outcomes.trials"),
+        ({"zz": (1, 2)}, InvalidArgument, "outcomes.prompt_id"),
+        ({}, InvalidArgument, "outcomes"),
+    ]
+    for outcomes, exc, field in cases:
+        with pytest.raises(exc) as e:
+            await call(client.report, a.allocation_id, outcomes)
+        assert e.value.message.startswith(field + ":"), (outcomes, e.value.message)
+    with pytest.raises(NotFound):
+        await call(client.report, "f" * 32, {"x": (1, 2)})
+    assert {k: redis_client.dump(k) for k in redis_client.keys("krl:{rep}:p:*")} == before
+    client.close()
+
+
+async def test_batch_over_the_limit_is_resource_exhausted(redis_server):
+    app = AllocatorApp(make_settings(redis_server.url, max_batch_prompts=10))
+    await app.start()
+    try:
+        client = AllocatorClient(target(app), namespace="big", retries=0)
+        with pytest.raises(ResourceExhausted, match="over the limit of 10"):
+            await call(client.allocate, [str(i) for i in range(11)], 22)
+        client.close()
+    finally:
+        await app.stop()
+
+
+async def test_auth_token_is_required_but_not_for_health(redis_server):
+    app = AllocatorApp(make_settings(redis_server.url, auth_token="s3cret"))
+    await app.start()
+    try:
+        with pytest.raises(Unauthenticated):
+            await call(AllocatorClient(target(app), "auth").allocate, ["a"], 2, min_n=1, max_n=4)
+        with pytest.raises(Unauthenticated):
+            await call(AllocatorClient(target(app), "auth", token="wrong").allocate, ["a"], 2, min_n=1, max_n=4)
+        ok = await call(AllocatorClient(target(app), "auth", token="s3cret").allocate, ["a"], 2, min_n=1, max_n=4)
+        assert ok.n == {"a": 2}
+        async with grpc.aio.insecure_channel(target(app)) as ch:
+            res = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest())
+            assert res.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        await app.stop()
+
+
+async def test_reflection_lists_the_service(allocator):
+    async with grpc.aio.insecure_channel(target(allocator)) as ch:
+        stub = reflection_pb2_grpc.ServerReflectionStub(ch)
+        req = reflection_pb2.ServerReflectionRequest(list_services="")
+        async for res in stub.ServerReflectionInfo(iter([req])):
+            names = {s.name for s in res.list_services_response.service}
+            break
+    assert "krl.allocator.v1.AllocatorService" in names and "grpc.health.v1.Health" in names
+
+
+async def test_redis_outage_is_unavailable_and_the_service_recovers(tmp_path):
+    server = EmbeddedRedis(tmp_path / "r").start()
+    app = AllocatorApp(make_settings(server.url, redis_timeout_s=0.5))
+    await app.start()
+    client = AllocatorClient(target(app), namespace="outage", retries=0)
+    try:
+        assert (await call(client.allocate, ["a", "b"], 4, min_n=2, max_n=2)).n == {"a": 2, "b": 2}
+        server.kill()
+        with pytest.raises(Unavailable, match="Redis is unreachable"):
+            await call(client.allocate, ["a", "b"], 4, min_n=2, max_n=2)
+        server.start()  # same socket, same data folder (AOF)
+        a = await call(client.allocate, ["a", "b"], 4, min_n=2, max_n=2)
+        assert a.n == {"a": 2, "b": 2}
+    finally:
+        client.close()
+        await app.stop()
+        server.stop()
+
+
+async def test_the_client_retries_unavailable_with_backoff(tmp_path):
+    server = EmbeddedRedis(tmp_path / "r").start()
+    app = AllocatorApp(make_settings(server.url, redis_timeout_s=0.5))
+    await app.start()
+    client = AllocatorClient(target(app), namespace="retry", retries=8, backoff_s=0.05)
+    try:
+        server.kill()
+        restart = asyncio.get_running_loop().call_later(0.4, server.start)
+        a = await call(client.allocate, ["a"], 3, min_n=1, max_n=4)
+        assert a.n == {"a": 3}
+        restart.cancel()
+    finally:
+        client.close()
+        await app.stop()
+        server.stop()

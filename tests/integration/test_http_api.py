@@ -1,0 +1,105 @@
+"""The allocator's HTTP API, health and Prometheus metrics over real HTTP on loopback."""
+
+import asyncio
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from krl.allocator.app import AllocatorApp
+from krl.allocator.client import AllocatorClient
+from tests.conftest import make_settings
+
+pytestmark = pytest.mark.integration
+
+
+async def seed(app: AllocatorApp, ns: str = "web") -> str:
+    client = AllocatorClient(f"127.0.0.1:{app.grpc.port}", namespace=ns, token=app.settings.token())
+    a = await asyncio.to_thread(client.allocate, ["easy", "hard", "mid"], 12, step=1, min_n=2, max_n=8)
+    await asyncio.to_thread(client.report, a.allocation_id, {"easy": (4, 4, 40), "hard": (0, 4, 400), "mid": (2, 4, 80)})
+    client.close()
+    return a.allocation_id
+
+
+async def test_read_endpoints(allocator):
+    alloc_id = await seed(allocator)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{allocator.http.port}") as http:
+        assert (await http.get("/v1/namespaces")).json() == ["web"]
+        s = (await http.get("/v1/namespaces/web")).json()
+        assert (s["prompts_tracked"], s["solved"], s["unsolved"]) == (3, 1, 1)
+        assert sum(b["prompts"] for b in s["difficulty_histogram"]) == 3
+        assert s["mean_tokens"] == pytest.approx(520 / 12)
+        p = (await http.get("/v1/namespaces/web/prompts/hard")).json()
+        assert p["found"] and p["trials"] == 4 and p["successes"] == 0
+        assert p["recent"] == [{"step": 1, "n": 4, "successes": 0}]
+        assert 0 < p["posterior_mean"] < 0.5
+        latest = (await http.get("/v1/namespaces/web/allocations/latest")).json()
+        assert latest["allocation_id"] == alloc_id and latest["reported_prompts"] == 3
+        assert sum(latest["n"].values()) == 12
+        by_id = (await http.get(f"/v1/namespaces/web/allocations/{alloc_id}")).json()
+        assert by_id == latest
+        assert (await http.get("/healthz")).json() == {"status": "ok"}
+        assert (await http.get("/readyz")).status_code == 200
+        assert "/v1/namespaces/{namespace}" in (await http.get("/openapi.json")).json()["paths"]
+
+
+async def test_errors_are_problem_details(allocator):
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{allocator.http.port}") as http:
+        r = await http.get("/v1/namespaces/none-such")
+        assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+        assert r.json()["title"] == "Not found" and "none-such" in r.json()["detail"]
+        r = await http.get("/v1/namespaces/bad:ns")
+        assert r.status_code == 400 and r.json()["field"] == "namespace"
+        r = await http.get("/v1/namespaces/web/allocations/not-an-id")
+        assert r.status_code == 400 and r.json()["field"] == "allocation_id"
+        r = await http.get("/v1/namespaces/web/prompts/x", params={"step": -3})
+        assert r.status_code == 400 and r.json()["field"] == "step"
+
+
+async def test_metrics_are_real_prometheus_text(allocator):
+    await seed(allocator)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{allocator.http.port}") as http:
+        text = (await http.get("/metrics")).text
+    fams = {f.name: f for f in text_string_to_metric_families(text)}
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in fams.values() for s in f.samples}
+    assert samples[("krl_allocator_allocations_total", (("mode", "bayes"),))] == 1
+    assert samples[("krl_allocator_report_outcomes_total", (("result", "accepted"),))] == 3
+    assert samples[("krl_allocator_zero_variance_groups_total", (("kind", "all_correct"),))] == 1
+    assert samples[("krl_allocator_zero_variance_groups_total", (("kind", "all_wrong"),))] == 1
+    assert samples[("krl_allocator_prompts_tracked", ())] == 3
+    assert samples[("krl_allocator_rollouts_per_prompt_count", (("mode", "bayes"),))] == 3
+    assert samples[("krl_allocator_allocate_duration_seconds_count", (("mode", "bayes"),))] == 1
+    assert ("krl_allocator_solve_duration_seconds_count", (("mode", "bayes"),)) in samples
+
+
+async def test_http_auth(redis_server):
+    app = AllocatorApp(make_settings(redis_server.url, auth_token="tok"))
+    await app.start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http.port}") as http:
+            r = await http.get("/v1/namespaces")
+            assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+            assert (await http.get("/v1/namespaces", headers={"Authorization": "Bearer nope"})).status_code == 401
+            assert (await http.get("/v1/namespaces", headers={"Authorization": "Bearer tok"})).status_code == 200
+            assert (await http.get("/healthz")).status_code == 200
+            assert (await http.get("/metrics")).status_code == 200
+    finally:
+        await app.stop()
+
+
+async def test_readyz_fails_while_redis_is_down(tmp_path):
+    from krl.common.redis_server import EmbeddedRedis
+
+    server = EmbeddedRedis(tmp_path / "r").start()
+    app = AllocatorApp(make_settings(server.url, redis_timeout_s=0.5))
+    await app.start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http.port}") as http:
+            server.kill()
+            r = await http.get("/readyz")
+            assert r.status_code == 503 and "Redis is unreachable" in r.json()["detail"]
+            server.start()
+            assert (await http.get("/readyz")).status_code == 200
+    finally:
+        await app.stop()
+        server.stop()

@@ -68,13 +68,8 @@ def unary_errors(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitab
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             return await method(self, request, context)
-        except KrlError as e:
-            _count_error(self, method.__name__, e.grpc_code)
-            await context.abort(e.grpc_code, str(e))
-        except Exception:
-            log.exception("unhandled error in %s", method.__name__)
-            _count_error(self, method.__name__, grpc.StatusCode.INTERNAL)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error (see the server log)")
+        except Exception as e:
+            await _abort(self, method.__name__, e, context)
 
     return wrapper
 
@@ -89,21 +84,26 @@ def stream_errors(method: Callable[..., AsyncIterator[Any]]) -> Callable[..., As
         try:
             async for item in method(self, request, context):
                 yield item
-        except KrlError as e:
-            _count_error(self, method.__name__, e.grpc_code)
-            await context.abort(e.grpc_code, str(e))
-        except Exception:
-            log.exception("unhandled error in %s", method.__name__)
-            _count_error(self, method.__name__, grpc.StatusCode.INTERNAL)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error (see the server log)")
+        except Exception as e:
+            await _abort(self, method.__name__, e, context)
 
     return wrapper
 
 
-def _count_error(servicer: Any, method: str, code: grpc.StatusCode) -> None:
+async def _abort(
+    servicer: Any, method: str, exc: Exception, context: grpc.aio.ServicerContext
+) -> None:
+    """The one mapping: a KrlError aborts with its own code; anything else is INTERNAL (logged,
+    never shown to the caller). Counted on the servicer's error_counter when it has one."""
+    if isinstance(exc, KrlError):
+        code, message = exc.grpc_code, str(exc)
+    else:
+        log.error("unhandled error in %s", method, exc_info=exc)
+        code, message = grpc.StatusCode.INTERNAL, "internal error (see the server log)"
     counter = getattr(servicer, "error_counter", None)
     if counter is not None:
         counter.labels(method, code.name).inc()
+    await context.abort(code, message)
 
 
 class GrpcServer:

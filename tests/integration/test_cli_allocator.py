@@ -5,8 +5,8 @@ import subprocess
 import sys
 
 import pytest
-
 from krl.allocator.client import AllocatorClient
+
 from krl.common.procs import free_port, wait_serving
 
 pytestmark = pytest.mark.integration

@@ -7,12 +7,18 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-
 from krl.allocator.app import AllocatorApp
 from krl.allocator.client import AllocatorClient
+
 from krl.api.allocator.v1 import allocator_pb2 as pb
 from krl.api.allocator.v1 import allocator_pb2_grpc as pb_grpc
-from krl.common.errors import InvalidArgument, NotFound, ResourceExhausted, Unauthenticated, Unavailable
+from krl.common.errors import (
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
 from krl.common.redis_server import EmbeddedRedis
 from tests.conftest import make_settings
 
@@ -37,7 +43,10 @@ async def test_allocate_report_and_allocations_follow_the_histories(allocator):
     for step in range(5):
         a = await call(client.allocate, ids, 512, step=step, min_n=2, max_n=32)
         assert sum(a.n.values()) == 512 and list(a.n) == ids
-        outcomes = {pid: (int(rng.binomial(n, p_true[i])), n, 10 * n) for i, (pid, n) in enumerate(a.n.items())}
+        outcomes = {
+            pid: (int(rng.binomial(n, p_true[i])), n, 10 * n)
+            for i, (pid, n) in enumerate(a.n.items())
+        }
         res = await call(client.report, a.allocation_id, outcomes)
         assert res.accepted == 64 and res.duplicates == 0
         again = await call(client.report, a.allocation_id, outcomes)
@@ -76,7 +85,14 @@ async def test_modes_over_grpc(allocator):
     ],
 )
 async def test_bad_allocate_requests_are_invalid_argument(allocator, kwargs, field):
-    req = {"namespace": "bad", "prompt_ids": ["a", "b"], "budget": 8, "min_n": 2, "max_n": 8, **kwargs}
+    req = {
+        "namespace": "bad",
+        "prompt_ids": ["a", "b"],
+        "budget": 8,
+        "min_n": 2,
+        "max_n": 8,
+        **kwargs,
+    }
     async with grpc.aio.insecure_channel(target(allocator)) as ch:
         stub = pb_grpc.AllocatorServiceStub(ch)
         with pytest.raises(grpc.aio.AioRpcError) as e:
@@ -127,8 +143,20 @@ async def test_auth_token_is_required_but_not_for_health(redis_server):
         with pytest.raises(Unauthenticated):
             await call(AllocatorClient(target(app), "auth").allocate, ["a"], 2, min_n=1, max_n=4)
         with pytest.raises(Unauthenticated):
-            await call(AllocatorClient(target(app), "auth", token="wrong").allocate, ["a"], 2, min_n=1, max_n=4)
-        ok = await call(AllocatorClient(target(app), "auth", token="s3cret").allocate, ["a"], 2, min_n=1, max_n=4)
+            await call(
+                AllocatorClient(target(app), "auth", token="wrong").allocate,
+                ["a"],
+                2,
+                min_n=1,
+                max_n=4,
+            )
+        ok = await call(
+            AllocatorClient(target(app), "auth", token="s3cret").allocate,
+            ["a"],
+            2,
+            min_n=1,
+            max_n=4,
+        )
         assert ok.n == {"a": 2}
         async with grpc.aio.insecure_channel(target(app)) as ch:
             res = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest())

@@ -4,10 +4,10 @@ import asyncio
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-
 from krl.allocator.app import AllocatorApp
 from krl.allocator.client import AllocatorClient
+from prometheus_client.parser import text_string_to_metric_families
+
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.integration
@@ -15,8 +15,12 @@ pytestmark = pytest.mark.integration
 
 async def seed(app: AllocatorApp, ns: str = "web") -> str:
     client = AllocatorClient(f"127.0.0.1:{app.grpc.port}", namespace=ns, token=app.settings.token())
-    a = await asyncio.to_thread(client.allocate, ["easy", "hard", "mid"], 12, step=1, min_n=2, max_n=8)
-    await asyncio.to_thread(client.report, a.allocation_id, {"easy": (4, 4, 40), "hard": (0, 4, 400), "mid": (2, 4, 80)})
+    a = await asyncio.to_thread(
+        client.allocate, ["easy", "hard", "mid"], 12, step=1, min_n=2, max_n=8
+    )
+    await asyncio.to_thread(
+        client.report, a.allocation_id, {"easy": (4, 4, 40), "hard": (0, 4, 400), "mid": (2, 4, 80)}
+    )
     client.close()
     return a.allocation_id
 
@@ -61,7 +65,9 @@ async def test_metrics_are_real_prometheus_text(allocator):
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{allocator.http.port}") as http:
         text = (await http.get("/metrics")).text
     fams = {f.name: f for f in text_string_to_metric_families(text)}
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in fams.values() for s in f.samples}
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value for f in fams.values() for s in f.samples
+    }
     assert samples[("krl_allocator_allocations_total", (("mode", "bayes"),))] == 1
     assert samples[("krl_allocator_report_outcomes_total", (("result", "accepted"),))] == 3
     assert samples[("krl_allocator_zero_variance_groups_total", (("kind", "all_correct"),))] == 1
@@ -79,8 +85,12 @@ async def test_http_auth(redis_server):
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http.port}") as http:
             r = await http.get("/v1/namespaces")
             assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
-            assert (await http.get("/v1/namespaces", headers={"Authorization": "Bearer nope"})).status_code == 401
-            assert (await http.get("/v1/namespaces", headers={"Authorization": "Bearer tok"})).status_code == 200
+            assert (
+                await http.get("/v1/namespaces", headers={"Authorization": "Bearer nope"})
+            ).status_code == 401
+            assert (
+                await http.get("/v1/namespaces", headers={"Authorization": "Bearer tok"})
+            ).status_code == 200
             assert (await http.get("/healthz")).status_code == 200
             assert (await http.get("/metrics")).status_code == 200
     finally:

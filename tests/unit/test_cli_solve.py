@@ -10,7 +10,11 @@ import pytest
 def krl_solve(doc) -> subprocess.CompletedProcess:
     text = doc if isinstance(doc, str) else json.dumps(doc)
     return subprocess.run(
-        [sys.executable, "-m", "krl.cli", "solve", "-"], input=text, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "krl.cli", "solve", "-"],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -24,7 +28,9 @@ PROMPTS = [
 
 @pytest.mark.parametrize("mode", ["paper", "bayes"])
 def test_solve_prints_the_allocation(mode):
-    r = krl_solve({"budget": 32, "min_n": 2, "max_n": 16, "mode": mode, "fallback": True, "prompts": PROMPTS})
+    r = krl_solve(
+        {"budget": 32, "min_n": 2, "max_n": 16, "mode": mode, "fallback": True, "prompts": PROMPTS}
+    )
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert set(out) == {"allocation", "objective", "solve_ms"}
@@ -43,16 +49,37 @@ def test_solve_tokens_mode_reports_its_gap_bound():
 @pytest.mark.parametrize(
     ("doc", "message"),
     [
-        ({"budget": 7, "min_n": 2, "max_n": 16, "prompts": PROMPTS}, "budget: 7 is outside [8, 64]"),
+        (
+            {"budget": 7, "min_n": 2, "max_n": 16, "prompts": PROMPTS},
+            "budget: 7 is outside [8, 64]",
+        ),
         ({"budget": 8, "min_n": 4, "max_n": 2, "prompts": PROMPTS}, "min_n: min_n (4) is greater"),
         ({"budget": 8.5, "max_n": 4, "prompts": PROMPTS}, "budget: must be an integer"),
         ({"budget": 8, "max_n": 4, "prompts": []}, "prompt_ids: the batch is empty"),
-        ({"budget": 8, "max_n": 4, "prompts": [{"id": "a", "successes": 3, "trials": 2}]}, "prompts[0].successes"),
-        ({"budget": 8, "max_n": 4, "prompts": [{"id": "a", "successes": -1, "trials": 2}]}, "prompts[0].successes"),
-        ({"budget": 8, "max_n": 4, "prompts": [{"id": "a", "trials": 2.5}]}, "prompts[0].trials: must be an integer"),
-        ({"budget": 8, "max_n": 4, "prompts": [{"id": "a"}, {"id": "a"}]}, "prompts[1].id: duplicate"),
-        ('{"budget": 8, "max_n": 4, "prompts": [{"id": "a", "mean_tokens": NaN}]}', "prompts[0].mean_tokens"),
-        ({"budget": 8, "max_n": 4, "mode": "magic", "prompts": PROMPTS}, "mode: must be paper, bayes or tokens"),
+        (
+            {"budget": 8, "max_n": 4, "prompts": [{"id": "a", "successes": 3, "trials": 2}]},
+            "prompts[0].successes",
+        ),
+        (
+            {"budget": 8, "max_n": 4, "prompts": [{"id": "a", "successes": -1, "trials": 2}]},
+            "prompts[0].successes",
+        ),
+        (
+            {"budget": 8, "max_n": 4, "prompts": [{"id": "a", "trials": 2.5}]},
+            "prompts[0].trials: must be an integer",
+        ),
+        (
+            {"budget": 8, "max_n": 4, "prompts": [{"id": "a"}, {"id": "a"}]},
+            "prompts[1].id: duplicate",
+        ),
+        (
+            '{"budget": 8, "max_n": 4, "prompts": [{"id": "a", "mean_tokens": NaN}]}',
+            "prompts[0].mean_tokens",
+        ),
+        (
+            {"budget": 8, "max_n": 4, "mode": "magic", "prompts": PROMPTS},
+            "mode: must be paper, bayes or tokens",
+        ),
         ({"budget": 8, "max_n": 4, "prompt": PROMPTS}, "prompt: unknown key"),
         ("{not json", "$: not valid JSON"),
     ],

@@ -1,15 +1,15 @@
 from pathlib import Path
 
 import pytest
+from krl.allocator.settings import AllocatorSettings
 from pydantic import ValidationError
 
-from krl.allocator.settings import AllocatorSettings
 from krl.common.config import load_settings
 
 
 def test_layers_defaults_file_env_cli(tmp_path: Path, monkeypatch):
     cfg = tmp_path / "a.toml"
-    cfg.write_text('http_port = 9001\ngrpc_port = 9002\nhalf_life_steps = 5.0\n')
+    cfg.write_text("http_port = 9001\ngrpc_port = 9002\nhalf_life_steps = 5.0\n")
     monkeypatch.setenv("KRL_ALLOCATOR_GRPC_PORT", "9100")
     s = load_settings(AllocatorSettings, cfg, {"half_life_steps": 7.0, "host": None})
     assert (s.http_port, s.grpc_port, s.half_life_steps, s.host) == (9001, 9100, 7.0, "127.0.0.1")

@@ -90,3 +90,15 @@ async def test_recent_visits_are_capped(store):
     (rec,) = await store.prompt_records("cap", ["x"], 0)
     assert [s for s, _, _ in rec.recent] == list(range(4, 12))
     assert rec.visits == 12 and rec.trials == 24
+
+
+def test_embedded_redis_starts_from_a_deep_data_folder(tmp_path):
+    import redis
+
+    from krl.common.redis_server import EmbeddedRedis
+
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    with EmbeddedRedis(deep) as server:
+        assert len(str(deep / "redis.sock")) > 107
+        assert redis.Redis.from_url(server.url).ping()
+        assert (deep / "redis.log").exists()

@@ -8,12 +8,14 @@ import logging
 import os
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
 import redis
 
 log = logging.getLogger(__name__)
+SUN_PATH_MAX = 100  # unix socket paths are limited to 107 bytes on Linux
 
 
 def redis_server_binary() -> str:
@@ -34,10 +36,10 @@ class EmbeddedRedis:
         self.port = port
         self.appendonly = appendonly
         self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def socket_path(self) -> Path:
-        return self.data_dir / "redis.sock"
+        sock = self.data_dir / "redis.sock"
+        if len(str(sock).encode()) > SUN_PATH_MAX:  # deep data folders: socket in a short one
+            sock = Path(tempfile.mkdtemp(prefix="krl-redis-")) / "redis.sock"
+        self.socket_path = sock
 
     @property
     def url(self) -> str:

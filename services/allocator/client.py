@@ -10,24 +10,14 @@ back as the project's exceptions (krl.common.errors)."""
 
 from __future__ import annotations
 
-import random
-import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
-
-import grpc
+from typing import Any
 
 from krl.api.allocator.v1 import allocator_pb2 as pb
 from krl.api.allocator.v1 import allocator_pb2_grpc as pb_grpc
-from krl.common.errors import from_grpc_error
+from krl.common.grpc_client import GrpcClient
 
-T = TypeVar("T")
-RETRYABLE = {
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.RESOURCE_EXHAUSTED,
-}
 MODES = {
     "paper": pb.ALLOCATION_MODE_PAPER,
     "bayes": pb.ALLOCATION_MODE_BAYES,
@@ -53,30 +43,11 @@ class ReportResult:
     duplicates: int
 
 
-class AllocatorClient:
-    def __init__(
-        self,
-        target: str,
-        namespace: str,
-        *,
-        token: str | None = None,
-        timeout_s: float = 10.0,
-        retries: int = 5,
-        backoff_s: float = 0.1,
-        max_message_bytes: int = 64 * 1024 * 1024,
-    ) -> None:
+class AllocatorClient(GrpcClient):
+    def __init__(self, target: str, namespace: str, **kw: Any) -> None:
+        """kw: token, timeout_s (10), retries (5), backoff_s (0.1), max_message_bytes."""
+        super().__init__(target, **kw)
         self.namespace = namespace
-        self.timeout_s = timeout_s
-        self.retries = retries
-        self.backoff_s = backoff_s
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        self._channel = grpc.insecure_channel(
-            target,
-            options=[
-                ("grpc.max_receive_message_length", max_message_bytes),
-                ("grpc.max_send_message_length", max_message_bytes),
-            ],
-        )
         self._stub = pb_grpc.AllocatorServiceStub(self._channel)
 
     def allocate(
@@ -130,22 +101,3 @@ class AllocatorClient:
             namespace=self.namespace, prompt_ids=list(prompt_ids), step=step
         )
         return list(self._call(self._stub.GetPromptStats, req).stats)
-
-    def _call(self, method: Callable[..., T], request: Any) -> T:
-        for attempt in range(self.retries + 1):
-            try:
-                return method(request, timeout=self.timeout_s, metadata=self._metadata)
-            except grpc.RpcError as e:
-                if e.code() not in RETRYABLE or attempt == self.retries:
-                    raise from_grpc_error(e) from e
-                time.sleep(self.backoff_s * (2**attempt) * (0.5 + random.random()))
-        raise AssertionError("unreachable")
-
-    def close(self) -> None:
-        self._channel.close()
-
-    def __enter__(self) -> AllocatorClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -47,6 +47,56 @@ def _run_allocator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rollout_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "rollout",
+        help="run the rollout service (engines hf | vllm | openai; gRPC + /metrics)",
+        description="Run the rollout service. Settings: defaults < --config TOML < KRL_ROLLOUT_* "
+        "environment (engine fields as KRL_ROLLOUT_ENGINE__MODEL etc.) < these flags. With no "
+        "engine given: hf on the tiny model in .krl/models/tiny (built there if missing).",
+    )
+    p.add_argument("--config", type=Path, help="TOML file with rollout settings ([engine] table)")
+    p.add_argument("--host", help="bind address (default 127.0.0.1)")
+    p.add_argument("--grpc-port", type=int, help="gRPC port (default 50052; 0 = any free)")
+    p.add_argument("--http-port", type=int, help="HTTP port for /metrics (default 8001)")
+    p.add_argument("--engine", choices=["hf", "vllm", "openai"], help="engine type")
+    p.add_argument("--model", help="local model folder (hf, vllm) or served model name (openai)")
+    p.add_argument("--base-url", help="openai engine: server root, e.g. http://host:8000/v1")
+    p.add_argument("--tokenizer", type=Path, help="openai engine: local tokenizer folder")
+    p.add_argument("--replicas", type=int, help="engine replicas (worker processes)")
+    p.add_argument("--max-n", type=int, help="largest n for one prompt (default 512)")
+    p.add_argument("--log-level", help="DEBUG, INFO, WARNING...")
+    p.set_defaults(func=_run_rollout)
+
+
+def _run_rollout(args: argparse.Namespace) -> int:
+    from krl.common.config import load_settings
+    from krl.common.logs import setup_logging
+    from krl.rollout.app import serve
+    from krl.rollout.settings import RolloutSettings
+
+    engine = {
+        k: v
+        for k, v in {
+            "type": args.engine, "model": args.model, "base_url": args.base_url,
+            "tokenizer": args.tokenizer,
+        }.items()
+        if v is not None
+    }  # fmt: skip
+    overrides = {
+        "host": args.host, "grpc_port": args.grpc_port, "http_port": args.http_port,
+        "replicas": args.replicas, "max_n": args.max_n, "log_level": args.log_level,
+        "engine": engine or None,
+    }  # fmt: skip
+    settings = load_settings(RolloutSettings, args.config, overrides)
+    setup_logging(settings.log_level)
+    import logging
+
+    logging.getLogger("krl").info("rollout settings: %s", json.dumps(settings.public_dict()))
+    asyncio.run(serve(settings))
+    return 0
+
+
 def _solve_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "solve",
@@ -120,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"knapsack-rl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _allocator_parser(sub)
+    _rollout_parser(sub)
     _solve_parser(sub)
     _bench_parser(sub)
     return parser

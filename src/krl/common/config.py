@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,16 @@ def load_settings(cls: type[S], config_file: Path | None, overrides: dict[str, A
     file_values: dict[str, Any] = {}
     if config_file is not None:
         file_values = tomllib.loads(config_file.read_text())
-    from_env = cls()  # BaseSettings reads the environment here
-    explicit_env = from_env.model_dump(include=from_env.model_fields_set)
+    # The environment's raw values, validated only once merged with the other layers (an
+    # environment may give part of a nested table that a flag completes).
+    explicit_env = EnvSettingsSource(cls)()
     cli = {k: v for k, v in overrides.items() if v is not None}
-    return cls.model_validate({**file_values, **explicit_env, **cli})
+    return cls.model_validate(_merge(_merge(file_values, explicit_env), cli))
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """`top` over `base`, table by table (a nested [engine] table is merged, not replaced)."""
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out

@@ -1,0 +1,42 @@
+"""Rollout settings (env prefix KRL_ROLLOUT_; nested engine fields with __, e.g.
+KRL_ROLLOUT_ENGINE__TYPE=vllm KRL_ROLLOUT_ENGINE__MODEL=/models/qwen)."""
+
+from __future__ import annotations
+
+from krl.rollout.engines.config import DEFAULT_MODEL, EngineConfig, HfEngineConfig
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from krl.common.config import ServiceSettings
+
+__all__ = ["DEFAULT_MODEL", "RolloutSettings"]
+
+
+class RolloutSettings(ServiceSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="KRL_ROLLOUT_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    grpc_port: int = Field(50052, ge=0, le=65535, description="gRPC port (0 picks a free one).")
+    http_port: int = Field(8001, ge=0, le=65535, description="HTTP port: /metrics, /healthz.")
+    engine: EngineConfig = Field(
+        default_factory=lambda: HfEngineConfig(model=DEFAULT_MODEL),
+        description="Engine: {type = 'hf' | 'vllm' | 'openai', ...}. Default: hf on the tiny "
+        "model in .krl/models/tiny (built there if missing).",
+    )
+    replicas: int = Field(1, ge=1, le=64, description="Engine replicas (worker processes).")
+    threads_per_replica: int = Field(
+        0, ge=0, description="torch threads per replica (0: CPU cores / replicas)."
+    )
+    max_n: int = Field(512, ge=1, description="Largest n for one prompt.")
+    max_prompts: int = Field(4096, ge=1, description="Most prompts in one Generate call.")
+    max_new_tokens_cap: int = Field(4096, ge=1, description="Largest max_new_tokens accepted.")
+    default_max_new_tokens: int = Field(64, ge=1, description="max_new_tokens when unset (0).")
+    success_threshold: float = Field(
+        0.5, ge=0, le=1, description="A completion succeeds when its reward is at least this."
+    )
+    max_weights_bytes: int = Field(
+        4 << 30, ge=1024, description="Largest inline weight payload (use a checkpoint path above)."
+    )
+    start_timeout_s: float = Field(600.0, gt=0, description="Time an engine replica has to start.")
+    max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="gRPC message limit.")

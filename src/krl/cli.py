@@ -149,9 +149,25 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
         "--target", help="an allocator already running (host:port); default: start one"
     )
     load.set_defaults(func=_run_bench, which="load")
+    r = bsub.add_parser(
+        "rollout", help="rollout service tokens/s vs the same engine called directly"
+    )
+    r.add_argument("--prompts", type=int, default=64)
+    r.add_argument("--n", type=int, default=8, help="rollouts per prompt")
+    r.add_argument("--max-new-tokens", type=int, default=32)
+    r.add_argument("--max-batch-rows", type=int, default=256, help="rows per engine call")
+    r.add_argument("--rounds", type=int, default=7, help="timed rounds per path (median kept)")
+    r.add_argument("--threads", type=int, default=2, help="torch threads, both paths")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--model", help="local model folder (default: a fresh tiny model)")
+    r.set_defaults(func=_run_bench, which="rollout")
 
 
 def _run_bench(args: argparse.Namespace) -> int:
+    if args.which == "rollout":
+        from krl.rollout.bench import bench_rollout
+
+        return bench_rollout(args)
     from krl.allocator import bench
 
     return {

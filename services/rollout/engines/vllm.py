@@ -69,6 +69,7 @@ class VllmEngine(Engine):
         self, items: list[GenItem], sampling: Sampling
     ) -> Iterator[tuple[tuple[int, int], list[Sample]]]:
         from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
 
         keys: dict[str, tuple[int, int]] = {}
         copies = {it.key: it.n for it in items}
@@ -84,6 +85,7 @@ class VllmEngine(Engine):
                 stop=list(sampling.stop) or None,
                 seed=None if sampling.seed is None else sampling.seed + hash(it.key) % 100_003,
                 logprobs=0,
+                output_kind=RequestOutputKind.FINAL_ONLY,  # one output per group, all n in it
             )
             self.engine.add_request(rid, {"prompt_token_ids": list(it.prompt_ids)}, params)
         try:

@@ -1,0 +1,55 @@
+import json
+
+import pytest
+from krl.rollout import verifiers
+
+from krl.common.errors import InvalidArgument
+from krl.tasks.reasoning_gym import ReasoningGymSource
+
+
+@pytest.mark.parametrize(
+    ("text", "answer", "reward"),
+    [
+        ("19", "19", 1.0),
+        ("19\nmore text", "19", 1.0),
+        ("  19.0 ", "19", 1.0),
+        ("38/2", "19", 1.0),
+        ("-27", "-27", 1.0),
+        ("27", "-27", 0.0),
+        ("1,000", "1000", 1.0),
+        ("so \\boxed{12}", "12", 1.0),
+        ("Answer: 7", "7", 1.0),
+        ("#### 42", "42", 1.0),
+        ("Paris", "paris", 1.0),
+        ("Lyon", "Paris", 0.0),
+        ("", "1", 0.0),
+        ("1/0", "1", 0.0),
+    ],
+)
+def test_exact(text: str, answer: str, reward: float) -> None:
+    assert verifiers.exact(text, answer) == reward
+
+
+def test_math_verify_on_latex() -> None:
+    assert verifiers.math("The answer is $\\boxed{\\frac{1}{2}}$", "0.5") == 1.0
+    assert verifiers.math("The answer is $\\boxed{\\frac{1}{3}}$", "0.5") == 0.0
+    assert verifiers.math("no answer here", "\\frac{1}{2}") == 0.0
+
+
+def test_reasoning_gym_uses_the_datasets_own_scorer() -> None:
+    src = ReasoningGymSource("basic_arithmetic", seed=3, train_size=5, heldout_size=2)
+    task = src.train[0]
+    ref = json.loads(task.answer)
+    from krl.tasks.reasoning_gym import dataset
+
+    right = dataset(ref["dataset"], ref["seed"], ref["size"])[ref["index"]]["answer"]
+    assert verifiers.reasoning_gym(f"<answer>{right}</answer>", task.answer) == 1.0
+    assert verifiers.reasoning_gym("<answer>nonsense</answer>", task.answer) == 0.0
+    with pytest.raises(InvalidArgument, match="entry references"):
+        verifiers.reasoning_gym("1", "not json")
+
+
+def test_unknown_verifier() -> None:
+    with pytest.raises(InvalidArgument, match="unknown verifier 'nope'"):
+        verifiers.get("nope")
+    assert verifiers.get("") is verifiers.exact

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 
 import redis.asyncio as aioredis
 from krl.allocator import grpc_api
@@ -17,6 +16,7 @@ from krl.allocator.store import HistoryStore
 
 from krl.common.grpc_server import GrpcServer
 from krl.common.http_server import HttpServer
+from krl.common.lifecycle import serve_until_signal
 from krl.common.redis_server import EmbeddedRedis
 
 log = logging.getLogger(__name__)
@@ -81,14 +81,4 @@ class AllocatorApp:
 
 async def serve(settings: AllocatorSettings) -> None:
     """Run until SIGINT or SIGTERM."""
-    app = AllocatorApp(settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await app.start()
-    try:
-        await stop.wait()
-        log.info("stopping: health NOT_SERVING, %.1fs grace for calls in flight", settings.grace_s)
-    finally:
-        await app.stop()
+    await serve_until_signal(AllocatorApp(settings), settings.grace_s)

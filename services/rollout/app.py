@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 
 from krl.rollout import grpc_api
 from krl.rollout.http_api import build_app
@@ -17,6 +16,7 @@ from krl.rollout.settings import DEFAULT_MODEL, RolloutSettings
 
 from krl.common.grpc_server import GrpcServer
 from krl.common.http_server import HttpServer
+from krl.common.lifecycle import serve_until_signal
 
 log = logging.getLogger(__name__)
 
@@ -88,14 +88,4 @@ class RolloutApp:
 
 async def serve(settings: RolloutSettings) -> None:
     """Run until SIGINT or SIGTERM."""
-    app = RolloutApp(settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await app.start()
-    try:
-        await stop.wait()
-        log.info("stopping: health NOT_SERVING, %.1fs grace for calls in flight", settings.grace_s)
-    finally:
-        await app.stop()
+    await serve_until_signal(RolloutApp(settings), settings.grace_s)

@@ -30,19 +30,25 @@ def _allocator_parser(sub: argparse._SubParsersAction) -> None:
 def _run_allocator(args: argparse.Namespace) -> int:
     from krl.allocator.app import serve
     from krl.allocator.settings import AllocatorSettings
-    from krl.common.config import load_settings
-    from krl.common.logs import setup_logging
 
     overrides = {
         "host": args.host, "grpc_port": args.grpc_port, "http_port": args.http_port,
         "redis_url": args.redis_url, "data_dir": args.data_dir,
         "half_life_steps": args.half_life_steps, "log_level": args.log_level,
     }  # fmt: skip
-    settings = load_settings(AllocatorSettings, args.config, overrides)
-    setup_logging(settings.log_level)
+    return _serve("allocator", AllocatorSettings, serve, args.config, overrides)
+
+
+def _serve(name: str, settings_cls, serve, config: Path | None, overrides: dict) -> int:
+    """Resolve a service's settings once, log them (secrets masked), run it until a signal."""
     import logging
 
-    logging.getLogger("krl").info("allocator settings: %s", json.dumps(settings.public_dict()))
+    from krl.common.config import load_settings
+    from krl.common.logs import setup_logging
+
+    settings = load_settings(settings_cls, config, overrides)
+    setup_logging(settings.log_level)
+    logging.getLogger("krl").info("%s settings: %s", name, json.dumps(settings.public_dict()))
     asyncio.run(serve(settings))
     return 0
 
@@ -70,8 +76,6 @@ def _rollout_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_rollout(args: argparse.Namespace) -> int:
-    from krl.common.config import load_settings
-    from krl.common.logs import setup_logging
     from krl.rollout.app import serve
     from krl.rollout.settings import RolloutSettings
 
@@ -88,13 +92,7 @@ def _run_rollout(args: argparse.Namespace) -> int:
         "replicas": args.replicas, "max_n": args.max_n, "log_level": args.log_level,
         "engine": engine or None,
     }  # fmt: skip
-    settings = load_settings(RolloutSettings, args.config, overrides)
-    setup_logging(settings.log_level)
-    import logging
-
-    logging.getLogger("krl").info("rollout settings: %s", json.dumps(settings.public_dict()))
-    asyncio.run(serve(settings))
-    return 0
+    return _serve("rollout", RolloutSettings, serve, args.config, overrides)
 
 
 def _solve_parser(sub: argparse._SubParsersAction) -> None:

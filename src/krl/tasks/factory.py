@@ -1,4 +1,4 @@
-"""Pick a task source by spec: `arithmetic`, `jsonl:PATH` or `reasoning_gym:DATASET`."""
+"""Pick a task source by spec: `reverse`, `arithmetic`, `jsonl:PATH` or `reasoning_gym:DATASET`."""
 
 from __future__ import annotations
 
@@ -17,6 +17,12 @@ def load_source(spec: str, *, seed: int = 0, train_per_level: int = 512,
         return ArithmeticSource(
             seed=seed, train_per_level=train_per_level, heldout_per_level=heldout_per_level
         )
+    if kind == "reverse" and not arg:
+        from krl.tasks.reverse import ReverseSource
+
+        return ReverseSource(
+            seed=seed, train_per_level=train_per_level, heldout_per_level=heldout_per_level
+        )
     if kind == "jsonl" and arg:
         from krl.tasks.jsonl import JsonlSource
 
@@ -26,6 +32,6 @@ def load_source(spec: str, *, seed: int = 0, train_per_level: int = 512,
 
         return ReasoningGymSource(arg, seed=seed)
     raise InvalidArgument(
-        f"unknown task source {spec!r}: use arithmetic, jsonl:PATH or reasoning_gym:DATASET",
+        f"unknown task source {spec!r}: use reverse, arithmetic, jsonl:PATH or reasoning_gym:DATASET",
         field="tasks",
     )

@@ -1,0 +1,243 @@
+"""GRPO over groups of different sizes: advantages, the token-level clipped policy-gradient loss
+and one optimiser step with micro-batching by tokens. Pure maths plus torch; no services.
+
+Advantages (group i with rewards r_i1..r_in_i, any n_i >= 1):
+
+    A_ij = (r_ij - mean_i) / (std_i + eps)     scale = "std"   (GRPO)
+    A_ij =  r_ij - mean_i                      scale = "none"  (Dr. GRPO, no std bias)
+
+then clipped to [-adv_clip, adv_clip]. std_i is the population std over the group's own n_i
+rewards, so a group of 3 and a group of 40 are each normalised by their own statistics. A group
+whose rewards are all equal has A = 0 for every member: it gives no gradient, is counted as
+zero-variance and is left out of the batch (its tokens do not dilute the loss either).
+
+Loss (token-level, DAPO-style): over every completion token t of every kept sequence,
+
+    ratio_t = exp(logp_theta(t) - logp_behaviour(t))
+    l_t = max(-A * ratio_t, -A * clip(ratio_t, 1 - eps_low, 1 + eps_high)) + beta * k3_t
+    loss = sum_t l_t / (number of kept completion tokens)
+
+where logp is log_softmax(logits / T) (the rollout service reports behaviour logprobs the same
+way), and k3_t = exp(ref - theta) - (ref - theta) - 1 is the KL estimate to a frozen reference
+policy (only when beta > 0). Micro-batches are formed by tokens and their gradients summed with
+the global token count as the divisor, so the update equals the full-batch update."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class GroupAdvantages:
+    advantages: list[np.ndarray]
+    """One array per group, same order and sizes as the rewards given."""
+    zero_variance: list[bool]
+
+    @property
+    def effective_groups(self) -> int:
+        return sum(not z for z in self.zero_variance)
+
+
+def group_advantages(
+    rewards: Sequence[Sequence[float]],
+    *,
+    scale: str = "std",
+    clip: float | None = 5.0,
+    eps: float = 1e-6,
+) -> GroupAdvantages:
+    if scale not in ("std", "none"):
+        raise ValueError(f"scale must be 'std' or 'none', got {scale!r}")
+    advs: list[np.ndarray] = []
+    zero: list[bool] = []
+    for r in rewards:
+        x = np.asarray(r, dtype=np.float64)
+        if x.size == 0:
+            raise ValueError("a group needs at least one reward")
+        if not np.all(np.isfinite(x)):
+            raise ValueError(f"rewards must be finite, got {x.tolist()}")
+        a = x - x.mean()
+        flat = bool(np.all(x == x[0]))
+        if flat:
+            a = np.zeros_like(x)
+        elif scale == "std":
+            a = a / (x.std() + eps)
+        if clip is not None:
+            a = np.clip(a, -clip, clip)
+        advs.append(a)
+        zero.append(flat)
+    return GroupAdvantages(advs, zero)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One completion ready for the loss: prompt and completion token ids, the behaviour
+    policy's logprob of each completion token, and the completion's advantage."""
+
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    behaviour_logprobs: list[float]
+    advantage: float
+
+    def __post_init__(self) -> None:
+        if len(self.completion_ids) != len(self.behaviour_logprobs):
+            raise ValueError(
+                f"{len(self.completion_ids)} completion tokens but "
+                f"{len(self.behaviour_logprobs)} behaviour logprobs"
+            )
+
+    @property
+    def length(self) -> int:
+        return len(self.prompt_ids) + len(self.completion_ids)
+
+
+def micro_batches(samples: Sequence[Sample], max_tokens: int) -> list[list[Sample]]:
+    """Split into micro-batches whose padded size (rows x longest row) stays within max_tokens;
+    samples are sorted by length so that padding is small. A sample longer than max_tokens gets
+    a micro-batch of its own."""
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+    out: list[list[Sample]] = []
+    cur: list[Sample] = []
+    for s in sorted(samples, key=lambda s: s.length):
+        if cur and s.length * (len(cur) + 1) > max_tokens:
+            out.append(cur)
+            cur = []
+        cur.append(s)
+    if cur:
+        out.append(cur)
+    return out
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    eps_low: float = 0.2
+    eps_high: float = 0.28
+    kl_beta: float = 0.0
+    temperature: float = 1.0
+
+
+def _pad(samples: Sequence[Sample], pad_id: int) -> tuple[torch.Tensor, ...]:
+    """input ids, attention mask, completion mask (on the predicted token's position), behaviour
+    logprobs and advantages laid out for next-token prediction."""
+    rows, width = len(samples), max(s.length for s in samples)
+    ids = torch.full((rows, width), pad_id, dtype=torch.long)
+    attn = torch.zeros((rows, width), dtype=torch.long)
+    cmask = torch.zeros((rows, width - 1))
+    old = torch.zeros((rows, width - 1))
+    adv = torch.zeros((rows, 1))
+    for i, s in enumerate(samples):
+        seq = s.prompt_ids + s.completion_ids
+        ids[i, : len(seq)] = torch.tensor(seq)
+        attn[i, : len(seq)] = 1
+        p, c = len(s.prompt_ids), len(s.completion_ids)
+        # the logit at position t predicts token t + 1
+        cmask[i, p - 1 : p - 1 + c] = 1
+        old[i, p - 1 : p - 1 + c] = torch.tensor(s.behaviour_logprobs)
+        adv[i, 0] = s.advantage
+    return ids, attn, cmask, old, adv
+
+
+def token_logprobs(model: torch.nn.Module, ids: torch.Tensor, attn: torch.Tensor,
+                   temperature: float) -> torch.Tensor:  # fmt: skip
+    """log p(token t+1 | tokens <= t) under softmax(logits / T), shape (rows, width - 1)."""
+    logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float()
+    logp = torch.log_softmax(logits / temperature, dim=-1)
+    return logp.gather(-1, ids[:, 1:, None]).squeeze(-1)
+
+
+def clipped_loss_sum(
+    new: torch.Tensor,
+    old: torch.Tensor,
+    adv: torch.Tensor,
+    mask: torch.Tensor,
+    cfg: LossConfig,
+    ref: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Sum over masked tokens of the clipped surrogate (+ beta * k3); the caller divides by the
+    batch's token count. Also returns sums for the step's statistics."""
+    ratio = torch.exp(new - old)
+    pg1 = -adv * ratio
+    pg2 = -adv * torch.clamp(ratio, 1 - cfg.eps_low, 1 + cfg.eps_high)
+    per_token = torch.maximum(pg1, pg2)
+    stats = {
+        "clipped_tokens": float(((pg2 > pg1) * mask).sum()),
+        "ratio_sum": float((ratio.detach() * mask).sum()),
+        "behaviour_kl_sum": float(((old - new.detach()) * mask).sum()),
+    }
+    if cfg.kl_beta > 0:
+        if ref is None:
+            raise ValueError("kl_beta > 0 needs reference logprobs")
+        d = ref - new
+        k3 = torch.exp(d) - d - 1
+        per_token = per_token + cfg.kl_beta * k3
+        stats["ref_kl_sum"] = float((k3.detach() * mask).sum())
+    return (per_token * mask).sum(), stats
+
+
+@dataclass
+class StepResult:
+    loss: float
+    grad_norm: float
+    tokens: int
+    sequences: int
+    micro_batches: int
+    clip_fraction: float
+    mean_ratio: float
+    behaviour_kl: float
+    ref_kl: float = 0.0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def train_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    samples: Sequence[Sample],
+    cfg: LossConfig,
+    *,
+    max_tokens: int = 8192,
+    max_grad_norm: float = 1.0,
+    pad_id: int = 0,
+    reference: torch.nn.Module | None = None,
+) -> StepResult | None:
+    """One optimiser step on the samples (None when there is nothing to learn from)."""
+    kept = [s for s in samples if s.completion_ids and s.advantage != 0.0]
+    if not kept:
+        return None
+    total = sum(len(s.completion_ids) for s in kept)
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    loss_sum = 0.0
+    agg = {"clipped_tokens": 0.0, "ratio_sum": 0.0, "behaviour_kl_sum": 0.0, "ref_kl_sum": 0.0}
+    batches = micro_batches(kept, max_tokens)
+    for mb in batches:
+        ids, attn, cmask, old, adv = _pad(mb, pad_id)
+        new = token_logprobs(model, ids, attn, cfg.temperature)
+        ref = None
+        if cfg.kl_beta > 0 and reference is not None:
+            with torch.no_grad():
+                ref = token_logprobs(reference, ids, attn, cfg.temperature)
+        s, st = clipped_loss_sum(new, old, adv, cmask, cfg, ref)
+        (s / total).backward()
+        loss_sum += float(s.detach())
+        for k, v in st.items():
+            agg[k] += v
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    grad_norm = float(norm)
+    return StepResult(
+        loss=loss_sum / total,
+        grad_norm=grad_norm if math.isfinite(grad_norm) else float("nan"),
+        tokens=total,
+        sequences=len(kept),
+        micro_batches=len(batches),
+        clip_fraction=agg["clipped_tokens"] / total,
+        mean_ratio=agg["ratio_sum"] / total,
+        behaviour_kl=agg["behaviour_kl_sum"] / total,
+        ref_kl=agg["ref_kl_sum"] / total,
+    )

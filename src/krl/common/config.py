@@ -6,6 +6,7 @@ layers once, in main(), and the result is passed down (never read from globals).
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import tomllib
 from pathlib import Path
@@ -54,10 +55,11 @@ class ServiceSettings(BaseSettings):
 
 
 def load_settings(cls: type[S], config_file: Path | None, overrides: dict[str, Any]) -> S:
-    """Resolve settings: defaults < TOML file < environment < CLI overrides (None = not given)."""
+    """Resolve settings: defaults < TOML (or .json) file < environment < CLI overrides (None = not given)."""
     file_values: dict[str, Any] = {}
     if config_file is not None:
-        file_values = tomllib.loads(config_file.read_text())
+        text = config_file.read_text()
+        file_values = json.loads(text) if config_file.suffix == ".json" else tomllib.loads(text)
     # The environment's raw values, validated only once merged with the other layers (an
     # environment may give part of a nested table that a flag completes).
     explicit_env = EnvSettingsSource(cls)()

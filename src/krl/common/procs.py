@@ -44,7 +44,8 @@ def wait_serving(
 
 class ServiceProcess:
     def __init__(self, args: Sequence[str], grpc_target: str, log_file: Path | None = None,
-                 env: dict[str, str] | None = None) -> None:  # fmt: skip
+                 env: dict[str, str] | None = None, new_session: bool = False) -> None:  # fmt: skip
+        self.new_session = new_session
         self.args = [sys.executable, "-m", "krl.cli", *args]
         self.target = grpc_target
         self.log_file = log_file
@@ -53,7 +54,8 @@ class ServiceProcess:
 
     def start(self, timeout_s: float = 60.0) -> ServiceProcess:
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, env=self.env)
+        self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, env=self.env,
+                                     start_new_session=self.new_session)  # fmt: skip
         wait_serving(self.target, timeout_s, self.proc)
         return self
 

@@ -1,0 +1,1 @@
+"""The trainer: the GRPO loop over knapsack-allocated rollouts, its control API and run reports."""

@@ -1,0 +1,41 @@
+"""The trainer's HTTP side: liveness, Prometheus metrics and the run's status as JSON."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Response
+from krl.trainer.loop import Trainer
+from krl.trainer.runlog import _clean
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from krl import __version__
+from krl.common.http import bearer_auth, install_problem_handlers
+
+
+def build_app(trainer: Trainer, token: str | None) -> FastAPI:
+    app = FastAPI(title="knapsack-rl trainer", version=__version__,
+                  description="Status, health and metrics of the training loop.")  # fmt: skip
+    install_problem_handlers(app)
+    api = APIRouter(prefix="/v1", dependencies=[Depends(bearer_auth(token))])
+
+    @api.get("/status", summary="State, step, reward, effective ratio, held-out accuracy")
+    async def status() -> dict[str, Any]:
+        return _clean({"state": trainer.control.state, "error": trainer.control.error,
+                       "run_dir": str(trainer.run_dir), "namespace": trainer.s.run_namespace,
+                       "strategy": trainer.s.strategy,
+                       "last_checkpoint": trainer.control.last_checkpoint,
+                       **asdict(trainer.status)})  # fmt: skip
+
+    app.include_router(api)
+
+    @app.get("/healthz", summary="Liveness", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metrics", summary="Prometheus metrics", tags=["ops"])
+    async def metrics() -> Response:
+        return Response(generate_latest(trainer.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,186 @@
+"""Trainer settings (env prefix KRL_TRAINER_). Everything that shapes the run is here and is
+saved to the run folder, so `--resume` continues the same run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from krl.common.config import ServiceSettings
+
+Strategy = Literal["knapsack-bayes", "knapsack-paper", "uniform"]
+STRATEGIES: tuple[str, ...] = ("knapsack-bayes", "knapsack-paper", "uniform")
+
+# Fields that may differ between a run and its resumption (where to find things, not what to do).
+RESUMABLE_CHANGES = frozenset({
+    "host", "grpc_port", "http_port", "auth_token", "auth_token_file", "log_level", "grace_s",
+    "allocator", "rollout", "peer_token", "peer_token_file", "resume", "steps", "threads",
+    "client_retries", "client_backoff_s", "run_dir",
+})  # fmt: skip
+
+
+class TrainerSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="KRL_TRAINER_", extra="forbid")
+
+    grpc_port: int = Field(50053, ge=0, le=65535, description="gRPC control port (0: any free).")
+    http_port: int = Field(8002, ge=0, le=65535, description="HTTP port: /metrics, /healthz.")
+
+    # where the other services are
+    allocator: str = Field("127.0.0.1:50051", description="Allocator gRPC target host:port.")
+    rollout: str = Field("127.0.0.1:50052", description="Rollout service gRPC target host:port.")
+    peer_token: SecretStr | None = Field(None, description="Bearer token sent to both services.")
+    peer_token_file: Path | None = Field(None, description="Read the peer token from this file.")
+    client_retries: int = Field(10, ge=0, description="Retries on UNAVAILABLE and kin, per call.")
+    client_backoff_s: float = Field(
+        0.5, gt=0, description="First retry delay; doubles each retry (with jitter)."
+    )
+
+    # the run
+    run_dir: Path = Field(Path("runs/latest"), description="Run folder (metrics, checkpoints).")
+    namespace: str = Field("", description="Allocator namespace (default: the run folder name).")
+    resume: bool = Field(False, description="Continue the run in run_dir from its checkpoint.")
+    task: str = Field("reverse", description="reverse | arithmetic | jsonl:PATH | reasoning_gym:X")
+    train_per_level: int = Field(
+        512, ge=1, description="Training prompts per level (procedural tasks)."
+    )
+    seed: int = Field(0, ge=0, description="Seeds the data order, sampling and the model.")
+    steps: int = Field(400, ge=1, description="Training steps.")
+    threads: int = Field(0, ge=0, description="torch threads (0: torch's default).")
+
+    # the policy
+    model: str = Field("tiny", description="'tiny' (built in code) or a local HF model folder.")
+    warmup_steps: int | None = Field(
+        None, ge=0, description="Supervised warm-up steps (default: 150 for tiny, 0 otherwise)."
+    )
+    warmup_lr: float = Field(1e-3, gt=0, description="Warm-up learning rate.")
+    cache_dir: Path = Field(Path(".krl/models"), description="Where warmed-up policies are kept.")
+
+    # allocation
+    strategy: Strategy = Field("knapsack-bayes", description="How rollouts are handed out.")
+    prompts_per_step: int = Field(64, ge=1, description="Prompts drawn per step (M).")
+    rollouts_per_prompt: int = Field(
+        8, ge=1, description="Budget per step is M x this (the uniform baseline's n)."
+    )
+    min_n: int = Field(2, ge=0, description="Fewest rollouts a prompt gets (knapsack).")
+    max_n: int = Field(64, ge=1, description="Most rollouts a prompt gets (knapsack).")
+
+    # sampling
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature (and of the loss).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling.")
+    max_new_tokens: int = Field(24, ge=1, description="Longest completion.")
+
+    # optimisation
+    lr: float = Field(2e-4, gt=0, description="AdamW learning rate.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping.")
+    adv_scale: Literal["std", "none"] = Field(
+        "std", description="Group advantage: (r - mean) / std, or r - mean."
+    )
+    adv_clip: float = Field(5.0, gt=0, description="Advantages are clipped to +- this.")
+    eps_low: float = Field(0.2, ge=0, lt=1, description="PPO clip below 1.")
+    eps_high: float = Field(0.28, ge=0, description="PPO clip above 1.")
+    kl_beta: float = Field(0.0, ge=0, description="KL-to-reference weight (0: no reference).")
+    micro_batch_tokens: int = Field(8192, ge=64, description="Padded tokens per micro-batch.")
+
+    # cadence
+    push_every: int = Field(1, ge=1, description="Push weights to the rollout service every K.")
+    eval_every: int = Field(20, ge=0, description="Held-out greedy eval every E steps (0: ends).")
+    eval_per_level: int = Field(64, ge=1, description="Held-out prompts per level.")
+    checkpoint_every: int = Field(50, ge=0, description="Checkpoint every C steps (0: end only).")
+    keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainerSettings:
+        m = self.prompts_per_step
+        if self.min_n > self.max_n:
+            raise ValueError(f"min_n ({self.min_n}) is above max_n ({self.max_n})")
+        if self.budget < m * self.min_n:
+            raise ValueError(
+                f"the budget M x rollouts_per_prompt = {m} x {self.rollouts_per_prompt} = "
+                f"{self.budget} is below M x min_n = {m * self.min_n}"
+            )
+        if self.strategy != "uniform" and self.budget > m * self.max_n:
+            raise ValueError(f"the budget {self.budget} is above M x max_n = {m * self.max_n}")
+        return self
+
+    @model_validator(mode="after")
+    def _model_and_task(self) -> TrainerSettings:
+        if self.model != "tiny" and not (Path(self.model) / "config.json").is_file():
+            raise ValueError(
+                f"model {self.model!r} is neither 'tiny' nor a local HF model folder "
+                "(no config.json there)"
+            )
+        kind, _, arg = self.task.partition(":")
+        if not ((kind in ("reverse", "arithmetic") and not arg)
+                or (kind in ("jsonl", "reasoning_gym") and arg)):  # fmt: skip
+            raise ValueError(
+                f"unknown task {self.task!r}: use reverse, arithmetic, jsonl:PATH or "
+                "reasoning_gym:DATASET"
+            )
+        return self
+
+    @property
+    def budget(self) -> int:
+        return self.prompts_per_step * self.rollouts_per_prompt
+
+    @property
+    def run_namespace(self) -> str:
+        return self.namespace or self.run_dir.resolve().name
+
+    def warmup(self) -> int:
+        if self.warmup_steps is not None:
+            return self.warmup_steps
+        return 150 if self.model == "tiny" else 0
+
+    def peer(self) -> str | None:
+        if self.peer_token is not None:
+            return self.peer_token.get_secret_value() or None
+        if self.peer_token_file is not None:
+            return self.peer_token_file.read_text().strip() or None
+        return None
+
+
+def default_run_dir(strategy: str) -> Path:
+    import time
+
+    return Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{strategy}"
+
+
+def resolve_run(settings: TrainerSettings, explicit: set[str]) -> TrainerSettings:
+    """Check the run folder against the settings before anything starts.
+
+    A fresh run needs a folder that holds no run yet. `resume` takes the settings saved in the
+    folder; of the settings given now (explicit), only those in RESUMABLE_CHANGES may differ."""
+    import json
+
+    saved_path = settings.run_dir / "settings.json"
+    has_run = saved_path.exists() or (settings.run_dir / "metrics.jsonl").exists()
+    if not settings.resume:
+        if has_run:
+            raise ValueError(
+                f"run folder {settings.run_dir} already holds a run: resume it with --resume "
+                "or choose another --run-dir"
+            )
+        return settings
+    if not saved_path.exists():
+        raise ValueError(f"nothing to resume in {settings.run_dir} (no settings.json)")
+    saved = json.loads(saved_path.read_text())
+    now = settings.model_dump(mode="json")
+    changed = sorted(
+        k for k in explicit if k not in RESUMABLE_CHANGES and k in saved and now.get(k) != saved[k]
+    )
+    if changed:
+        raise ValueError(
+            "a resumed run keeps its settings; these differ from the run's: "
+            + ", ".join(f"{k} ({saved[k]!r} -> {now[k]!r})" for k in changed)
+        )
+    keep = {k: v for k, v in saved.items() if k not in RESUMABLE_CHANGES and v != "**********"}
+    merged = {**now, **keep}
+    merged = {k: v for k, v in merged.items() if v is not None or k in now}
+    out = TrainerSettings.model_validate(
+        {**merged, **{k: getattr(settings, k) for k in ("auth_token", "peer_token")}}
+    )
+    return out

@@ -1,0 +1,216 @@
+"""The trainer's pure parts: batch statistics, the data order, strategies and the allocation
+journal, checkpoints, settings and run-folder checks, the run log, plots and summary."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from krl.trainer import checkpoint as ckpt
+from krl.trainer.allocation import Journal, plan_step, strategy_args
+from krl.trainer.data import EpochSampler
+from krl.trainer.report import PLOTS, plot_run, summarize
+from krl.trainer.runlog import RunLog, read_rows
+from krl.trainer.settings import TrainerSettings, resolve_run
+from krl.trainer.stats import GroupOutcome, accuracy_by_level, batch_stats
+from pydantic import ValidationError
+
+from krl.tasks.reverse import ReverseSource
+
+
+def test_batch_stats_by_hand():
+    groups = [GroupOutcome(8, 8), GroupOutcome(4, 0), GroupOutcome(2, 1), GroupOutcome(10, 3),
+              GroupOutcome(0, 0), GroupOutcome(1, 1)]  # fmt: skip
+    s = batch_stats(groups)
+    assert s.prompts == 5 and s.zero_rollout_prompts == 1
+    assert s.rollouts == 25
+    assert s.effective_rollout_ratio == pytest.approx(12 / 25)  # groups of 2 and 10 are mixed
+    assert s.effective_prompt_ratio == pytest.approx(2 / 5)
+    assert s.all_correct == pytest.approx(2 / 5)  # 8/8 and 1/1 (a group of one has no variance)
+    assert s.all_wrong == pytest.approx(1 / 5)
+    assert s.success_rate == pytest.approx(13 / 25)
+    assert s.max_n == 10
+
+
+def test_accuracy_by_level():
+    acc = accuracy_by_level({"a": True, "b": False, "c": True, "d": True},
+                            {"a": 1, "b": 1, "c": 2, "d": None})  # fmt: skip
+    assert acc == {"all": 0.75, "L1": 0.5, "L2": 1.0}
+
+
+def test_reverse_task_is_deterministic_graded_and_held_out_is_disjoint():
+    a, b = ReverseSource(seed=3), ReverseSource(seed=3)
+    assert [t.id for t in a.train] == [t.id for t in b.train]
+    assert {t.prompt for t in a.train}.isdisjoint({t.prompt for t in a.heldout})
+    t = a.train[0]
+    assert t.prompt == f"rev({t.answer[::-1]})=" and t.level == 1 and len(t.answer) == 3
+    assert a.levels() == [1, 2, 3, 4, 5, 6]
+    assert ReverseSource(seed=4).train[0].prompt != t.prompt
+
+
+def test_data_order_is_a_pure_function_of_seed_and_step():
+    ids = [f"p{i}" for i in range(50)]
+    s1, s2 = EpochSampler(ids, 8, seed=1), EpochSampler(ids, 8, seed=1)
+    order = [s1.batch(k) for k in range(20)]
+    assert [s2.batch(k) for k in reversed(range(20))] == order[::-1]  # any access order
+    assert s1.per_epoch == 6
+    for b in order:
+        assert len(b) == 8 and len(set(b)) == 8
+    epoch0 = [x for b in order[:6] for x in b]
+    assert len(set(epoch0)) == 48  # one epoch: no prompt twice, the last 2 dropped
+    assert order[6:12] != order[:6]  # a new permutation each epoch
+    assert EpochSampler(ids, 8, seed=2).batch(0) != order[0]
+    assert s1.cursor(7) == (1, 8)
+    with pytest.raises(ValueError, match="fewer than a batch"):
+        EpochSampler(ids[:3], 8, seed=0)
+
+
+def test_strategies_share_one_code_path():
+    assert strategy_args("knapsack-bayes", 512, 64, 2, 64) == {"mode": "bayes", "min_n": 2,
+                                                                "max_n": 64}  # fmt: skip
+    assert strategy_args("knapsack-paper", 512, 64, 2, 64)["mode"] == "paper"
+    assert strategy_args("uniform", 512, 64, 2, 64) == {"mode": "bayes", "min_n": 8, "max_n": 8}
+    assert strategy_args("uniform", 100, 64, 2, 64) == {"mode": "bayes", "min_n": 1, "max_n": 2}
+    with pytest.raises(ValueError):
+        strategy_args("dapo", 512, 64, 2, 64)
+
+
+class _FakeAllocator:
+    """Counts Allocate calls; stands in only for the journal's replay logic (the real
+    allocator is exercised by the integration and e2e tests)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def allocate(self, ids, budget, **kw):
+        self.calls += 1
+        from krl.allocator.client import Allocation
+
+        return Allocation(f"{self.calls:032x}", {p: 2 for p in ids}, {}, 0.0, 0.1, budget, 0.0)
+
+
+def test_journal_replays_a_redone_step_instead_of_allocating_again(tmp_path):
+    fake = _FakeAllocator()
+    j = Journal(tmp_path / "allocations.jsonl")
+    kw = {"strategy": "knapsack-bayes", "budget": 4, "min_n": 2, "max_n": 8}
+    p1 = plan_step(fake, j, step=1, prompt_ids=["a", "b"], **kw)
+    assert fake.calls == 1 and not p1.replayed
+    again = Journal(tmp_path / "allocations.jsonl")  # a restarted trainer
+    p1b = plan_step(fake, again, step=1, prompt_ids=["a", "b"], **kw)
+    assert fake.calls == 1 and p1b.replayed and p1b.allocation_id == p1.allocation_id
+    assert p1b.n == {"a": 2, "b": 2}
+    with pytest.raises(RuntimeError, match="does not belong"):
+        plan_step(fake, again, step=1, prompt_ids=["b", "c"], **kw)
+    plan_step(fake, again, step=2, prompt_ids=["c", "d"], **kw)
+    assert fake.calls == 2
+
+
+def _tiny(tmp_path: Path):
+    from krl.model.loading import load_model, load_tokenizer
+    from krl.model.tiny import TinyShape, build_tiny_model
+
+    f = build_tiny_model(tmp_path / "m", TinyShape(hidden_size=32, num_hidden_layers=1,
+                                                    intermediate_size=64))  # fmt: skip
+    return load_model(f), load_tokenizer(f)
+
+
+def test_checkpoint_round_trip_restores_model_optimiser_and_rngs(tmp_path):
+    model, tok = _tiny(tmp_path)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(input_ids=torch.tensor([[5, 6, 7]])).logits.sum().backward()
+    opt.step()
+    root = tmp_path / "ck"
+    random.seed(5), np.random.seed(5), torch.manual_seed(5)
+    paths = [ckpt.save(root, model, tok, opt, ckpt.TrainerState(s, s + 1, (0, s * 8), 0, "ns"),
+                       keep=2) for s in (1, 2, 3)]  # fmt: skip
+    expect = (random.random(), np.random.rand(), torch.rand(1).item())
+    assert not paths[0].exists() and paths[1].exists()  # only the newest two kept
+    assert ckpt.latest(root) == paths[2]
+    st = ckpt.load_state(paths[2])
+    assert (st.step, st.policy_version, st.cursor, st.namespace) == (3, 4, (0, 24), "ns")
+    from krl.model.loading import load_model
+
+    m2 = load_model(paths[2])
+    for a, b in zip(model.state_dict().values(), m2.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)
+    opt2 = torch.optim.AdamW(m2.parameters(), lr=1e-3)
+    ckpt.load_trainer_parts(paths[2], opt2)
+    assert opt2.state_dict()["state"][0]["step"] == 1
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expect
+
+
+def test_settings_errors_before_anything_starts(tmp_path):
+    with pytest.raises(ValidationError, match="below M x min_n"):
+        TrainerSettings(prompts_per_step=64, rollouts_per_prompt=1, min_n=2)
+    with pytest.raises(ValidationError, match="strategy"):
+        TrainerSettings(strategy="greedy")
+    with pytest.raises(ValidationError, match="local HF model folder"):
+        TrainerSettings(model=str(tmp_path / "missing"))
+    with pytest.raises(ValidationError, match="unknown task"):
+        TrainerSettings(task="chess")
+    with pytest.raises(ValidationError, match="min_n"):
+        TrainerSettings(min_n=9, max_n=4)
+    assert TrainerSettings(strategy="uniform").budget == 512
+
+
+def test_run_folder_checks_and_resume_rules(tmp_path):
+    run = tmp_path / "run"
+    s = TrainerSettings(run_dir=run, lr=1e-3)
+    assert resolve_run(s, {"run_dir", "lr"}) is s
+    run.mkdir()
+    (run / "settings.json").write_text(json.dumps(s.public_dict()))
+    with pytest.raises(ValueError, match="already holds a run"):
+        resolve_run(TrainerSettings(run_dir=run), {"run_dir"})
+    # resume takes the saved settings; steps may change, lr may not
+    r = resolve_run(TrainerSettings(run_dir=run, resume=True, steps=7), {"run_dir", "resume",
+                                                                           "steps"})  # fmt: skip
+    assert r.lr == 1e-3 and r.steps == 7 and r.resume
+    with pytest.raises(ValueError, match="lr"):
+        resolve_run(TrainerSettings(run_dir=run, resume=True, lr=5e-4), {"run_dir", "resume", "lr"})
+    with pytest.raises(ValueError, match="nothing to resume"):
+        resolve_run(TrainerSettings(run_dir=tmp_path / "none", resume=True), {"run_dir"})
+
+
+def _rows(n_steps: int) -> list[dict]:
+    rows = [{"kind": "eval", "step": 0, "accuracy": {"all": 0.2, "L1": 0.5, "L2": 0.0}}]
+    for k in range(1, n_steps + 1):
+        rows.append({"kind": "step", "step": k, "reward": k / n_steps, "rollouts": 16,
+                     "tokens": 40, "effective_rollout_ratio": 0.5, "effective_prompt_ratio": 0.4,
+                     "all_correct": 0.1, "all_wrong": 0.5, "max_n": 2 + k % 5,
+                     "n_counts": {"2": 4, str(2 + k % 5): 1}, "t_allocate": 0.01,
+                     "t_generate": 0.5, "t_train": 0.3, "t_weight_sync": 0.02,
+                     "rollouts_per_s": 30.0})  # fmt: skip
+        if k % 5 == 0:
+            rows.append({"kind": "eval", "step": k, "accuracy": {"all": 0.2 + k / 100,
+                                                                 "L1": 0.6, "L2": 0.1}})  # fmt: skip
+    return rows
+
+
+def test_run_log_truncation_drops_only_later_steps(tmp_path):
+    log = RunLog(tmp_path)
+    for r in _rows(12):
+        log.write(r)
+    assert log.truncate_after(10) == 2  # the rows of steps 11 and 12
+    left = read_rows(tmp_path / "metrics.jsonl")
+    assert max(r["step"] for r in left) == 10
+    assert [r["step"] for r in left if r["kind"] == "eval"] == [0, 5, 10]
+
+
+def test_plots_and_summary_from_a_run_folder(tmp_path):
+    log = RunLog(tmp_path)
+    for r in _rows(30):
+        log.write(r)
+    (tmp_path / "settings.json").write_text(json.dumps({"strategy": "uniform", "task": "reverse"}))
+    paths = plot_run(tmp_path)
+    assert sorted(p.name for p in paths) == sorted(PLOTS)
+    for p in paths:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
+    s = summarize(tmp_path, wall_s=61.0)
+    assert s["steps"] == 30 and s["rollouts"] == 480 and s["max_n"] == 6
+    assert s["heldout_before"]["all"] == 0.2 and s["heldout_after"]["all"] == pytest.approx(0.5)
+    md = (tmp_path / "summary.md").read_text()
+    assert "| all | 20.0% | 50.0% |" in md and "uniform" in md

@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/krl allocator
+	$(BIN)/krl up
 
 test: $(STAMP)
 	$(BIN)/pytest -q -m "not vllm"

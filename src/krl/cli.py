@@ -95,6 +95,172 @@ def _run_rollout(args: argparse.Namespace) -> int:
     return _serve("rollout", RolloutSettings, serve, args.config, overrides)
 
 
+TRAIN_FLAGS = (
+    # flag, type, help
+    ("--run-dir", Path, "run folder (default runs/<time>-<strategy>)"),
+    ("--steps", int, "training steps (default 400)"),
+    ("--strategy", str, "knapsack-bayes (default) | knapsack-paper | uniform"),
+    ("--task", str, "reverse (default) | arithmetic | jsonl:PATH | reasoning_gym:DATASET"),
+    ("--model", str, "'tiny' (default, built in code) or a local HF model folder"),
+    ("--seed", int, "data order, sampling and model seed (default 0)"),
+    ("--prompts-per-step", int, "prompts per step M (default 64)"),
+    ("--rollouts-per-prompt", int, "budget per step = M x this (default 8)"),
+    ("--min-n", int, "fewest rollouts per prompt (default 2)"),
+    ("--max-n", int, "most rollouts per prompt (default 64)"),
+    ("--lr", float, "AdamW learning rate (default 2e-4)"),
+    ("--warmup-steps", int, "supervised warm-up steps (default 150 for tiny)"),
+    ("--eval-every", int, "held-out eval every E steps (default 20)"),
+    ("--checkpoint-every", int, "checkpoint every C steps (default 50)"),
+    ("--push-every", int, "push weights every K steps (default 1)"),
+    ("--max-new-tokens", int, "longest completion (default 24)"),
+    ("--threads", int, "torch threads of the trainer (default: torch's)"),
+)
+
+
+def _train_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="TOML file with trainer settings")
+    for flag, typ, text in TRAIN_FLAGS:
+        p.add_argument(flag, type=typ, help=text)
+    p.add_argument("--resume", action="store_true", default=None,
+                   help="continue the run in --run-dir from its latest checkpoint")  # fmt: skip
+    p.add_argument("--log-level", help="DEBUG, INFO, WARNING...")
+
+
+def _train_overrides(args: argparse.Namespace) -> dict:
+    out = {
+        f[0][2:].replace("-", "_"): getattr(args, f[0][2:].replace("-", "_")) for f in TRAIN_FLAGS
+    }
+    out["resume"] = args.resume
+    out["log_level"] = args.log_level
+    return out
+
+
+def _trainer_settings(config: Path | None, overrides: dict):
+    """Resolve and check the trainer's settings and its run folder (errors before any start)."""
+    from krl.common.config import load_settings
+    from krl.trainer.settings import TrainerSettings, default_run_dir, resolve_run
+
+    s = load_settings(TrainerSettings, config, overrides)
+    explicit = set(s.model_fields_set)
+    if "run_dir" not in explicit:
+        if s.resume:
+            raise ValueError("--resume needs --run-dir (the run folder to continue)")
+        s = s.model_copy(update={"run_dir": default_run_dir(s.strategy)})
+    return resolve_run(s, explicit)
+
+
+def _settings_error(e: Exception) -> int:
+    from pydantic import ValidationError
+
+    if isinstance(e, ValidationError):
+        for err in e.errors():
+            loc = ".".join(str(x) for x in err["loc"]) or "settings"
+            print(f"error: {loc}: {err['msg']}", file=sys.stderr)
+    else:
+        print(f"error: {e}", file=sys.stderr)
+    return 2
+
+
+def _trainer_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "trainer",
+        help="run the trainer: the GRPO loop against an allocator and a rollout service",
+        description="Run the training loop. Settings: defaults < --config TOML < KRL_TRAINER_* "
+        "environment < these flags. Needs a running allocator and rollout service (krl up "
+        "starts all of them). Writes metrics.jsonl, checkpoints and events into the run folder.",
+    )
+    _train_flags(p)
+    p.add_argument("--settings-json", type=Path, help="settings saved by krl up (internal)")
+    p.add_argument("--host", help="bind address of the control API (default 127.0.0.1)")
+    p.add_argument("--grpc-port", type=int, help="control gRPC port (default 50053; 0 = any)")
+    p.add_argument("--http-port", type=int, help="HTTP port: /metrics, /v1/status (default 8002)")
+    p.add_argument("--allocator", help="allocator target host:port (default 127.0.0.1:50051)")
+    p.add_argument("--rollout", help="rollout target host:port (default 127.0.0.1:50052)")
+    p.set_defaults(func=_run_trainer)
+
+
+def _run_trainer(args: argparse.Namespace) -> int:
+    import logging
+
+    from krl.common.config import load_settings
+    from krl.common.logs import setup_logging
+
+    overrides = {
+        **_train_overrides(args), "host": args.host, "grpc_port": args.grpc_port,
+        "http_port": args.http_port, "allocator": args.allocator, "rollout": args.rollout,
+    }  # fmt: skip
+    try:
+        if args.settings_json is not None:
+            from krl.trainer.settings import TrainerSettings
+
+            settings = load_settings(TrainerSettings, args.settings_json, overrides)
+        else:
+            settings = _trainer_settings(args.config, overrides)
+    except Exception as e:
+        return _settings_error(e)
+    from krl.trainer.app import serve
+    from krl.trainer.loop import dump_settings
+
+    dump_settings(settings.run_dir, settings)
+    setup_logging(settings.log_level)
+    logging.getLogger("krl").info("trainer settings: %s", json.dumps(settings.public_dict()))
+    return asyncio.run(serve(settings))
+
+
+def _up_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "up",
+        help="the whole loop: embedded Redis, allocator, rollout and trainer processes",
+        description="Start Redis (embedded), the allocator, the rollout service and the trainer "
+        "as separate processes on loopback, follow the run, and write plots and a summary to "
+        "the run folder. Ctrl-C stops it after a checkpoint; --resume --run-dir continues it. "
+        "Trainer settings as for `krl trainer` (--config, KRL_TRAINER_*, flags).",
+    )
+    _train_flags(p)
+    p.add_argument("--replicas", type=int, default=1, help="rollout engine replicas (default 1)")
+    p.add_argument("--half-life-steps", type=float, default=100.0,
+                   help="allocator evidence half-life in steps (default 100: about two epochs "
+                   "of the default task, so a prompt's last visit still counts)")  # fmt: skip
+    p.add_argument("--no-progress", action="store_true", help="no progress display")
+    p.set_defaults(func=_run_up)
+
+
+def _run_up(args: argparse.Namespace) -> int:
+    try:
+        settings = _trainer_settings(args.config, _train_overrides(args))
+    except Exception as e:
+        return _settings_error(e)
+    from krl.trainer.loop import dump_settings
+    from krl.up import up
+
+    dump_settings(settings.run_dir, settings)
+    return up(
+        settings,
+        replicas=args.replicas,
+        half_life_steps=args.half_life_steps,
+        progress=not args.no_progress,
+    )
+
+
+def _report_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="rebuild a run folder's plots and summary")
+    p.add_argument("run_dir", type=Path, help="run folder (holds metrics.jsonl)")
+    p.set_defaults(func=_run_report)
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from krl.trainer.report import plot_run, summarize
+
+    if not (args.run_dir / "metrics.jsonl").exists():
+        print(f"error: {args.run_dir} has no metrics.jsonl", file=sys.stderr)
+        return 2
+    for path in plot_run(args.run_dir):
+        print(path)
+    summarize(args.run_dir)
+    print((args.run_dir / "summary.md").read_text())
+    return 0
+
+
 def _solve_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "solve",
@@ -185,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _allocator_parser(sub)
     _rollout_parser(sub)
+    _trainer_parser(sub)
+    _up_parser(sub)
+    _report_parser(sub)
     _solve_parser(sub)
     _bench_parser(sub)
     return parser

@@ -1,0 +1,165 @@
+"""`krl up`: the whole loop on one machine. Starts the embedded Redis, the allocator, the rollout
+service and the trainer as separate processes talking gRPC over loopback, shows progress, stops
+everything cleanly on Ctrl-C (the trainer checkpoints first, so `--resume` continues), and at the
+end writes the plots and the summary into the run folder.
+
+Each child runs in its own session, so a Ctrl-C reaches only this process, which then stops the
+children in order: trainer (checkpoint), rollout, allocator, Redis. Their logs go to
+RUN_DIR/logs/."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from krl.common.procs import ServiceProcess, free_port
+from krl.common.redis_server import EmbeddedRedis
+
+
+@dataclass
+class Stack:
+    redis: EmbeddedRedis | None = None
+    allocator: ServiceProcess | None = None
+    rollout: ServiceProcess | None = None
+    trainer: ServiceProcess | None = None
+
+    def stop(self) -> None:
+        for p in (self.trainer, self.rollout, self.allocator):
+            if p is not None:
+                p.stop(timeout_s=120.0 if p is self.trainer else 20.0)
+        if self.redis is not None:
+            self.redis.stop()
+
+
+def _follow(run_dir: Path, proc, settings, interrupted: list[bool]) -> None:
+    """Show progress from the run folder's logs until the trainer exits."""
+    from rich.console import Console
+    from rich.live import Live
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from krl.trainer.runlog import read_rows
+
+    console = Console()
+    live_ok = console.is_terminal
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), TextColumn("{task.fields[stats]}"), console=console)  # fmt: skip
+    warm = progress.add_task("warm-up", total=max(settings.warmup(), 1), stats="", visible=False)
+    train = progress.add_task("train", total=settings.steps, stats="starting services...")
+    last_print = 0
+    acc = "-"
+    seen_events = 0
+
+    def refresh() -> None:
+        nonlocal last_print, acc, seen_events
+        events = read_rows(run_dir / "events.jsonl")
+        for e in events[seen_events:]:
+            if e["event"] == "warmup":
+                progress.update(warm, completed=e["step"], visible=True,
+                                stats=f"loss {e['loss']:.3f}")  # fmt: skip
+            elif not live_ok and e["event"] in ("checkpoint", "resumed", "failed", "finished"):
+                console.print(f"[{e['event']}] " + json.dumps({k: v for k, v in e.items()
+                                                               if k not in ("event", "time")}))  # fmt: skip
+        seen_events = len(events)
+        rows = read_rows(run_dir / "metrics.jsonl")
+        steps = [r for r in rows if r["kind"] == "step"]
+        evals = [r for r in rows if r["kind"] == "eval"]
+        if evals:
+            acc = f"{100 * evals[-1]['accuracy'].get('all', 0):.1f}%"
+        if steps:
+            r = steps[-1]
+            stats = (f"reward {r['reward']:.3f}  eff {100 * r['effective_rollout_ratio']:.0f}%  "
+                     f"held-out {acc}  {r['rollouts_per_s'] or 0:.0f} rollouts/s  "
+                     f"max n {r['max_n']}")  # fmt: skip
+            progress.update(train, completed=r["step"], stats=stats)
+            if not live_ok and (r["step"] - last_print >= 10 or r["step"] == settings.steps):
+                console.print(f"step {r['step']}/{settings.steps}  {stats}")
+                last_print = r["step"]
+
+    if live_ok:
+        with Live(progress, console=console, refresh_per_second=4):
+            while proc.poll() is None:
+                refresh()
+                time.sleep(0.5)
+            refresh()
+    else:
+        while proc.poll() is None:
+            refresh()
+            time.sleep(1.0)
+        refresh()
+
+
+def up(
+    settings, *, replicas: int = 1, half_life_steps: float = 100.0, progress: bool = True
+) -> int:
+    """settings: the trainer's (already resolved against its run folder)."""
+    from krl.trainer.report import plot_run, summarize
+
+    run_dir = Path(settings.run_dir)
+    logs = run_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    stack = Stack()
+    interrupted: list[bool] = []
+    t0 = time.monotonic()
+
+    def on_sigint(signum, frame) -> None:
+        interrupted.append(True)
+        if stack.trainer is not None and stack.trainer.proc is not None:
+            stack.trainer.proc.send_signal(signal.SIGTERM)
+        if len(interrupted) == 1:
+            print("\nstopping: the trainer finishes its step and checkpoints "
+                  "(Ctrl-C again to hurry)", file=sys.stderr)  # fmt: skip
+        else:
+            raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGINT, on_sigint)
+    signal.signal(signal.SIGTERM, on_sigint)
+    code = 1
+    try:
+        print(f"run folder {run_dir}  (logs in {logs})", flush=True)
+        stack.redis = EmbeddedRedis(run_dir / "redis").start()
+        a_port, r_port, t_port = free_port(), free_port(), free_port()
+        common = ["--http-port", "0"]
+        stack.allocator = ServiceProcess(
+            ["allocator", "--grpc-port", str(a_port), "--redis-url", stack.redis.url,
+             "--half-life-steps", str(half_life_steps), *common],
+            f"127.0.0.1:{a_port}", logs / "allocator.log", new_session=True,
+        ).start(timeout_s=60)  # fmt: skip
+        print(f"allocator  127.0.0.1:{a_port}", flush=True)
+        rollout_args = ["rollout", "--grpc-port", str(r_port), "--replicas", str(replicas),
+                        *common]  # fmt: skip
+        if settings.model != "tiny":
+            rollout_args += ["--model", str(settings.model)]
+        stack.rollout = ServiceProcess(rollout_args, f"127.0.0.1:{r_port}", logs / "rollout.log",
+                                       new_session=True).start(timeout_s=600)  # fmt: skip
+        print(f"rollout    127.0.0.1:{r_port}", flush=True)
+        trainer_args = ["trainer", "--settings-json", str(run_dir / "settings.json"),
+                        "--grpc-port", str(t_port), "--allocator", f"127.0.0.1:{a_port}",
+                        "--rollout", f"127.0.0.1:{r_port}", *common]  # fmt: skip
+        stack.trainer = ServiceProcess(trainer_args, f"127.0.0.1:{t_port}", logs / "trainer.log",
+                                       new_session=True).start(timeout_s=120)  # fmt: skip
+        print(f"trainer    127.0.0.1:{t_port}", flush=True)
+        if progress:
+            _follow(run_dir, stack.trainer.proc, settings, interrupted)
+        code = stack.trainer.proc.wait()
+    except KeyboardInterrupt:
+        code = 130
+    except Exception as e:
+        print(f"error: {e} (see {logs})", file=sys.stderr)
+        code = 1
+    finally:
+        stack.stop()
+        signal.signal(signal.SIGINT, old)
+    wall = time.monotonic() - t0
+    if (run_dir / "metrics.jsonl").exists():
+        plot_run(run_dir)
+        s = summarize(run_dir, wall)
+        print((run_dir / "summary.md").read_text())
+        if interrupted or s["steps"] < settings.steps:
+            print(
+                f"stopped at step {s['steps']}; continue with: krl up --resume --run-dir {run_dir}"
+            )
+    return code

@@ -382,7 +382,8 @@ class Trainer:
             c.state = STOPPING
             if self.step >= s.steps:
                 self.evaluate()
-            if self.step >= s.steps or c.checkpoint_on_stop:
+            saved = self.control.last_checkpoint.endswith(f"step-{self.step:06d}")
+            if (self.step >= s.steps or c.checkpoint_on_stop) and not saved:
                 self.save_checkpoint()
             for ev in c.take_checkpoint_requests():
                 ev.set()

@@ -164,7 +164,7 @@ def _markdown(s: dict) -> str:
         "(first fifth -> last fifth)",
         f"- rollouts {s['rollouts']:,}, completion tokens {s['tokens']:,}, largest n {s['max_n']}",
         "- time in allocate / generate / train / weight sync: "
-        + " / ".join(f"{v:.0f}s" for v in s["phase_seconds"].values()), "",
+        + " / ".join(f"{v:.1f}s" for v in s["phase_seconds"].values()), "",
         "Plots: " + ", ".join(f"[{p}]({p})" for p in PLOTS), "",
     ]  # fmt: skip
     return "\n".join(lines)

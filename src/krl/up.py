@@ -75,7 +75,8 @@ def _follow(run_dir: Path, proc, settings, interrupted: list[bool]) -> None:
                      f"held-out {acc}  {r['rollouts_per_s'] or 0:.0f} rollouts/s  "
                      f"max n {r['max_n']}")  # fmt: skip
             progress.update(train, completed=r["step"], stats=stats)
-            if not live_ok and (r["step"] - last_print >= 10 or r["step"] == settings.steps):
+            due = r["step"] - last_print >= 10 or r["step"] == settings.steps
+            if not live_ok and due and r["step"] != last_print:
                 console.print(f"step {r['step']}/{settings.steps}  {stats}")
                 last_print = r["step"]
 

@@ -1,0 +1,76 @@
+"""`krl up` as a user runs it: four processes, a run folder with plots and a summary, Ctrl-C
+that checkpoints and stops every child, and `--resume` that finishes the run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from krl.trainer.runlog import read_rows
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+FLAGS = ["--prompts-per-step", "16", "--rollouts-per-prompt", "4", "--warmup-steps", "30",
+         "--eval-every", "2", "--max-new-tokens", "16"]  # fmt: skip
+
+
+def _up(run: Path, cache: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "KRL_TRAINER_CACHE_DIR": str(cache), "KRL_TRAINER_TRAIN_PER_LEVEL": "8",
+           "KRL_TRAINER_EVAL_PER_LEVEL": "4"}  # fmt: skip
+    return subprocess.Popen([sys.executable, "-m", "krl.cli", "up", "--run-dir", str(run), *FLAGS,
+                             *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                            text=True)  # fmt: skip
+
+
+def _children_gone(run: Path) -> None:
+    """No process of this run is left: no krl service and no redis-server on its socket."""
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(run) not in out, [line for line in out.splitlines() if str(run) in line]
+
+
+def test_up_runs_the_loop_and_writes_the_run_folder(tmp_path):
+    run = tmp_path / "up-run"
+    proc = _up(run, tmp_path / "cache", "--steps", "3")
+    out, _ = proc.communicate(timeout=400)
+    assert proc.returncode == 0, out
+    for name in ("metrics.jsonl", "summary.md", "summary.json", "reward.png",
+                 "heldout_accuracy.png", "effective_ratio.png", "n_per_prompt.png",
+                 "allocations.jsonl", "settings.json"):  # fmt: skip
+        assert (run / name).is_file(), name
+    for svc in ("allocator", "rollout", "trainer"):
+        assert (run / "logs" / f"{svc}.log").stat().st_size > 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 3 and summary["rollouts"] == 3 * 16 * 4
+    assert "held-out greedy accuracy" in out and "step 3/3" in out
+    _children_gone(run)
+    # a second `up` on the same folder is refused before anything starts
+    again = _up(run, tmp_path / "cache", "--steps", "3")
+    out2, _ = again.communicate(timeout=60)
+    assert again.returncode == 2 and "already holds a run" in out2
+
+
+def test_ctrl_c_checkpoints_stops_everything_and_resume_finishes(tmp_path):
+    run = tmp_path / "up-stop"
+    proc = _up(run, tmp_path / "cache", "--steps", "12", "--checkpoint-every", "0")
+    deadline = time.monotonic() + 300
+    while not [r for r in read_rows(run / "metrics.jsonl") if r.get("kind") == "step"]:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=180)
+    assert "continue with: krl up --resume" in out, out
+    latest = (run / "checkpoints" / "latest").read_text()
+    stopped_at = json.loads((run / "checkpoints" / latest / "state.json").read_text())["step"]
+    assert 1 <= stopped_at < 12
+    _children_gone(run)
+    proc = _up(run, tmp_path / "cache", "--resume", "--steps", "12")
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    steps = [r["step"] for r in read_rows(run / "metrics.jsonl") if r["kind"] == "step"]
+    assert steps == list(range(1, 13))

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Response
 from krl.trainer.loop import Trainer
-from krl.trainer.runlog import _clean
+from krl.trainer.runlog import json_safe
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from krl import __version__
@@ -22,7 +22,7 @@ def build_app(trainer: Trainer, token: str | None) -> FastAPI:
 
     @api.get("/status", summary="State, step, reward, effective ratio, held-out accuracy")
     async def status() -> dict[str, Any]:
-        return _clean({"state": trainer.control.state, "error": trainer.control.error,
+        return json_safe({"state": trainer.control.state, "error": trainer.control.error,
                        "run_dir": str(trainer.run_dir), "namespace": trainer.s.run_namespace,
                        "strategy": trainer.s.strategy,
                        "last_checkpoint": trainer.control.last_checkpoint,

@@ -17,10 +17,8 @@ between steps."""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import shutil
 import threading
 import time
 from collections import Counter as Tally
@@ -396,12 +394,3 @@ class Trainer:
             log.exception("training failed at step %d", self.step)
             self.runlog.event("failed", {"step": self.step, "error": c.error})
             return FAILED
-
-
-def clear_run_dir(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def dump_settings(path: Path, settings: TrainerSettings) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "settings.json").write_text(json.dumps(settings.public_dict(), indent=1))

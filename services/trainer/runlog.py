@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 
-def _clean(v: Any) -> Any:
+def json_safe(v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
         return None
     if isinstance(v, dict):
-        return {k: _clean(x) for k, x in v.items()}
+        return {k: json_safe(x) for k, x in v.items()}
     return v
 
 
@@ -40,7 +40,7 @@ class RunLog:
 
     def write(self, row: dict) -> None:
         with self.metrics_path.open("a") as f:
-            f.write(json.dumps(_clean(row)) + "\n")
+            f.write(json.dumps(json_safe(row)) + "\n")
 
     def event(self, name: str, data: dict | None = None) -> None:
         with self.events_path.open("a") as f:

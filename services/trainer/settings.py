@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from krl.common.config import ServiceSettings
+from krl.common.config import ServiceSettings, secret
 
 Strategy = Literal["knapsack-bayes", "knapsack-paper", "uniform"]
 STRATEGIES: tuple[str, ...] = ("knapsack-bayes", "knapsack-paper", "uniform")
@@ -136,11 +136,8 @@ class TrainerSettings(ServiceSettings):
         return 150 if self.model == "tiny" else 0
 
     def peer(self) -> str | None:
-        if self.peer_token is not None:
-            return self.peer_token.get_secret_value() or None
-        if self.peer_token_file is not None:
-            return self.peer_token_file.read_text().strip() or None
-        return None
+        """The bearer token sent to the allocator and the rollout service."""
+        return secret(self.peer_token, self.peer_token_file)
 
 
 def default_run_dir(strategy: str) -> Path:
@@ -184,3 +181,11 @@ def resolve_run(settings: TrainerSettings, explicit: set[str]) -> TrainerSetting
         {**merged, **{k: getattr(settings, k) for k in ("auth_token", "peer_token")}}
     )
     return out
+
+
+def dump_settings(run_dir: Path, settings: TrainerSettings) -> None:
+    """The run's settings, secrets masked: what --resume continues with."""
+    import json
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "settings.json").write_text(json.dumps(settings.public_dict(), indent=1))

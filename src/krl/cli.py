@@ -199,7 +199,7 @@ def _run_trainer(args: argparse.Namespace) -> int:
     except Exception as e:
         return _settings_error(e)
     from krl.trainer.app import serve
-    from krl.trainer.loop import dump_settings
+    from krl.trainer.settings import dump_settings
 
     dump_settings(settings.run_dir, settings)
     setup_logging(settings.log_level)
@@ -230,7 +230,7 @@ def _run_up(args: argparse.Namespace) -> int:
         settings = _trainer_settings(args.config, _train_overrides(args))
     except Exception as e:
         return _settings_error(e)
-    from krl.trainer.loop import dump_settings
+    from krl.trainer.settings import dump_settings
     from krl.up import up
 
     dump_settings(settings.run_dir, settings)

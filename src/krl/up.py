@@ -35,7 +35,7 @@ class Stack:
             self.redis.stop()
 
 
-def _follow(run_dir: Path, proc, settings, interrupted: list[bool]) -> None:
+def _follow(run_dir: Path, proc, settings) -> None:
     """Show progress from the run folder's logs until the trainer exits."""
     from rich.console import Console
     from rich.live import Live
@@ -144,7 +144,7 @@ def up(
                                        new_session=True).start(timeout_s=120)  # fmt: skip
         print(f"trainer    127.0.0.1:{t_port}", flush=True)
         if progress:
-            _follow(run_dir, stack.trainer.proc, settings, interrupted)
+            _follow(run_dir, stack.trainer.proc, settings)
         code = stack.trainer.proc.wait()
     except KeyboardInterrupt:
         code = 130

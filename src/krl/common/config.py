@@ -43,15 +43,20 @@ class ServiceSettings(BaseSettings):
 
     def token(self) -> str | None:
         """The bearer token, from auth_token or auth_token_file (never logged)."""
-        if self.auth_token is not None:
-            return self.auth_token.get_secret_value() or None
-        if self.auth_token_file is not None:
-            return self.auth_token_file.read_text().strip() or None
-        return None
+        return secret(self.auth_token, self.auth_token_file)
 
     def public_dict(self) -> dict[str, Any]:
         """The resolved settings with secrets masked, for the start-up log line."""
         return self.model_dump(mode="json")  # SecretStr dumps as '**********'
+
+
+def secret(value: SecretStr | None, file: Path | None) -> str | None:
+    """A secret given inline or in a file (inline wins); None when neither or empty."""
+    if value is not None:
+        return value.get_secret_value() or None
+    if file is not None:
+        return file.read_text().strip() or None
+    return None
 
 
 def load_settings(cls: type[S], config_file: Path | None, overrides: dict[str, Any]) -> S:

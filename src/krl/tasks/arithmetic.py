@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 
-from krl.tasks.base import Task, TaskSource
+from krl.tasks.base import Task, TaskSource, leveled_splits
 
 LEVELS = 6
 
@@ -79,14 +79,9 @@ class ArithmeticSource(TaskSource):
         train_per_level: int = 512,
         heldout_per_level: int = 64,
     ) -> None:
-        for lv in levels:
-            if not 1 <= lv <= LEVELS:
-                raise ValueError(f"arithmetic level must be 1..{LEVELS}, got {lv}")
-        train: list[Task] = []
-        heldout: list[Task] = []
-        for lv in levels:
-            tr = _generate(seed, "train", lv, train_per_level, set())
-            train += tr
-            heldout += _generate(seed, "eval", lv, heldout_per_level, {t.prompt for t in tr})
+        train, heldout = leveled_splits(
+            "arithmetic", _generate, seed=seed, levels=levels, max_level=LEVELS,
+            train_per_level=train_per_level, heldout_per_level=heldout_per_level,
+        )  # fmt: skip
         super().__init__(train, heldout)
         self.seed = seed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,3 +40,25 @@ class TaskSource:
 
     def levels(self) -> list[int]:
         return sorted({t.level for t in self.heldout if t.level is not None})
+
+
+Generator = Callable[[int, str, int, int, set[str]], list[Task]]
+"""(seed, split, level, count, prompts to avoid) -> tasks of one level and split."""
+
+
+def leveled_splits(name: str, generate: Generator, *, seed: int, levels: Iterable[int],
+                   max_level: int, train_per_level: int, heldout_per_level: int,
+                   ) -> tuple[list[Task], list[Task]]:  # fmt: skip
+    """Training and held-out tasks of a procedural family, level by level; a level's held-out
+    tasks never repeat one of its training prompts."""
+    levels = tuple(levels)
+    for lv in levels:
+        if not 1 <= lv <= max_level:
+            raise ValueError(f"{name} level must be 1..{max_level}, got {lv}")
+    train: list[Task] = []
+    heldout: list[Task] = []
+    for lv in levels:
+        tr = generate(seed, "train", lv, train_per_level, set())
+        train += tr
+        heldout += generate(seed, "eval", lv, heldout_per_level, {t.prompt for t in tr})
+    return train, heldout

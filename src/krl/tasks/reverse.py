@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import random
 
-from krl.tasks.base import Task, TaskSource
+from krl.tasks.base import Task, TaskSource, leveled_splits
 
 LENGTHS = (3, 5, 7, 9, 11, 13)
 ALPHABET = "abcdefghij"
@@ -60,14 +60,9 @@ class ReverseSource(TaskSource):
         train_per_level: int = 512,
         heldout_per_level: int = 64,
     ) -> None:
-        for lv in levels:
-            if not 1 <= lv <= len(LENGTHS):
-                raise ValueError(f"reverse level must be 1..{len(LENGTHS)}, got {lv}")
-        train: list[Task] = []
-        heldout: list[Task] = []
-        for lv in levels:
-            tr = _generate(seed, "train", lv, train_per_level, set())
-            train += tr
-            heldout += _generate(seed, "eval", lv, heldout_per_level, {t.prompt for t in tr})
+        train, heldout = leveled_splits(
+            "reverse", _generate, seed=seed, levels=levels, max_level=len(LENGTHS),
+            train_per_level=train_per_level, heldout_per_level=heldout_per_level,
+        )  # fmt: skip
         super().__init__(train, heldout)
         self.seed = seed

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Response
+from fastapi import APIRouter, Depends, FastAPI
 from krl.rollout.service import Rollout
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from krl import __version__
 from krl.common.errors import Unavailable
-from krl.common.http import bearer_auth, install_problem_handlers
+from krl.common.http import bearer_auth, install_liveness_and_metrics, install_problem_handlers
 
 
 def build_app(rollout: Rollout, token: str | None) -> FastAPI:
@@ -34,9 +33,7 @@ def build_app(rollout: Rollout, token: str | None) -> FastAPI:
 
     app.include_router(api)
 
-    @app.get("/healthz", summary="Liveness", tags=["ops"])
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    install_liveness_and_metrics(app, rollout.metrics.registry)
 
     @app.get("/readyz", summary="Readiness: every engine replica is up", tags=["ops"])
     async def readyz() -> dict[str, str]:
@@ -44,9 +41,5 @@ def build_app(rollout: Rollout, token: str | None) -> FastAPI:
         if down:
             raise Unavailable(f"not ready: engine replicas {down} are (re)starting")
         return {"status": "ready"}
-
-    @app.get("/metrics", summary="Prometheus metrics", tags=["ops"])
-    async def metrics() -> Response:
-        return Response(generate_latest(rollout.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -5,13 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Response
+from fastapi import APIRouter, Depends, FastAPI
 from krl.trainer.loop import Trainer
 from krl.trainer.runlog import json_safe
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from krl import __version__
-from krl.common.http import bearer_auth, install_problem_handlers
+from krl.common.http import bearer_auth, install_liveness_and_metrics, install_problem_handlers
 
 
 def build_app(trainer: Trainer, token: str | None) -> FastAPI:
@@ -29,13 +28,5 @@ def build_app(trainer: Trainer, token: str | None) -> FastAPI:
                        **asdict(trainer.status)})  # fmt: skip
 
     app.include_router(api)
-
-    @app.get("/healthz", summary="Liveness", tags=["ops"])
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/metrics", summary="Prometheus metrics", tags=["ops"])
-    async def metrics() -> Response:
-        return Response(generate_latest(trainer.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
+    install_liveness_and_metrics(app, trainer.metrics.registry)
     return app

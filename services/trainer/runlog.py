@@ -32,6 +32,27 @@ def read_rows(path: Path) -> list[dict]:
     return rows
 
 
+class Tail:
+    """Follow a JSONL file that another process appends to: each call returns the complete
+    lines added since the last one (a line still being written waits for the next call)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._offset = 0
+
+    def new_rows(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        with self.path.open("rb") as f:
+            if f.seek(0, 2) < self._offset:  # replaced by a shorter file (a resume truncated it)
+                self._offset = 0
+            f.seek(self._offset)
+            chunk = f.read()
+        end = chunk.rfind(b"\n") + 1
+        self._offset += end
+        return [json.loads(line) for line in chunk[:end].splitlines() if line.strip()]
+
+
 class RunLog:
     def __init__(self, run_dir: Path) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,7 @@ def _follow(run_dir: Path, proc, settings) -> None:
     from rich.live import Live
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from krl.trainer.runlog import read_rows
+    from krl.trainer.runlog import Tail
 
     console = Console()
     live_ok = console.is_terminal
@@ -51,20 +51,18 @@ def _follow(run_dir: Path, proc, settings) -> None:
     train = progress.add_task("train", total=settings.steps, stats="starting services...")
     last_print = 0
     acc = "-"
-    seen_events = 0
+    events, metrics = Tail(run_dir / "events.jsonl"), Tail(run_dir / "metrics.jsonl")
 
     def refresh() -> None:
-        nonlocal last_print, acc, seen_events
-        events = read_rows(run_dir / "events.jsonl")
-        for e in events[seen_events:]:
+        nonlocal last_print, acc
+        for e in events.new_rows():
             if e["event"] == "warmup":
                 progress.update(warm, completed=e["step"], visible=True,
                                 stats=f"loss {e['loss']:.3f}")  # fmt: skip
             elif not live_ok and e["event"] in ("checkpoint", "resumed", "failed", "finished"):
                 console.print(f"[{e['event']}] " + json.dumps({k: v for k, v in e.items()
                                                                if k not in ("event", "time")}))  # fmt: skip
-        seen_events = len(events)
-        rows = read_rows(run_dir / "metrics.jsonl")
+        rows = metrics.new_rows()
         steps = [r for r in rows if r["kind"] == "step"]
         evals = [r for r in rows if r["kind"] == "eval"]
         if evals:

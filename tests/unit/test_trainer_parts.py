@@ -14,7 +14,7 @@ from krl.trainer import checkpoint as ckpt
 from krl.trainer.allocation import Journal, plan_step, strategy_args
 from krl.trainer.data import EpochSampler
 from krl.trainer.report import PLOTS, plot_run, summarize
-from krl.trainer.runlog import RunLog, read_rows
+from krl.trainer.runlog import RunLog, Tail, read_rows
 from krl.trainer.settings import TrainerSettings, resolve_run
 from krl.trainer.stats import GroupOutcome, accuracy_by_level, batch_stats
 from pydantic import ValidationError
@@ -214,3 +214,19 @@ def test_plots_and_summary_from_a_run_folder(tmp_path):
     assert s["heldout_before"]["all"] == 0.2 and s["heldout_after"]["all"] == pytest.approx(0.5)
     md = (tmp_path / "summary.md").read_text()
     assert "| all | 20.0% | 50.0% |" in md and "uniform" in md
+
+
+def test_tail_returns_each_complete_line_once_and_survives_truncation(tmp_path):
+    path = tmp_path / "m.jsonl"
+    tail = Tail(path)
+    assert tail.new_rows() == []
+    path.write_text('{"step": 1}\n{"step": 2}\n{"ste')  # the last line is being written
+    assert tail.new_rows() == [{"step": 1}, {"step": 2}]
+    assert tail.new_rows() == []
+    with path.open("a") as f:
+        f.write('p": 3}\n')
+    assert tail.new_rows() == [{"step": 3}]
+    log = RunLog(tmp_path)
+    log.metrics_path = path
+    log.truncate_after(1)  # the file is replaced by a shorter one
+    assert tail.new_rows() == [{"step": 1}]

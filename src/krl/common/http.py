@@ -7,10 +7,11 @@ import hmac
 import logging
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from krl.common.errors import KrlError, Unauthenticated
 
@@ -65,3 +66,16 @@ def bearer_auth(token: str | None):
             raise Unauthenticated("missing or wrong bearer token (header 'Authorization')")
 
     return check
+
+
+def install_liveness_and_metrics(app: FastAPI, registry: CollectorRegistry) -> None:
+    """/healthz (the process answers) and /metrics (the registry's Prometheus text); both open,
+    for probes and scrapers."""
+
+    @app.get("/healthz", summary="Liveness", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metrics", summary="Prometheus metrics", tags=["ops"])
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

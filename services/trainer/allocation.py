@@ -4,7 +4,8 @@ with the allocator's Redis state.
 Every strategy goes through the allocator (so histories are recorded the same way for all):
 `uniform` is the allocator's solve with min_n = max_n = the budget / M, which forces the uniform
 split; `knapsack-paper` is the paper's point estimate with its fallback; `knapsack-bayes` the
-Beta-posterior expected value.
+Beta-posterior expected value; `dapo` (dynamic sampling, dynamic.py) asks for uniform groups
+like `uniform` and filters them afterwards.
 
 The journal (allocations.jsonl in the run folder) records each step's allocation id and n per
 prompt before its rollouts are generated. A run resumed from an older checkpoint replays the
@@ -34,7 +35,7 @@ def strategy_args(strategy: str, budget: int, prompts: int, min_n: int, max_n: i
         return {"mode": "bayes", "min_n": min_n, "max_n": max_n}
     if strategy == "knapsack-paper":
         return {"mode": "paper", "min_n": min_n, "max_n": max_n, "fallback": True}
-    if strategy == "uniform":
+    if strategy in ("uniform", "dapo"):
         lo, hi = budget // prompts, -(-budget // prompts)
         return {"mode": "bayes", "min_n": lo, "max_n": hi}
     raise ValueError(f"unknown strategy {strategy!r}")

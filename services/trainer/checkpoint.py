@@ -23,10 +23,19 @@ class TrainerState:
     cursor: tuple[int, int]
     seed: int
     namespace: str
+    batches: int = -1
+    """Batches of M prompts drawn so far (dapo draws several per step; -1: same as step)."""
+    rollouts: int = 0
+    """Rollouts generated so far."""
+
+    def __post_init__(self) -> None:
+        if self.batches < 0:
+            self.batches = self.step
 
     def as_dict(self) -> dict[str, Any]:
         return {"step": self.step, "policy_version": self.policy_version,
-                "cursor": list(self.cursor), "seed": self.seed, "namespace": self.namespace}  # fmt: skip
+                "cursor": list(self.cursor), "seed": self.seed, "namespace": self.namespace,
+                "batches": self.batches, "rollouts": self.rollouts}  # fmt: skip
 
 
 def rng_state() -> dict[str, Any]:
@@ -69,7 +78,7 @@ def latest(root: Path) -> Path | None:
 def load_state(path: Path) -> TrainerState:
     d = json.loads((path / "state.json").read_text())
     return TrainerState(d["step"], d["policy_version"], tuple(d["cursor"]), d["seed"],
-                        d["namespace"])  # fmt: skip
+                        d["namespace"], d.get("batches", -1), d.get("rollouts", 0))  # fmt: skip
 
 
 def load_trainer_parts(path: Path, optimizer) -> None:

@@ -34,6 +34,7 @@ from krl.trainer import checkpoint as ckpt
 from krl.trainer import grpo
 from krl.trainer.allocation import Journal, Plan, plan_step
 from krl.trainer.data import EpochSampler
+from krl.trainer.dynamic import keep_mask
 from krl.trainer.metrics import TrainerMetrics
 from krl.trainer.policy import prepare_policy
 from krl.trainer.runlog import RunLog
@@ -109,6 +110,22 @@ class Status:
     heldout_accuracy: float = math.nan
 
 
+@dataclass
+class _Round:
+    """One batch of M prompts: allocated, generated and reported."""
+
+    ids: list[str]
+    plan: Plan
+    tasks: dict[str, Task]
+    groups: list[Group]
+    outcomes: dict[str, tuple[int, int, int]]
+    """prompt id -> (successes, trials, tokens)"""
+    accepted: int
+    duplicates: int
+    t_alloc: float
+    t_gen: float
+
+
 class Trainer:
     def __init__(self, settings: TrainerSettings, metrics: TrainerMetrics | None = None,
                  control: Control | None = None) -> None:  # fmt: skip
@@ -119,6 +136,8 @@ class Trainer:
         self.run_dir = Path(settings.run_dir)
         self.version = 0
         self.step = 0  # steps completed
+        self.batches = 0  # batches of M prompts drawn (dapo draws several per step)
+        self.rollouts_total = 0
         self.pushed_step = -1
 
     # ---------------------------------------------------------------- setup
@@ -161,6 +180,8 @@ class Trainer:
         if latest is not None:
             ckpt.load_trainer_parts(latest, self.optimizer)
             self.step = state.step
+            self.batches = state.batches
+            self.rollouts_total = state.rollouts
             self.version = state.policy_version
             self.runlog.truncate_after(self.step)
             self.control.last_checkpoint = str(latest)
@@ -234,13 +255,15 @@ class Trainer:
         secs = time.monotonic() - t0
         self.metrics.phase_seconds.labels("eval").observe(secs)
         self.runlog.write({"kind": "eval", "step": self.step, "accuracy": acc,
-                           "seconds": round(secs, 3), "policy_version": self.version})  # fmt: skip
+                           "rollouts_total": self.rollouts_total, "seconds": round(secs, 3),
+                           "policy_version": self.version})  # fmt: skip
         return acc
 
     def save_checkpoint(self) -> Path:
         t0 = time.monotonic()
-        state = ckpt.TrainerState(self.step, self.version, self.sampler.cursor(self.step),
-                                  self.s.seed, self.s.run_namespace)  # fmt: skip
+        state = ckpt.TrainerState(self.step, self.version, self.sampler.cursor(self.batches),
+                                  self.s.seed, self.s.run_namespace, self.batches,
+                                  self.rollouts_total)  # fmt: skip
         path = ckpt.save(self.run_dir / "checkpoints", self.model, self.tokenizer, self.optimizer,
                          state, self.s.keep_checkpoints)  # fmt: skip
         self.control.last_checkpoint = str(path)
@@ -249,45 +272,78 @@ class Trainer:
         return path
 
     # ---------------------------------------------------------------- one step
-    def train_one_step(self) -> dict:
+    def _round(self, step: int) -> _Round:
+        """Draw the next batch of M prompts, allocate, generate and report it."""
         s = self.s
-        k = self.step + 1
-        t_start = time.monotonic()
-        ids = self.sampler.batch(self.step)
+        g = self.batches + 1  # the batch's number: the allocator's step and the journal's key
+        ids = self.sampler.batch(self.batches)
         t0 = time.monotonic()
-        plan: Plan = plan_step(self.allocator, self.journal, step=k, prompt_ids=ids,
+        plan: Plan = plan_step(self.allocator, self.journal, step=g, prompt_ids=ids,
                                strategy=s.strategy, budget=s.budget, min_n=s.min_n,
                                max_n=s.max_n)  # fmt: skip
         t_alloc = time.monotonic() - t0
-
         tasks = {pid: self.source.get(pid) for pid in ids}
         specs = [PromptSpec(pid, n, text=tasks[pid].prompt, answer=tasks[pid].answer,
                             verifier=tasks[pid].verifier)
                  for pid, n in plan.n.items() if n > 0]  # fmt: skip
         t0 = time.monotonic()
         groups = self._generate(specs, temperature=s.temperature, top_p=s.top_p,
-                                max_new_tokens=s.max_new_tokens, seed=s.seed * 1_000_003 + k)  # fmt: skip
+                                max_new_tokens=s.max_new_tokens, seed=s.seed * 1_000_003 + g)  # fmt: skip
         t_gen = time.monotonic() - t0
         missing = [p.prompt_id for p in specs if p.prompt_id not in groups]
         if missing:
-            raise RuntimeError(f"step {k}: no group came back for {len(missing)} prompts")
-
+            raise RuntimeError(f"step {step}: no group came back for {len(missing)} prompts")
         ordered = [groups[p.prompt_id] for p in specs]
-        outcomes = {g.prompt_id: (sum(c.success for c in g.completions), len(g.completions),
-                                  sum(len(c.token_ids) for c in g.completions))
-                    for g in ordered}  # fmt: skip
+        outcomes = {gr.prompt_id: (sum(c.success for c in gr.completions), len(gr.completions),
+                                   sum(len(c.token_ids) for c in gr.completions))
+                    for gr in ordered}  # fmt: skip
         try:
             rep = self.allocator.report(plan.allocation_id, outcomes)
-            accepted, dupes = rep.accepted, rep.duplicates
+            accepted, dupes = rep.accepted, int(rep.duplicates)  # a count over gRPC
         except NotFound as e:  # a replayed allocation that expired meanwhile
-            log.warning("step %d: report not recorded: %s", k, e)
+            log.warning("step %d: report not recorded: %s", step, e)
             accepted, dupes = 0, len(outcomes)
+        self.batches += 1
+        self.rollouts_total += sum(o[1] for o in outcomes.values())
+        return _Round(ids, plan, tasks, ordered, outcomes, accepted, dupes, t_alloc, t_gen)
 
-        adv = grpo.group_advantages([[c.reward for c in g.completions] for g in ordered],
+    def _rounds(self, step: int) -> tuple[list[_Round], list[Group]]:
+        """The step's generation rounds and the groups it trains on: one round for the
+        allocated strategies; for dapo, rounds until M informative groups (dynamic.py), at most
+        dapo_max_rounds, and none that would start past the rollout budget."""
+        s = self.s
+        first = self._round(step)
+        if s.strategy != "dapo":
+            return [first], first.groups
+        rounds, kept = [first], []
+        while True:
+            r = rounds[-1]
+            mask = keep_mask([(o[1], o[0]) for o in (r.outcomes[g.prompt_id] for g in r.groups)],
+                             s.prompts_per_step - len(kept))  # fmt: skip
+            kept += [g for g, keep in zip(r.groups, mask, strict=True) if keep]
+            if (len(kept) >= s.prompts_per_step or len(rounds) >= s.dapo_max_rounds
+                    or self._budget_spent()):  # fmt: skip
+                return rounds, kept
+            rounds.append(self._round(step))
+
+    def _budget_spent(self) -> bool:
+        return bool(self.s.rollout_budget) and self.rollouts_total >= self.s.rollout_budget
+
+    def done(self) -> bool:
+        return self.step >= self.s.steps or self._budget_spent()
+
+    def train_one_step(self) -> dict:
+        s = self.s
+        k = self.step + 1
+        t_start = time.monotonic()
+        rounds, trained = self._rounds(k)
+        plan = rounds[0].plan
+        tasks = {pid: t for r in rounds for pid, t in r.tasks.items()}
+        adv = grpo.group_advantages([[c.reward for c in g.completions] for g in trained],
                                     scale=s.adv_scale, clip=s.adv_clip)  # fmt: skip
         samples = [
             grpo.Sample(self._tokens(tasks[g.prompt_id]), c.token_ids, c.logprobs, float(a))
-            for g, a_row, flat in zip(ordered, adv.advantages, adv.zero_variance, strict=True)
+            for g, a_row, flat in zip(trained, adv.advantages, adv.zero_variance, strict=True)
             if not flat
             for c, a in zip(g.completions, a_row, strict=True)
         ]
@@ -302,34 +358,46 @@ class Trainer:
         if k % s.push_every == 0:
             t_sync = self._push()
 
+        groups = [g for r in rounds for g in r.groups]
+        informative = sum(len({c.reward for c in g.completions}) > 1 for g in groups)
+        outcomes = {pid: o for r in rounds for pid, o in r.outcomes.items()}
+        unasked = sum(len(r.ids) - len(r.groups) for r in rounds)
         st = batch_stats([GroupOutcome(len(g.completions), outcomes[g.prompt_id][0])
-                          for g in ordered] + [GroupOutcome(0, 0)] * (len(ids) - len(specs)))  # fmt: skip
+                          for g in groups] + [GroupOutcome(0, 0)] * unasked)  # fmt: skip
+        stats = st.as_dict()
+        if st.rollouts:  # the rollouts that carried a gradient (dapo drops some informative ones)
+            stats["effective_rollout_ratio"] = len(samples) / st.rollouts
         tokens = sum(o[2] for o in outcomes.values())
-        rewards = [c.reward for g in ordered for c in g.completions]
-        ns = list(plan.n.values())
+        rewards = [c.reward for g in groups for c in g.completions]
+        ns = [n for r in rounds for n in r.plan.n.values()]
+        t_alloc = sum(r.t_alloc for r in rounds)
+        t_gen = sum(r.t_gen for r in rounds)
         step_s = time.monotonic() - t_start
         row = {
-            "kind": "step", "step": k, "time": time.time(), "epoch": round(self.step * len(ids) / len(self.source.train), 3),
+            "kind": "step", "step": k, "time": time.time(), "epoch": round(self.batches * s.prompts_per_step / len(self.source.train), 3),
             "policy_version": self.version, "allocation_id": plan.allocation_id,
-            "replayed": plan.replayed, "solve_ms": round(plan.solve_ms, 3),
+            "replayed": plan.replayed, "solve_ms": round(sum(r.plan.solve_ms for r in rounds), 3),
             "reward": float(np.mean(rewards)) if rewards else 0.0,
-            **st.as_dict(),
-            "zero_variance_groups": sum(adv.zero_variance), "tokens": tokens,
+            **stats, "rounds": len(rounds), "rollouts_total": self.rollouts_total,
+            "zero_variance_groups": len(groups) - informative, "dropped_informative":
+            informative - (len(trained) - sum(adv.zero_variance)),
+            "tokens": tokens,
             "n_counts": {str(n): c for n, c in sorted(Tally(ns).items())},
             "loss": res.loss if res else None, "grad_norm": res.grad_norm if res else None,
             "clip_fraction": res.clip_fraction if res else None,
             "behaviour_kl": res.behaviour_kl if res else None,
             "trained_sequences": res.sequences if res else 0,
-            "reported": accepted, "report_duplicates": dupes,
+            "reported": sum(r.accepted for r in rounds),
+            "report_duplicates": sum(r.duplicates for r in rounds),
             "t_allocate": round(t_alloc, 4), "t_generate": round(t_gen, 4),
             "t_train": round(t_train, 4), "t_weight_sync": round(t_sync, 4),
             "t_step": round(step_s, 4), "rollouts_per_s": round(st.rollouts / t_gen, 1) if t_gen > 0 else None,
         }  # fmt: skip
         self.runlog.write(row)
-        self._observe(row, ns, res, t_alloc, t_gen, t_train, t_sync, step_s, adv)
+        self._observe(row, ns, res, t_alloc, t_gen, t_train, t_sync, step_s)
         return row
 
-    def _observe(self, row, ns, res, t_alloc, t_gen, t_train, t_sync, step_s, adv) -> None:
+    def _observe(self, row, ns, res, t_alloc, t_gen, t_train, t_sync, step_s) -> None:
         m = self.metrics
         m.step.set(self.step)
         m.effective_rollout_ratio.set(row["effective_rollout_ratio"])
@@ -364,12 +432,12 @@ class Trainer:
             c.state = RUNNING
             if self.step == 0:
                 self.evaluate()
-            while self.step < s.steps and not c.stop_requested:
+            while not self.done() and not c.stop_requested:
                 c.wait_if_paused(lambda: self.runlog.event("paused", {"step": self.step}))
                 if c.stop_requested:
                     break
                 self.train_one_step()
-                if s.eval_every and self.step % s.eval_every == 0 and self.step < s.steps:
+                if s.eval_every and self.step % s.eval_every == 0 and not self.done():
                     self.evaluate()
                 due = s.checkpoint_every and self.step % s.checkpoint_every == 0
                 requests = c.take_checkpoint_requests()
@@ -378,15 +446,15 @@ class Trainer:
                 for ev in requests:
                     ev.set()
             c.state = STOPPING
-            if self.step >= s.steps:
+            if self.done():
                 self.evaluate()
             saved = self.control.last_checkpoint.endswith(f"step-{self.step:06d}")
-            if (self.step >= s.steps or c.checkpoint_on_stop) and not saved:
+            if (self.done() or c.checkpoint_on_stop) and not saved:
                 self.save_checkpoint()
             for ev in c.take_checkpoint_requests():
                 ev.set()
             c.state = FINISHED
-            self.runlog.event("finished", {"step": self.step, "complete": self.step >= s.steps})
+            self.runlog.event("finished", {"step": self.step, "complete": self.done()})
             return FINISHED
         except Exception as e:
             c.state = FAILED

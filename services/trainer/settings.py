@@ -11,14 +11,14 @@ from pydantic_settings import SettingsConfigDict
 
 from krl.common.config import ServiceSettings, secret
 
-Strategy = Literal["knapsack-bayes", "knapsack-paper", "uniform"]
-STRATEGIES: tuple[str, ...] = ("knapsack-bayes", "knapsack-paper", "uniform")
+Strategy = Literal["knapsack-bayes", "knapsack-paper", "uniform", "dapo"]
+STRATEGIES: tuple[str, ...] = ("knapsack-bayes", "knapsack-paper", "uniform", "dapo")
 
 # Fields that may differ between a run and its resumption (where to find things, not what to do).
 RESUMABLE_CHANGES = frozenset({
     "host", "grpc_port", "http_port", "auth_token", "auth_token_file", "log_level", "grace_s",
     "allocator", "rollout", "peer_token", "peer_token_file", "resume", "steps", "threads",
-    "client_retries", "client_backoff_s", "run_dir",
+    "client_retries", "client_backoff_s", "run_dir", "rollout_budget",
 })  # fmt: skip
 
 
@@ -47,7 +47,13 @@ class TrainerSettings(ServiceSettings):
         512, ge=1, description="Training prompts per level (procedural tasks)."
     )
     seed: int = Field(0, ge=0, description="Seeds the data order, sampling and the model.")
-    steps: int = Field(400, ge=1, description="Training steps.")
+    steps: int = Field(400, ge=1, description="Training steps (policy updates).")
+    rollout_budget: int = Field(
+        0,
+        ge=0,
+        description="Also stop once this many rollouts were generated (0: no limit); "
+        "compares strategies at equal compute, e.g. dapo against the others.",
+    )
     threads: int = Field(0, ge=0, description="torch threads (0: torch's default).")
 
     # the policy
@@ -66,6 +72,9 @@ class TrainerSettings(ServiceSettings):
     )
     min_n: int = Field(2, ge=0, description="Fewest rollouts a prompt gets (knapsack).")
     max_n: int = Field(64, ge=1, description="Most rollouts a prompt gets (knapsack).")
+    dapo_max_rounds: int = Field(
+        8, ge=1, description="dapo: most generation batches of M prompts per update."
+    )
 
     # sampling
     temperature: float = Field(1.0, gt=0, description="Sampling temperature (and of the loss).")
@@ -102,7 +111,7 @@ class TrainerSettings(ServiceSettings):
                 f"the budget M x rollouts_per_prompt = {m} x {self.rollouts_per_prompt} = "
                 f"{self.budget} is below M x min_n = {m * self.min_n}"
             )
-        if self.strategy != "uniform" and self.budget > m * self.max_n:
+        if self.strategy.startswith("knapsack") and self.budget > m * self.max_n:
             raise ValueError(f"the budget {self.budget} is above M x max_n = {m * self.max_n}")
         return self
 

@@ -99,7 +99,9 @@ TRAIN_FLAGS = (
     # flag, type, help
     ("--run-dir", Path, "run folder (default runs/<time>-<strategy>)"),
     ("--steps", int, "training steps (default 400)"),
-    ("--strategy", str, "knapsack-bayes (default) | knapsack-paper | uniform"),
+    ("--rollout-budget", int, "also stop after this many rollouts (default 0: no limit)"),
+    ("--strategy", str, "knapsack-bayes (default) | knapsack-paper | uniform | dapo"),
+    ("--dapo-max-rounds", int, "dapo: most batches of M prompts per update (default 8)"),
     ("--task", str, "reverse (default) | arithmetic | jsonl:PATH | reasoning_gym:DATASET"),
     ("--model", str, "'tiny' (default, built in code) or a local HF model folder"),
     ("--seed", int, "data order, sampling and model seed (default 0)"),
@@ -356,11 +358,16 @@ def build_parser() -> argparse.ArgumentParser:
     _report_parser(sub)
     _solve_parser(sub)
     _bench_parser(sub)
+    from krl.experiment.cli import add_parsers
+
+    add_parsers(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     return int(args.func(args) or 0)
 
 

@@ -157,7 +157,10 @@ def up(
         plot_run(run_dir)
         s = summarize(run_dir, wall)
         print((run_dir / "summary.md").read_text())
-        if interrupted or s["steps"] < settings.steps:
+        budget = settings.rollout_budget
+        if interrupted or (
+            s["steps"] < settings.steps and not (budget and s["rollouts"] >= budget)
+        ):
             print(
                 f"stopped at step {s['steps']}; continue with: krl up --resume --run-dir {run_dir}"
             )

@@ -1,0 +1,23 @@
+"""DAPO-style dynamic sampling (Yu et al. 2025, arXiv 2503.14476), shared by the trainer and the
+simulator: generate groups of the uniform n for batch after batch of prompts, drop the groups
+whose rewards have no variance, and keep the first M informative groups (the rest of a round
+that overfills the batch is dropped too, as in DAPO). At most `max_rounds` generation batches
+feed one update; a batch that is still short after them trains on what it has."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def informative(n: int, successes: int) -> bool:
+    return 0 < successes < n
+
+
+def keep_mask(outcomes: Sequence[tuple[int, int]], room: int) -> list[bool]:
+    """For one round's groups (n, successes) in order: which to keep, given `room` slots left."""
+    out = []
+    for n, k in outcomes:
+        ok = room > 0 and informative(n, k)
+        room -= ok
+        out.append(ok)
+    return out

@@ -1,0 +1,191 @@
+"""From run folders (metrics.jsonl: step rows and eval rows, each with rollouts_total) to the
+figures an experiment reports. Pure functions; the runner and the plots share them.
+
+Every comparison is at an equal rollout budget R (the allocated strategies' steps x M x n):
+ratios use the rows with rollouts_total <= R even when a baseline ran longer. The compute
+multiplier of strategy X is R_uniform(a) / R_X(a), where a is X's final held-out accuracy and
+R_S(a) the rollouts at which S's accuracy curve (running maximum, linearly interpolated between
+evaluations) first reaches a; uniform may run past R (baseline_factor) so it can get there."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class RunCurves:
+    strategy: str
+    seed: int
+    steps: list[dict]
+    evals: list[dict]
+
+    @classmethod
+    def from_rows(cls, strategy: str, seed: int, rows: Sequence[Mapping]) -> RunCurves:
+        return cls(strategy, seed, [dict(r) for r in rows if r.get("kind") == "step"],
+                   [dict(r) for r in rows if r.get("kind") == "eval"])  # fmt: skip
+
+    def within(self, budget: int) -> list[dict]:
+        return [r for r in self.steps if r["rollouts_total"] <= budget]
+
+    def accuracy(self, budget: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(rollouts, held-out accuracy) of the evaluations up to `budget`."""
+        ev = [e for e in self.evals if budget is None or e["rollouts_total"] <= budget]
+        return (np.array([e["rollouts_total"] for e in ev], dtype=np.float64),
+                np.array([e["accuracy"]["all"] for e in ev], dtype=np.float64))  # fmt: skip
+
+
+def effective_ratio(rows: Sequence[Mapping], key: str = "effective_rollout_ratio") -> float:
+    """Rollout-weighted mean over steps: rollouts that carried a gradient / rollouts generated."""
+    total = sum(r["rollouts"] for r in rows)
+    return sum(r[key] * r["rollouts"] for r in rows) / total if total else math.nan
+
+
+def rollouts_to_reach(x: np.ndarray, acc: np.ndarray, target: float) -> float:
+    """First rollouts at which the running maximum of acc reaches target (interpolated between
+    evaluations); inf when it never does."""
+    if x.size == 0:
+        return math.inf
+    best = np.maximum.accumulate(acc)
+    hit = np.flatnonzero(best >= target - 1e-12)
+    if hit.size == 0:
+        return math.inf
+    i = int(hit[0])
+    if i == 0:
+        return float(x[0])
+    lo, hi = best[i - 1], best[i]
+    frac = (target - lo) / (hi - lo) if hi > lo else 1.0
+    return float(x[i - 1] + frac * (x[i] - x[i - 1]))
+
+
+@dataclass
+class Spread:
+    values: list[float] = field(default_factory=list)
+
+    @property
+    def finite(self) -> list[float]:
+        return [v for v in self.values if math.isfinite(v)]
+
+    @property
+    def mean(self) -> float:
+        f = self.finite
+        return float(np.mean(f)) if f else math.nan
+
+    @property
+    def sd(self) -> float:
+        f = self.finite
+        return float(np.std(f, ddof=1)) if len(f) > 1 else 0.0
+
+    def as_dict(self) -> dict:
+        return {"mean": self.mean, "sd": self.sd, "values": self.values}
+
+
+@dataclass
+class StrategySummary:
+    strategy: str
+    seeds: int
+    effective_ratio: Spread
+    expected_effective_ratio: Spread
+    vs_uniform: Spread
+    """Relative effective-ratio gain over uniform, paired by seed (0.2 = +20%)."""
+    objective_vs_uniform: Spread
+    """The paper's objective sum_i Value(n_i, p_i) at the true p (simulator only), per rollout,
+    relative to uniform's, paired by seed; not defined for dapo (it drops groups)."""
+    max_n: Spread
+    final_accuracy: Spread
+    peak_accuracy: Spread
+    compute_multiplier: Spread
+    """Rollouts uniform needs for this strategy's final accuracy / rollouts this one needed."""
+    multiplier_lower_bounds: int
+    """Seeds where uniform never reached the target: the multiplier is above its run's length."""
+    n_counts: dict[int, int]
+
+    def as_dict(self) -> dict:
+        out = {k: (v.as_dict() if isinstance(v, Spread) else v) for k, v in self.__dict__.items()}
+        out["n_counts"] = {str(k): v for k, v in sorted(self.n_counts.items())}
+        return out
+
+
+def summarize(
+    runs: Sequence[RunCurves], budget: int, baseline: str = "uniform"
+) -> list[StrategySummary]:
+    by: dict[str, dict[int, RunCurves]] = {}
+    for r in runs:
+        by.setdefault(r.strategy, {})[r.seed] = r
+    base = by.get(baseline, {})
+    out = []
+    for strategy, seeds in by.items():
+        s = StrategySummary(strategy, len(seeds), Spread(), Spread(), Spread(), Spread(), Spread(),
+                            Spread(), Spread(), Spread(), 0, Counter())  # fmt: skip
+        for seed, run in sorted(seeds.items()):
+            rows = run.within(budget)
+            eff = effective_ratio(rows)
+            s.effective_ratio.values.append(eff)
+            if rows and "expected_effective_ratio" in rows[0]:
+                s.expected_effective_ratio.values.append(
+                    effective_ratio(rows, "expected_effective_ratio"))  # fmt: skip
+            s.max_n.values.append(float(max((r["max_n"] for r in rows), default=0)))
+            for r in rows:
+                for n, c in r["n_counts"].items():
+                    s.n_counts[int(n)] += c
+            x, acc = run.accuracy(budget)
+            if acc.size:
+                s.final_accuracy.values.append(float(acc[-1]))
+                s.peak_accuracy.values.append(float(acc.max()))
+            b = base.get(seed)
+            if b is None:
+                continue
+            s.vs_uniform.values.append(eff / effective_ratio(b.within(budget)) - 1.0)
+            if strategy != "dapo" and rows and "expected_value" in rows[0]:
+                s.objective_vs_uniform.values.append(
+                    _value_per_rollout(rows) / _value_per_rollout(b.within(budget)) - 1.0)  # fmt: skip
+            if acc.size:
+                mine = rollouts_to_reach(x, acc, float(acc[-1]))
+                bx, bacc = b.accuracy()
+                theirs = rollouts_to_reach(bx, bacc, float(acc[-1]))
+                if math.isinf(theirs):
+                    s.multiplier_lower_bounds += 1
+                    theirs = float(bx[-1]) if bx.size else math.inf
+                s.compute_multiplier.values.append(theirs / mine if mine > 0 else math.nan)
+        out.append(s)
+    return out
+
+
+def _value_per_rollout(rows: Sequence[Mapping]) -> float:
+    return sum(r["expected_value"] for r in rows) / max(sum(r["rollouts"] for r in rows), 1)
+
+
+def fmt_spread(sp: Spread, pct: bool = False, signed: bool = False, digits: int = 1) -> str:
+    if not sp.finite:
+        return "-"
+    scale = 100.0 if pct else 1.0
+    sign = "+" if signed else ""
+    unit = "%" if pct else ""
+    return f"{sp.mean * scale:{sign}.{digits}f}{unit} ± {sp.sd * scale:.{digits}f}"
+
+
+def markdown_table(summaries: Sequence[StrategySummary]) -> str:
+    sim = any(s.objective_vs_uniform.finite for s in summaries)
+    cols = ["strategy", "seeds", "effective-rollout ratio", "vs uniform"]
+    if sim:
+        cols.append("paper objective at true p, vs uniform")
+    cols += ["largest n", "held-out acc. (final)", "peak", "uniform's rollouts to match"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
+    for s in summaries:
+        base = s.strategy == "uniform"
+        mult = "1×" if base else fmt_spread(s.compute_multiplier, digits=2) + "×"
+        if s.multiplier_lower_bounds and not base:
+            mult += f" (≥ on {s.multiplier_lower_bounds} seed(s): uniform never got there)"
+        cells = [s.strategy, str(s.seeds), fmt_spread(s.effective_ratio, pct=True),
+                 "-" if base else fmt_spread(s.vs_uniform, pct=True, signed=True)]  # fmt: skip
+        if sim:
+            cells.append("-" if base else fmt_spread(s.objective_vs_uniform, pct=True, signed=True))
+        cells += [f"{fmt_spread(s.max_n, digits=0)} (max {max(s.max_n.values, default=0):.0f})",
+                  fmt_spread(s.final_accuracy, pct=True), fmt_spread(s.peak_accuracy, pct=True),
+                  mult]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,226 @@
+"""Run strategies x seeds and write the experiment folder:
+
+    OUT/experiment.json              what was run (config, strategies, seeds, the command)
+    OUT/runs/<strategy>-seed<k>/     one run: metrics.jsonl (the trainer's row format), and for
+                                     the loop backend the whole `krl up` run folder
+    OUT/results.json, OUT/results.md the table (mean ± sd over seeds) and the figures' links
+    OUT/*.png                        the figures (plots.py)
+
+Running the same command again skips finished runs and resumes unfinished loop runs from their
+checkpoints, so an interrupted experiment continues where it stopped."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from krl.experiment.analysis import RunCurves, markdown_table, summarize
+from krl.sim.engine import SimConfig, simulate
+
+
+@dataclass(frozen=True)
+class Plan:
+    backend: str  # "sim" | "loop"
+    strategies: tuple[str, ...]
+    seeds: tuple[int, ...]
+    steps: int
+    step_budget: int  # B: rollouts of one uniform step
+    baseline_factor: float = 1.0
+    """uniform runs this many times the budget, so the compute it needs to match can be read."""
+
+    @property
+    def budget(self) -> int:
+        return self.steps * self.step_budget
+
+    def steps_for(self, strategy: str) -> int:
+        return round(self.steps * self.baseline_factor) if strategy == "uniform" else self.steps
+
+
+def run_name(strategy: str, seed: int) -> str:
+    return f"{strategy}-seed{seed}"
+
+
+def _write_rows(path: Path, rows: Sequence[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.replace(path)
+
+
+def load_runs(out: Path, plan: Plan) -> list[RunCurves]:
+    from krl.trainer.runlog import read_rows
+
+    runs = []
+    for strategy in plan.strategies:
+        for seed in plan.seeds:
+            f = out / "runs" / run_name(strategy, seed) / "metrics.jsonl"
+            if f.exists():
+                runs.append(RunCurves.from_rows(strategy, seed, read_rows(f)))
+    return runs
+
+
+class Progress:
+    """A rich display on a terminal; one line per finished run and every tenth of a run
+    otherwise (CI logs)."""
+
+    def __init__(self, total_runs: int) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import Progress as RichProgress
+
+        self.console = Console()
+        self.live = self.console.is_terminal
+        self.bar = RichProgress(TextColumn("{task.description}"), BarColumn(),
+                                MofNCompleteColumn(), TimeElapsedColumn(),
+                                TextColumn("{task.fields[stats]}"), console=self.console,
+                                disable=not self.live)  # fmt: skip
+        self.runs = self.bar.add_task("runs", total=total_runs, stats="")
+        self.cur = self.bar.add_task("", total=1, stats="")
+        self._last = 0
+
+    def __enter__(self) -> Progress:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.__exit__(*exc)
+
+    def start_run(self, name: str, total: int) -> None:
+        self.bar.reset(self.cur, total=total, description=name, stats="")
+        self._name, self._total, self._last = name, total, 0
+
+    def step(self, done: int, stats: str) -> None:
+        self.bar.update(self.cur, completed=done, stats=stats)
+        if not self.live and done - self._last >= max(1, self._total // 10):
+            self.console.print(f"  {self._name}: {done}/{self._total}  {stats}")
+            self._last = done
+
+    def end_run(self, note: str) -> None:
+        self.bar.advance(self.runs)
+        if not self.live:
+            self.console.print(f"done {self._name}: {note}")
+
+
+def _stats(row: dict, budget: int) -> str:
+    return (f"eff {100 * row['effective_rollout_ratio']:.0f}%  max n {row['max_n']}  "
+            f"rollouts {row['rollouts_total'] / budget:.1f} B")  # fmt: skip
+
+
+def run_sim(out: Path, plan: Plan, cfg: SimConfig, backend_factory: Callable[[], object],
+            progress: Progress) -> None:  # fmt: skip
+    backend = backend_factory()
+    try:
+        for strategy in plan.strategies:
+            for seed in plan.seeds:
+                name = run_name(strategy, seed)
+                folder = out / "runs" / name
+                if (folder / "done.json").exists():
+                    progress.start_run(name, 1)
+                    progress.end_run("already done")
+                    continue
+                steps = plan.steps_for(strategy)
+                # dapo spends a variable number of rollouts per update: stop it at the budget
+                run_cfg = replace(cfg, steps=steps)
+                progress.start_run(name, steps)
+                budget = plan.step_budget * steps
+                rows: list[dict] = []
+
+                def on_step(row: dict, steps=steps, budget=budget) -> None:
+                    progress.step(min(steps, round(row["rollouts_total"] / plan.step_budget)),
+                                  _stats(row, plan.step_budget))  # fmt: skip
+
+                res = simulate(run_cfg, strategy, seed, backend, on_step=on_step,
+                               rollout_budget=budget)  # type: ignore[arg-type]  # fmt: skip
+                rows = res.rows
+                _write_rows(folder / "metrics.jsonl", rows)
+                (folder / "done.json").write_text(json.dumps({"seconds": res.seconds}))
+                progress.end_run(f"{res.seconds:.1f} s")
+    finally:
+        backend.close()  # type: ignore[attr-defined]
+
+
+def run_loop(out: Path, plan: Plan, train_args: Sequence[str], half_life_steps: float,
+             progress: Progress) -> None:  # fmt: skip
+    """Each run is a `krl up` child (own processes, own embedded Redis), its output in
+    runs/<name>/experiment.log; progress comes from its metrics.jsonl."""
+    from krl.trainer.runlog import Tail
+
+    for strategy in plan.strategies:
+        for seed in plan.seeds:
+            name = run_name(strategy, seed)
+            folder = out / "runs" / name
+            steps = plan.steps_for(strategy)
+            budget = plan.step_budget * steps
+            summary = folder / "summary.json"
+            if summary.exists() and _complete(json.loads(summary.read_text()), steps, budget):
+                progress.start_run(name, 1)
+                progress.end_run("already done")
+                continue
+            resume = (folder / "settings.json").exists()
+            args = [sys.executable, "-m", "krl.cli", "up", "--no-progress", "--run-dir",
+                    str(folder), "--half-life-steps", str(half_life_steps)]  # fmt: skip
+            if resume:
+                args += ["--resume", "--steps", str(steps), "--rollout-budget", str(budget)]
+            else:
+                args += [*train_args, "--strategy", strategy, "--seed", str(seed), "--steps",
+                         str(steps if strategy != "dapo" else 10 * steps), "--rollout-budget",
+                         str(budget)]  # fmt: skip
+            folder.mkdir(parents=True, exist_ok=True)
+            progress.start_run(name, steps)
+            t0 = time.monotonic()
+            with open(folder / "experiment.log", "ab") as log:
+                log.write(("$ " + shlex.join(args) + "\n").encode())
+                log.flush()
+                proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+                tail = Tail(folder / "metrics.jsonl")
+                try:
+                    while proc.poll() is None:
+                        _follow(tail, progress, plan.step_budget, steps)
+                        time.sleep(1.0)
+                    _follow(tail, progress, plan.step_budget, steps)
+                except KeyboardInterrupt:
+                    proc.send_signal(2)  # krl up checkpoints and stops its children
+                    proc.wait()
+                    raise
+            if proc.returncode != 0:
+                raise RuntimeError(f"run {name} failed (exit {proc.returncode}); see "
+                                   f"{folder / 'experiment.log'} and {folder / 'logs'}")  # fmt: skip
+            progress.end_run(f"{(time.monotonic() - t0) / 60:.1f} min")
+
+
+def _follow(tail, progress: Progress, step_budget: int, steps: int) -> None:
+    rows = [r for r in tail.new_rows() if r.get("kind") == "step"]
+    if rows:
+        r = rows[-1]
+        progress.step(min(steps, round(r.get("rollouts_total", 0) / step_budget)),
+                      _stats(r, step_budget))  # fmt: skip
+
+
+def _complete(summary: dict, steps: int, budget: int) -> bool:
+    return summary.get("steps", 0) >= steps or summary.get("rollouts", 0) >= budget
+
+
+def write_results(out: Path, plan: Plan, title: str, command: str) -> dict:
+    from krl.experiment.plots import plot_experiment
+
+    runs = load_runs(out, plan)
+    summaries = summarize(runs, plan.budget)
+    order = {s: i for i, s in enumerate(plan.strategies)}
+    summaries.sort(key=lambda s: order.get(s.strategy, 99))
+    figures = plot_experiment(out, runs, summaries, plan.budget, plan.step_budget, title)
+    table = markdown_table(summaries)
+    results = {"plan": asdict(plan), "budget": plan.budget, "title": title, "command": command,
+               "strategies": [s.as_dict() for s in summaries]}  # fmt: skip
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    md = [f"# {title}", "", f"`{command}`", "",
+          f"Equal budget: {plan.budget:,} rollouts per run ({plan.steps} steps × {plan.step_budget}"
+          f"); mean ± sd over seeds {', '.join(map(str, plan.seeds))}.", "", table, "",
+          *[f"![{p.stem}]({p.name})" for p in figures], ""]  # fmt: skip
+    (out / "results.md").write_text("\n".join(md))
+    return results

@@ -177,7 +177,8 @@ def markdown_table(summaries: Sequence[StrategySummary]) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
     for s in summaries:
         base = s.strategy == "uniform"
-        mult = "1×" if base else fmt_spread(s.compute_multiplier, digits=2) + "×"
+        mult = fmt_spread(s.compute_multiplier, digits=2)
+        mult = "1×" if base else (mult + "×" if mult != "-" else "-")
         if s.multiplier_lower_bounds and not base:
             mult += f" (≥ on {s.multiplier_lower_bounds} seed(s): uniform never got there)"
         cells = [s.strategy, str(s.seeds), fmt_spread(s.effective_ratio, pct=True),

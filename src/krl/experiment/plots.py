@@ -94,9 +94,14 @@ def plot_experiment(out_dir: Path, runs: Sequence[RunCurves], summaries: Sequenc
         total = sum(s.n_counts.values()) or 1
         ns = np.array(sorted(s.n_counts))
         share = np.array([s.n_counts[n] / total for n in ns])
-        ax1.step(ns, share, where="mid", color=COLORS.get(s.strategy), label=s.strategy)
+        ax1.plot(ns, share, drawstyle="steps-mid", marker="o", ms=3,
+                 color=COLORS.get(s.strategy), label=s.strategy)  # fmt: skip
     ax1.set(xscale="log", yscale="log", xlabel="n (rollouts given to a prompt)",
             ylabel="share of prompt-visits", title="Distribution of n per prompt")  # fmt: skip
+    top = max((max(s.n_counts, default=1) for s in summaries), default=1)
+    ticks = [t for t in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512) if t <= 2 * top]
+    ax1.set_xticks(ticks, [str(t) for t in ticks])
+    ax1.minorticks_off()
     ax1.legend()
     ax1.grid(alpha=0.3)
     names = [s.strategy for s in summaries]
@@ -106,9 +111,10 @@ def plot_experiment(out_dir: Path, runs: Sequence[RunCurves], summaries: Sequenc
     ax2.scatter(names, tops, color="k", marker="_", s=300, label="largest over seeds")
     for i, t in enumerate(tops):
         ax2.text(i, t, f" {t:.0f}", ha="center", va="bottom")
-    ax2.set(ylabel="largest n in the run", title="Largest n given (bar: mean over seeds)")
+    ax2.set(ylabel="largest n in the run", title="Largest n given (bar: mean over seeds)",
+            ylim=(0, 1.2 * max(tops, default=1)))  # fmt: skip
     ax2.tick_params(axis="x", rotation=20)
-    ax2.legend(loc="upper left")
+    ax2.legend(loc="upper right")
     paths.append(_save(fig, out_dir / "n_distribution.png", plt))
     return paths
 

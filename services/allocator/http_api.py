@@ -144,8 +144,11 @@ def build_app(allocator: Allocator, token: str | None) -> FastAPI:
 
     @app.get("/metrics", summary="Prometheus metrics", tags=["ops"])
     async def metrics(alloc: AllocatorDep) -> Response:
-        with contextlib.suppress(Unavailable):  # the gauge keeps its last value on an outage
-            alloc.metrics.prompts_tracked.set(await alloc.store.tracked_prompts())
+        with contextlib.suppress(Unavailable):  # the gauges keep their last values on an outage
+            counts = await alloc.store.prompt_counts()
+            alloc.metrics.prompts_tracked.set(counts["prompts"])
+            alloc.metrics.prompts_solved.set(counts["solved"])
+            alloc.metrics.prompts_unsolved.set(counts["unsolved"])
         return Response(generate_latest(alloc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -67,6 +67,14 @@ class AllocatorMetrics:
             "krl_allocator_prompts_tracked", "Prompts with a history, over all namespaces.",
             registry=r,
         )  # fmt: skip
+        self.prompts_solved = Gauge(
+            "krl_allocator_prompts_solved",
+            "Prompts whose last visit was all correct, over all namespaces.", registry=r,
+        )  # fmt: skip
+        self.prompts_unsolved = Gauge(
+            "krl_allocator_prompts_unsolved",
+            "Prompts whose last visit was all wrong, over all namespaces.", registry=r,
+        )  # fmt: skip
         for result in ("accepted", "duplicate", "rejected"):
             self.reports.labels(result)
         for kind in ("all_correct", "all_wrong"):

@@ -216,13 +216,19 @@ class HistoryStore:
         return meta
 
     @_redis_errors
-    async def tracked_prompts(self) -> int:
-        """Prompts tracked over all namespaces (for the gauge)."""
+    async def prompt_counts(self) -> dict[str, int]:
+        """Over all namespaces (for the gauges): prompts tracked, and those whose last visit was
+        all correct (solved) or all wrong (unsolved)."""
+        fields = ("prompts", "solved", "unsolved")
+        out = dict.fromkeys(fields, 0)
         names = await self.r.smembers("krl:namespaces")
         if not names:
-            return 0
+            return out
         async with self.r.pipeline(transaction=False) as pipe:
             for ns in names:
-                pipe.hget(self._k(ns.decode(), "meta"), "prompts")
-            vals = await pipe.execute()
-        return int(sum(float(v) for v in vals if v is not None))
+                pipe.hmget(self._k(ns.decode(), "meta"), list(fields))
+            rows = await pipe.execute()
+        for row in rows:
+            for name, v in zip(fields, row, strict=True):
+                out[name] += int(float(v)) if v is not None else 0
+        return out

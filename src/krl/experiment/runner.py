@@ -125,20 +125,16 @@ def run_sim(out: Path, plan: Plan, cfg: SimConfig, backend_factory: Callable[[],
                     progress.end_run("already done")
                     continue
                 steps = plan.steps_for(strategy)
-                # dapo spends a variable number of rollouts per update: stop it at the budget
-                run_cfg = replace(cfg, steps=steps)
                 progress.start_run(name, steps)
-                budget = plan.step_budget * steps
-                rows: list[dict] = []
 
-                def on_step(row: dict, steps=steps, budget=budget) -> None:
+                def on_step(row: dict, steps=steps) -> None:
                     progress.step(min(steps, round(row["rollouts_total"] / plan.step_budget)),
                                   _stats(row, plan.step_budget))  # fmt: skip
 
-                res = simulate(run_cfg, strategy, seed, backend, on_step=on_step,
-                               rollout_budget=budget)  # type: ignore[arg-type]  # fmt: skip
-                rows = res.rows
-                _write_rows(folder / "metrics.jsonl", rows)
+                # every strategy stops at steps x B rollouts (dapo's updates cost more each)
+                res = simulate(replace(cfg, steps=steps), strategy, seed, backend,  # type: ignore[arg-type]
+                               on_step=on_step, rollout_budget=plan.step_budget * steps)  # fmt: skip
+                _write_rows(folder / "metrics.jsonl", res.rows)
                 (folder / "done.json").write_text(json.dumps({"seconds": res.seconds}))
                 progress.end_run(f"{res.seconds:.1f} s")
     finally:

@@ -22,6 +22,7 @@ MODES = {
     "paper": pb.ALLOCATION_MODE_PAPER,
     "bayes": pb.ALLOCATION_MODE_BAYES,
     "tokens": pb.ALLOCATION_MODE_TOKENS,
+    "eb": pb.ALLOCATION_MODE_EB,
 }
 
 
@@ -58,15 +59,26 @@ class AllocatorClient(GrpcClient):
         step: int = 0,
         min_n: int = 2,
         max_n: int = 64,
-        mode: str = "bayes",
+        mode: str = "eb",
         fallback: bool = True,
+        visit_half_life: float | None = None,
+        objective: str = "paper",
     ) -> Allocation:
+        """visit_half_life and objective apply to mode eb (None: the server's half-life)."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
         req = pb.AllocateRequest(
-            namespace=self.namespace, step=step, prompt_ids=list(prompt_ids), budget=budget,
-            min_n=min_n, max_n=max_n, mode=MODES[mode], fallback=fallback,
-        )  # fmt: skip
+            namespace=self.namespace,
+            step=step,
+            prompt_ids=list(prompt_ids),
+            budget=budget,
+            min_n=min_n,
+            max_n=max_n,
+            mode=MODES[mode],
+            fallback=fallback,
+            visit_half_life=visit_half_life,
+            objective=objective,
+        )
         res = self._call(self._stub.Allocate, req)
         return Allocation(
             allocation_id=res.allocation_id,

@@ -14,10 +14,11 @@ from krl.common.grpc_server import unary_errors
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AllocatorService"].full_name
 MODE_FROM_PB = {
-    pb.ALLOCATION_MODE_UNSPECIFIED: Mode.BAYES,
+    pb.ALLOCATION_MODE_UNSPECIFIED: Mode.EB,
     pb.ALLOCATION_MODE_PAPER: Mode.PAPER,
     pb.ALLOCATION_MODE_BAYES: Mode.BAYES,
     pb.ALLOCATION_MODE_TOKENS: Mode.TOKENS,
+    pb.ALLOCATION_MODE_EB: Mode.EB,
 }
 MODE_TO_PB = {v: k for k, v in MODE_FROM_PB.items() if k != pb.ALLOCATION_MODE_UNSPECIFIED}
 
@@ -41,6 +42,10 @@ class AllocatorServicer(pb_grpc.AllocatorServiceServicer):
                 max_n=request.max_n,
                 mode=MODE_FROM_PB[request.mode],
                 fallback=request.fallback if request.HasField("fallback") else True,
+                visit_half_life=(
+                    request.visit_half_life if request.HasField("visit_half_life") else None
+                ),
+                objective=request.objective or "paper",
             )
         )
         return pb.AllocateResponse(

@@ -6,15 +6,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from krl.allocator import grid
 from krl.allocator.prior import RateMoments
 
-# A prompt's record in Redis (key krl:{ns}:p:<id>): its head, these 11 fields as little-endian
-# doubles, then up to RECENT_KEPT visits (step, n, successes) as little-endian int32s.
+# A prompt's record in Redis (key krl:{ns}:r:<id>): its head, these 11 fields as little-endian
+# doubles, then up to RECENT_KEPT visits (step, n, successes, the namespace's success-rate logit
+# in thousandths when it was reported) as little-endian int32s.
 # s, f: decayed success / failure evidence as of `step`; visits, trials, successes: lifetime;
 # ls, lt: last visit's successes / trials; tw, ts: decayed token weight / token sum;
 # lk: last visit's kind (1 all correct, -1 all wrong, 0 mixed).
 RECORD_FIELDS = ("s", "f", "step", "visits", "trials", "successes", "ls", "lt", "tw", "ts", "lk")
 RECENT_KEPT = 8
+RECORD_PREFIX = "r"
+"""Key part of prompt records (layout 2, with the rate logit per visit; layout 1 was 'p')."""
 HEAD_DTYPE = np.dtype("<f8")
 HEAD_BYTES = len(RECORD_FIELDS) * HEAD_DTYPE.itemsize
 
@@ -26,11 +30,86 @@ def unpack_heads(raw: bytes, count: int) -> np.ndarray:
 
 def recent_of(raw: bytes) -> list[tuple[int, int, int]]:
     """The recent visits (step, n, successes) stored after a record's head, oldest first."""
-    tail = np.frombuffer(raw[HEAD_BYTES:], dtype="<i4").reshape(-1, 3)
-    return [(int(s), int(n), int(k)) for s, n, k in tail]
+    tail = np.frombuffer(raw[HEAD_BYTES:], dtype="<i4").reshape(-1, VISIT_FIELDS)
+    return [(int(v[0]), int(v[1]), int(v[2])) for v in tail]
 
 
+RATE_KEEP = 1 - 1 / 512
+"""The namespace's success rate forgets by this factor per prompt reported (report.lua)."""
 HIST_BINS = 10
+VISIT_FIELDS = 4
+VISIT_BYTES = 4 * VISIT_FIELDS
+RECORD_BYTES = HEAD_BYTES + RECENT_KEPT * VISIT_BYTES
+"""A whole record, as read.lua pads it (0xff bytes: no visit; they read as -1)."""
+
+
+def unpack_records(raw: bytes, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Padded records back to back -> (heads: count x 11 doubles, NaN for unknown prompts;
+    visits: count x RECENT_KEPT x 4 int32 (step, n, successes, milli-logit), oldest first,
+    n = -1 where there is no visit)."""
+    buf = np.frombuffer(raw, dtype=np.uint8, count=count * RECORD_BYTES).reshape(count, -1)
+    heads = buf[:, :HEAD_BYTES].copy().view(HEAD_DTYPE)
+    visits = buf[:, HEAD_BYTES:].copy().view("<i4").reshape(count, RECENT_KEPT, VISIT_FIELDS)
+    return heads, visits
+
+
+def visit_weights(
+    visits: np.ndarray, step: int, visit_half_life: float, half_life_steps: float = 0.0
+) -> np.ndarray:
+    """Weight of each stored visit (count x K). A visit `a` visits before the prompt's newest
+    weighs 2^(-a / visit_half_life) (<= 0: no decay by visits), times
+    2^(-(step - its step) / half_life_steps) when that explicit step half-life is > 0; no visit
+    weighs 0. The newest visit always weighs 1 by visits, so evidence survives any revisit
+    interval: staleness is counted in the prompt's own visits, not in the steps of a dataset of
+    unknown size."""
+    live = visits[:, :, 1] > 0
+    w = live.astype(np.float64)
+    if visit_half_life > 0:
+        newer = np.cumsum(live[:, ::-1], axis=1)[:, ::-1] - live  # live visits after this one
+        w = w * np.exp2(-newer / visit_half_life)
+    if half_life_steps > 0:
+        age = np.maximum(step - visits[:, :, 0].astype(np.float64), 0.0)
+        w = w * np.exp2(-age / half_life_steps)
+    return w
+
+
+def visit_drift(visits: np.ndarray, now_logit: float) -> np.ndarray:
+    """How far the namespace's success-rate logit moved since each visit (count x K): the
+    policy's measured drift, which a visit's evidence is shifted by (grid.visit_loglik)."""
+    return now_logit - visits[:, :, 3].astype(np.float64) / 1000.0
+
+
+def last_visit_drift(visits: np.ndarray, now_logit: float) -> float:
+    """Mean drift since the last visit of the prompts that have one (0.0 when none has)."""
+    live = visits[:, :, 1] > 0
+    has = live.any(axis=1)
+    if not has.any():
+        return 0.0
+    last = live.shape[1] - 1 - np.argmax(live[:, ::-1], axis=1)
+    d = visit_drift(visits, now_logit)[np.arange(live.shape[0]), last]
+    return float(d[has].mean())
+
+
+def eb_posterior(
+    prior: np.ndarray,
+    visits: np.ndarray,
+    now_logit: float | None,
+    step: int,
+    visit_half_life: float,
+    half_life_steps: float = 0.0,
+) -> np.ndarray:
+    """Each prompt's posterior on grid.GRID (M x grid points) in mode eb: the namespace's grid
+    prior moved by the mean drift since the last visits it was fitted to, times the likelihood
+    of the prompt's visits, each weighted (visit_weights) and shifted by the drift since it was
+    made (grid.visit_loglik). `now_logit` None (nothing reported yet): no drift."""
+    w = visit_weights(visits, step, visit_half_life, half_life_steps)
+    if now_logit is None:
+        drift = np.zeros(w.shape)
+    else:
+        drift = visit_drift(visits, now_logit)
+        prior = grid.shift_prior(prior, last_visit_drift(visits, now_logit))
+    loglik = grid.visit_loglik(visits[:, :, 1], visits[:, :, 2], w, drift)
+    return grid.posterior_from_loglik(prior, loglik)
 
 
 def decay_factor(step: np.ndarray | float, last_step: np.ndarray | float, half_life: float):
@@ -70,3 +149,8 @@ class BatchHistory:
     mean_tokens: np.ndarray  # NaN where the prompt has no token history
     moments: RateMoments
     tokens_mean_namespace: float  # NaN when the namespace has no token history
+    visits: np.ndarray | None = None  # batch x RECENT_KEPT x 4 (history.unpack_records)
+    rate_logit: float | None = None
+    """Logit of the namespace's current success rate (None before any report)."""
+    last_visit_pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    """The namespace's last-visit outcomes: (successes, trials, prompts with that pair)."""

@@ -6,16 +6,18 @@ the project's exceptions to status codes; nothing here touches protobuf or HTTP.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import re
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from krl.allocator import solver
-from krl.allocator.history import HIST_BINS, BatchHistory, PromptRecord
+from krl.allocator import grid, solver
+from krl.allocator.history import HIST_BINS, BatchHistory, PromptRecord, eb_posterior
 from krl.allocator.metrics import AllocatorMetrics
 from krl.allocator.prior import PriorConfig, RateMoments, fit_prior
 from krl.allocator.settings import AllocatorSettings
@@ -27,6 +29,7 @@ from krl.common.errors import InvalidArgument, KrlError, ResourceExhausted, chec
 NAMESPACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 ALLOCATION_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 SOLVE_IN_THREAD_ABOVE = 4096  # prompts; smaller solves take about a millisecond
+GRID_PRIORS_KEPT = 1024  # namespaces whose fitted grid prior is kept in memory
 
 
 @dataclass(frozen=True)
@@ -37,8 +40,12 @@ class AllocateInput:
     budget: int
     min_n: int
     max_n: int
-    mode: Mode = Mode.BAYES
+    mode: Mode = Mode.EB
     fallback: bool = True
+    visit_half_life: float | None = None
+    """eb: evidence halves every this many visits of the prompt (0: never); None: the server's."""
+    objective: str = "paper"
+    """eb: the u(p) of grid.OBJECTIVES."""
 
 
 @dataclass
@@ -90,6 +97,7 @@ class Allocator:
         self.settings = settings
         self.metrics = metrics
         self.prior_cfg = PriorConfig(settings.prior_strength_min, settings.prior_strength_max)
+        self._grid_priors: OrderedDict[str, tuple[bytes, np.ndarray]] = OrderedDict()
 
     def _check_prompt_ids(self, ids: Sequence[str], field_name: str) -> None:
         """Size limit, then non-empty, unique and short ids; the loops run only on a failure."""
@@ -121,15 +129,55 @@ class Allocator:
     def prior(self, moments: RateMoments) -> tuple[float, float]:
         return fit_prior(moments, self.prior_cfg)
 
+    def _visit_half_life(self, asked: float | None) -> float:
+        if asked is None:
+            return self.settings.visit_half_life
+        check(
+            math.isfinite(asked) and asked >= 0,
+            "visit_half_life",
+            f"must be a finite number >= 0 (0: never decay), got {asked}",
+        )
+        return asked
+
+    def _eb_posterior(self, req: AllocateInput, hist: BatchHistory, half_life: float):
+        prior = self.grid_prior(req.namespace, hist.last_visit_pairs)
+        return eb_posterior(
+            prior, hist.visits, hist.rate_logit, req.step, half_life, self.settings.half_life_steps
+        )
+
+    def grid_prior(self, namespace: str, pairs) -> np.ndarray:
+        """The namespace's grid prior, fitted to its last-visit counts (grid.fit_prior). The fit
+        is kept per namespace and redone, warm-started, only when the counts changed."""
+        k, n, c = pairs if pairs is not None else (np.zeros(0),) * 3
+        key = hashlib.blake2b(
+            np.concatenate([k, n, c]).astype(np.int64).tobytes(), digest_size=16
+        ).digest()
+        cached = self._grid_priors.get(namespace)
+        if cached is not None and cached[0] == key:
+            self._grid_priors.move_to_end(namespace)
+            return cached[1]
+        init = cached[1] if cached is not None else None
+        prior = grid.fit_prior(k, n, c, init=init, iters=300 if init is None else 60)
+        self._grid_priors[namespace] = (key, prior)
+        self._grid_priors.move_to_end(namespace)
+        while len(self._grid_priors) > GRID_PRIORS_KEPT:
+            self._grid_priors.popitem(last=False)
+        return prior
+
     async def allocate(self, req: AllocateInput) -> AllocateResult:
         started = time.perf_counter()
         check_namespace(req.namespace)
         check(req.step >= 0, "step", f"must be >= 0, got {req.step}")
         self._check_prompt_ids(req.prompt_ids, "prompt_ids")
-        problem = solver.Problem(req.budget, req.min_n, req.max_n, req.mode, req.fallback)
+        problem = solver.Problem(
+            req.budget, req.min_n, req.max_n, req.mode, req.fallback, objective=req.objective
+        )
         solver.validate(problem, len(req.prompt_ids))
+        half_life = self._visit_half_life(req.visit_half_life)
         hist = await self.store.read_batch(req.namespace, req.prompt_ids, req.step)
         batch = self._solver_batch(hist)
+        if req.mode is Mode.EB:
+            batch.weights = self._eb_posterior(req, hist, half_life)
         t0 = time.perf_counter()
         if len(req.prompt_ids) > SOLVE_IN_THREAD_ABOVE:
             sol = await asyncio.to_thread(solver.solve, problem, batch)

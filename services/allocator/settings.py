@@ -23,7 +23,16 @@ class AllocatorSettings(ServiceSettings):
     )
     data_dir: Path = Field(Path(".krl/redis"), description="Embedded Redis data folder.")
     half_life_steps: float = Field(
-        20.0, ge=0, description="Evidence half-life in training steps (0: never decay)."
+        0.0,
+        ge=0,
+        description="Explicit override: also decay evidence with this half-life in training "
+        "steps (0: off, the default; staleness is counted in visits, visit_half_life).",
+    )
+    visit_half_life: float = Field(
+        0.0,
+        ge=0,
+        description="Mode eb: a prompt's evidence halves every this many of its own visits "
+        "(0: never); an Allocate request may set its own.",
     )
     prior_strength_min: float = Field(2.0, gt=0, description="Weakest Beta prior (a+b).")
     prior_strength_max: float = Field(50.0, gt=0, description="Strongest Beta prior (a+b).")

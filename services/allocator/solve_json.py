@@ -1,11 +1,11 @@
 """`krl solve`: one allocation problem as JSON in, the allocation as JSON out (no Redis).
 
-Input:  {"budget": B, "min_n": lo, "max_n": hi, "mode": "paper"|"bayes"|"tokens",
+Input:  {"budget": B, "min_n": lo, "max_n": hi, "mode": "eb"|"paper"|"bayes"|"tokens",
          "fallback": true|false,
          "prompts": [{"id": "...", "successes": s, "trials": t, "mean_tokens": x}, ...]}
 Output: {"allocation": {"<id>": n, ...}, "objective": <the mode's objective>, "solve_ms": ms}
-        (+ "gap_bound" in mode tokens). In bayes and tokens modes the counts are the evidence
-and the Beta prior is fitted to the batch itself."""
+        (+ "gap_bound" in mode tokens). In eb, bayes and tokens modes the counts are the evidence
+and the prior (eb: the grid prior; bayes, tokens: a Beta) is fitted to the batch itself."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 import numpy as np
-from krl.allocator import solver
+from krl.allocator import grid, solver
 from krl.allocator.prior import RateMoments, fit_prior
 
 from krl.common.errors import InvalidArgument, check
@@ -37,11 +37,11 @@ def parse(doc: Any) -> tuple[list[str], solver.Problem, solver.Batch]:
     check(isinstance(doc, dict), "$", "must be a JSON object")
     unknown = set(doc) - KNOWN_KEYS
     check(not unknown, sorted(unknown)[0] if unknown else "", "unknown key")
-    mode_s = doc.get("mode", "bayes")
+    mode_s = doc.get("mode", "eb")
     check(
         mode_s in {m.value for m in solver.Mode},
         "mode",
-        f"must be paper, bayes or tokens, got {mode_s!r}",
+        f"must be eb, paper, bayes or tokens, got {mode_s!r}",
     )
     fallback = doc.get("fallback", True)
     check(isinstance(fallback, bool), "fallback", f"must be true or false, got {fallback!r}")
@@ -94,6 +94,8 @@ def parse(doc: Any) -> tuple[list[str], solver.Problem, solver.Batch]:
         tok = np.where(np.isfinite(tok), tok, known.mean())
     a0, b0 = fit_prior(RateMoments.from_counts(s, t))
     batch = solver.Batch(s, t, a0 + s, b0 + (t - s), np.nan_to_num(tok, nan=1.0))
+    if problem.mode is solver.Mode.EB:
+        batch.weights = grid.posterior(grid.fit_prior(s, t), s, t - s)
     return ids, problem, batch
 
 

@@ -5,6 +5,8 @@ InvalidArgument naming the field) and dispatches on the mode:
 - paper:  p = last visit's successes/trials, maximise sum Value(N_i, p_i), with the paper's
           fallback for p in {0, 1}; prompts with no history get the uniform share.
 - bayes:  Beta(a_i, b_i) per prompt, maximise sum E[Value(N_i, p_i)].
+- eb:     a posterior per prompt on a grid of p under the namespace's fitted grid prior
+          (grid.py), maximise sum E[u(p_i)(1 - p_i^N - (1-p_i)^N)] for the chosen objective u.
 - tokens: budget in tokens, cost of prompt i's rollout = its expected response length c_i;
           greedy by expected gain per token, with a certified optimality gap bound.
 """
@@ -16,7 +18,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from krl.allocator import selection, values
+from krl.allocator import grid, selection, values
 
 from krl.common.errors import InvalidArgument, check
 
@@ -25,6 +27,7 @@ class Mode(enum.StrEnum):
     PAPER = "paper"
     BAYES = "bayes"
     TOKENS = "tokens"
+    EB = "eb"
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,8 @@ class Problem:
     fallback: bool = True
     fallback_alpha: float = 0.9
     """Paper fallback: an informative prompt needs the N at which P(both outcomes) >= alpha."""
+    objective: str = "paper"
+    """eb: the u(p) of grid.OBJECTIVES."""
 
 
 @dataclass
@@ -50,6 +55,8 @@ class Batch:
     alpha: np.ndarray
     beta: np.ndarray
     mean_tokens: np.ndarray
+    weights: np.ndarray | None = None
+    """eb: each prompt's posterior over grid.GRID (M x grid points, rows sum to 1)."""
 
     def __len__(self) -> int:
         return int(self.last_trials.size)
@@ -81,6 +88,11 @@ def validate(problem: Problem, m: int, cost: np.ndarray | None = None) -> None:
         f"min_n ({problem.min_n}) is greater than max_n ({problem.max_n})",
     )
     check(0 < problem.fallback_alpha < 1, "fallback_alpha", "must lie in (0, 1)")
+    check(
+        problem.objective in grid.OBJECTIVES,
+        "objective",
+        f"{problem.objective!r} is not one of {', '.join(grid.OBJECTIVES)}",
+    )
     if problem.mode is not Mode.TOKENS:
         lo, hi = m * problem.min_n, m * problem.max_n
         check(
@@ -110,6 +122,8 @@ def solve(problem: Problem, batch: Batch) -> Solution:
         return solve_bayes(problem, batch)
     if problem.mode is Mode.TOKENS:
         return solve_tokens(problem, batch)
+    if problem.mode is Mode.EB:
+        return solve_eb(problem, batch)
     raise InvalidArgument(f"unknown mode {problem.mode!r}", field="mode")
 
 
@@ -126,6 +140,32 @@ def solve_bayes(problem: Problem, batch: Batch) -> Solution:
     selection.spread_evenly(n, np.full(m, problem.max_n), units - int(counts.sum()), n >= 0)
     v = values.bayes_value(n, a, b)
     return Solution(n, a / (a + b), v, float(v.sum()), int(n.sum()), info={"threshold": t})
+
+
+def solve_eb(problem: Problem, batch: Batch) -> Solution:
+    """Exact: the gain rows are W @ G, G the objective's marginal gains on the grid, each row a
+    positive mixture of decreasing sequences (grid.py). All rows start at min_n and top_units
+    widens the rows it asks for together, so every call shares one column offset."""
+    m = len(batch)
+    w = batch.weights if batch.weights is not None else np.tile(grid.FLAT, (m, 1))
+    table = grid.cached_gains(problem.objective, problem.max_n)
+    n = np.full(m, problem.min_n, dtype=np.int64)
+    units = problem.budget - int(n.sum())
+
+    def gains(rows: np.ndarray, off: np.ndarray, width: int) -> np.ndarray:
+        out = np.empty((rows.size, width))
+        for start in np.unique(off):
+            sel = off == start
+            lo = problem.min_n + int(start)
+            out[sel] = w[rows[sel]] @ table[:, lo : lo + width]
+        return out
+
+    counts, t = selection.top_units(gains, np.full(m, problem.max_n - problem.min_n), units)
+    n += counts
+    selection.spread_evenly(n, np.full(m, problem.max_n), units - int(counts.sum()), n >= 0)
+    v = grid.expected_value(w, n, problem.objective)
+    p = w @ grid.GRID
+    return Solution(n, p, v, float(v.sum()), int(n.sum()), info={"threshold": t})
 
 
 def solve_paper(problem: Problem, batch: Batch) -> Solution:

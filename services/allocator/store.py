@@ -4,8 +4,10 @@ Keys (the namespace sits in a hash tag, so one namespace lives in one cluster sl
   krl:namespaces                  set of namespace names
   krl:{ns}:meta                   hash: prompts, sum_p, sum_p2, sum_inv_t, h0..h9, solved,
                                   unsolved, tok_w, tok_sum, reports, allocations
-  krl:{ns}:p:<prompt id>          string: the prompt's record, packed (history.py: a head of
+  krl:{ns}:r:<prompt id>          string: the prompt's record, packed (history.py: a head of
                                   RECORD_FIELDS doubles, then RECENT_KEPT recent visits)
+  krl:{ns}:lv                     hash 'k:n' -> prompts whose last visit had k successes of n
+                                  trials (what the grid prior is fitted to)
   krl:{ns}:a:<allocation id>      hash: _step, _meta (JSON), _n (JSON: prompt id -> n) (TTL)
   krl:{ns}:a:<allocation id>:r    set of prompt ids already reported               (TTL)
   krl:{ns}:allocs                 list of allocation ids, newest first (capped)
@@ -30,12 +32,15 @@ from krl.allocator.history import (
     HEAD_BYTES,
     HIST_BINS,
     RECENT_KEPT,
+    RECORD_BYTES,
     RECORD_FIELDS,
+    RECORD_PREFIX,
     BatchHistory,
     PromptRecord,
     decay_factor,
     recent_of,
     unpack_heads,
+    unpack_records,
 )
 from krl.allocator.prior import RateMoments
 from redis import exceptions as rexc
@@ -75,6 +80,20 @@ def _redis_errors(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
     return wrapper
 
 
+def _logit(rate: float) -> float:
+    r = min(max(rate, 1e-3), 1 - 1e-3)  # as report.lua clips it
+    return float(np.log(r / (1 - r)))
+
+
+def _pairs(flat: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """HGETALL of the last-visit counts ('k:n' -> prompts) -> (successes, trials, prompts)."""
+    keys = [x.decode() for x in flat[0::2]]
+    k = np.fromiter((int(f.partition(":")[0]) for f in keys), np.int64, len(keys))
+    n = np.fromiter((int(f.partition(":")[2]) for f in keys), np.int64, len(keys))
+    c = np.fromiter((int(x) for x in flat[1::2]), np.int64, len(keys))
+    return k, n, c
+
+
 class HistoryStore:
     def __init__(
         self,
@@ -100,10 +119,10 @@ class HistoryStore:
 
     @_redis_errors
     async def read_batch(self, ns: str, prompt_ids: Sequence[str], step: int) -> BatchHistory:
-        args = [self._k(ns, "p", ""), json.dumps(list(prompt_ids)), HEAD_BYTES]
-        res = await self._read([self._k(ns, "meta")], args)
-        meta = [float(x) for x in res[:6]]
-        rec = unpack_heads(res[6], len(prompt_ids))
+        args = [self._k(ns, RECORD_PREFIX, ""), json.dumps(list(prompt_ids)), RECORD_BYTES]
+        res = await self._read([self._k(ns, "meta"), self._k(ns, "lv")], args)
+        meta = [float(x) for x in res[:8]]
+        rec, visits = unpack_records(res[8], len(prompt_ids))
         col = {name: np.nan_to_num(rec[:, i]) for i, name in enumerate(RECORD_FIELDS)}
         w = decay_factor(step, col["step"], self.half_life)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -116,6 +135,9 @@ class HistoryStore:
             mean_tokens=mean_tokens,
             moments=RateMoments(*meta[:4]),
             tokens_mean_namespace=meta[5] / meta[4] if meta[4] > 0 else float("nan"),
+            visits=visits,
+            last_visit_pairs=_pairs(res[9]),
+            rate_logit=_logit(meta[6] / meta[7]) if meta[7] > 0 else None,
         )
 
     @_redis_errors
@@ -135,11 +157,12 @@ class HistoryStore:
 
     @_redis_errors
     async def report(self, ns: str, alloc_id: str, outcomes: Sequence[Outcome]) -> ReportResult:
-        keys = [self._k(ns, "a", alloc_id), self._k(ns, "a", alloc_id, "r"), self._k(ns, "meta")]
+        keys = [self._k(ns, "a", alloc_id), self._k(ns, "a", alloc_id, "r"), self._k(ns, "meta"),
+                self._k(ns, "lv")]  # fmt: skip
         packed = json.dumps(
             [[o.prompt_id, o.successes, o.trials, o.total_tokens] for o in outcomes]
         )
-        args = [self.half_life, self.ttl, RECENT_KEPT, self._k(ns, "p", ""), packed]
+        args = [self.half_life, self.ttl, RECENT_KEPT, self._k(ns, RECORD_PREFIX, ""), packed]
         res = [x.decode() if isinstance(x, bytes) else x for x in await self._report(keys, args)]
         if res[0] == "NOT_FOUND":
             raise NotFound(f"no allocation {alloc_id!r} in namespace {ns!r} (unknown or expired)")
@@ -174,7 +197,7 @@ class HistoryStore:
     async def prompt_records(
         self, ns: str, prompt_ids: Sequence[str], step: int
     ) -> list[PromptRecord]:
-        raws = await self.r.mget([self._k(ns, "p", pid) for pid in prompt_ids])
+        raws = await self.r.mget([self._k(ns, RECORD_PREFIX, pid) for pid in prompt_ids])
         out = []
         for pid, raw in zip(prompt_ids, raws, strict=True):
             if raw is None:

@@ -61,7 +61,7 @@ def test_prometheus_scrapes_the_allocator_with_the_shipped_config(tmp_path):
                 got = _query(base, 'krl_allocator_allocations_total{job="krl-allocator"}')
             time.sleep(0.5)
         assert got, "Prometheus never returned the allocator's metric"
-        assert got[0]["metric"]["mode"] == "bayes" and float(got[0]["value"][1]) == 1.0
+        assert got[0]["metric"]["mode"] == "eb" and float(got[0]["value"][1]) == 1.0
         accepted = _query(base, 'krl_allocator_report_outcomes_total{result="accepted"}')
         assert float(accepted[0]["value"][1]) == 2.0
         assert float(_query(base, 'up{job="krl-allocator"}')[0]["value"][1]) == 1.0

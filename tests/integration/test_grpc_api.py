@@ -104,7 +104,7 @@ async def test_bad_allocate_requests_are_invalid_argument(allocator, kwargs, fie
 async def test_bad_reports_name_the_field_and_change_nothing(allocator, redis_client):
     client = AllocatorClient(target(allocator), namespace="rep")
     a = await call(client.allocate, ["x", "y"], 8, min_n=2, max_n=8)
-    before = {k: redis_client.dump(k) for k in redis_client.keys("krl:{rep}:p:*")}
+    before = {k: redis_client.dump(k) for k in redis_client.keys("krl:{rep}:r:*")}
     cases = [
         ({"x": (5, 4)}, InvalidArgument, "outcomes[0].successes"),
         ({"x": (-1, 4)}, InvalidArgument, "outcomes[0].successes"),
@@ -120,7 +120,7 @@ async def test_bad_reports_name_the_field_and_change_nothing(allocator, redis_cl
         assert e.value.message.startswith(field + ":"), (outcomes, e.value.message)
     with pytest.raises(NotFound):
         await call(client.report, "f" * 32, {"x": (1, 2)})
-    assert {k: redis_client.dump(k) for k in redis_client.keys("krl:{rep}:p:*")} == before
+    assert {k: redis_client.dump(k) for k in redis_client.keys("krl:{rep}:r:*")} == before
     client.close()
 
 
@@ -209,3 +209,31 @@ async def test_the_client_retries_unavailable_with_backoff(tmp_path):
         client.close()
         await app.stop()
         server.stop()
+
+
+async def test_eb_mode_spends_on_prompts_that_will_be_informative(allocator):
+    """Mode eb (the default) through gRPC and Redis: after a visit each, the mixed prompts get
+    more than the all-correct ones and the unsolvable ones, at the same budget; the request's
+    visit_half_life and objective are checked by name."""
+    client = AllocatorClient(target(allocator), namespace="eb1")
+    ids = [f"e{i}" for i in range(60)]
+    a = await call(client.allocate, ids, 480, step=1, min_n=2, max_n=32)
+    assert set(a.n.values()) == {8}
+    kinds = {pid: (0, 8) if i < 20 else (4, 8) if i < 40 else (8, 8) for i, pid in enumerate(ids)}
+    await call(client.report, a.allocation_id, kinds)
+    b = await call(client.allocate, ids, 480, step=2, min_n=2, max_n=32)
+    assert sum(b.n.values()) == 480
+    wrong, mixed, right = (np.mean([b.n[p] for p in ids[i : i + 20]]) for i in (0, 20, 40))
+    assert mixed > wrong and mixed > right, (wrong, mixed, right)
+    assert b.p["e25"] > 0.05 and b.p["e5"] < b.p["e25"] < b.p["e45"]
+    for kw, field in (
+        ({"visit_half_life": -1.0}, "visit_half_life"),
+        ({"objective": "vibes"}, "objective"),
+    ):
+        with pytest.raises(InvalidArgument) as e:
+            await call(client.allocate, ids, 480, step=3, min_n=2, max_n=32, **kw)
+        assert e.value.message.startswith(field + ":"), e.value.message
+    c = await call(client.allocate, ids, 480, step=3, min_n=2, max_n=32, visit_half_life=1.0,
+                   objective="informative")  # fmt: skip
+    assert sum(c.n.values()) == 480
+    client.close()

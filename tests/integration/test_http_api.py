@@ -68,16 +68,16 @@ async def test_metrics_are_real_prometheus_text(allocator):
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value for f in fams.values() for s in f.samples
     }
-    assert samples[("krl_allocator_allocations_total", (("mode", "bayes"),))] == 1
+    assert samples[("krl_allocator_allocations_total", (("mode", "eb"),))] == 1
     assert samples[("krl_allocator_report_outcomes_total", (("result", "accepted"),))] == 3
     assert samples[("krl_allocator_zero_variance_groups_total", (("kind", "all_correct"),))] == 1
     assert samples[("krl_allocator_zero_variance_groups_total", (("kind", "all_wrong"),))] == 1
     assert samples[("krl_allocator_prompts_tracked", ())] == 3
     assert samples[("krl_allocator_prompts_solved", ())] == 1
     assert samples[("krl_allocator_prompts_unsolved", ())] == 1
-    assert samples[("krl_allocator_rollouts_per_prompt_count", (("mode", "bayes"),))] == 3
-    assert samples[("krl_allocator_allocate_duration_seconds_count", (("mode", "bayes"),))] == 1
-    assert ("krl_allocator_solve_duration_seconds_count", (("mode", "bayes"),)) in samples
+    assert samples[("krl_allocator_rollouts_per_prompt_count", (("mode", "eb"),))] == 3
+    assert samples[("krl_allocator_allocate_duration_seconds_count", (("mode", "eb"),))] == 1
+    assert ("krl_allocator_solve_duration_seconds_count", (("mode", "eb"),)) in samples
 
 
 async def test_http_auth(redis_server):

@@ -1,5 +1,7 @@
 """The history store against a real redis-server: idempotent, atomic reports and decay."""
 
+import math
+
 import numpy as np
 import pytest
 import redis.asyncio as aioredis
@@ -41,10 +43,10 @@ async def test_report_then_read_back_with_decay(store):
 async def test_a_retried_report_never_counts_twice(store, redis_client):
     await _alloc(store, "ns", "b" * 32, 3, {"x": 4, "y": 4})
     first = await store.report("ns", "b" * 32, [Outcome("x", 1, 4, 40)])
-    snapshot = {k: redis_client.dump(k) for k in redis_client.keys("krl:{ns}:p:*")}
+    snapshot = {k: redis_client.dump(k) for k in redis_client.keys("krl:{ns}:r:*")}
     again = await store.report("ns", "b" * 32, [Outcome("x", 1, 4, 40), Outcome("y", 4, 4, 40)])
     assert first.accepted == 1 and again.accepted == 1 and again.duplicates == ["x"]
-    assert redis_client.dump("krl:{ns}:p:x") == snapshot[b"krl:{ns}:p:x"]
+    assert redis_client.dump("krl:{ns}:r:x") == snapshot[b"krl:{ns}:r:x"]
     (rec,) = await store.prompt_records("ns", ["x"], 0)
     assert (rec.visits, rec.trials, rec.successes, rec.recent) == (1, 4, 1, [(3, 4, 1)])
 
@@ -102,3 +104,43 @@ def test_embedded_redis_starts_from_a_deep_data_folder(tmp_path):
         assert len(str(deep / "redis.sock")) > 107
         assert redis.Redis.from_url(server.url).ping()
         assert (deep / "redis.log").exists()
+
+
+async def test_last_visit_counts_and_rate_follow_the_reports(store, redis_client):
+    """The grid prior's data (one count per prompt, at its latest visit) and the namespace's
+    success rate, kept by report.lua; each visit stores the rate's logit."""
+    await _alloc(store, "lv", "e" * 32, 1, {"x": 8, "y": 8})
+    await store.report("lv", "e" * 32, [Outcome("x", 2, 8, 0), Outcome("y", 8, 8, 0)])
+    await _alloc(store, "lv", "f" * 32, 2, {"x": 8})
+    await store.report("lv", "f" * 32, [Outcome("x", 4, 8, 0)])
+    assert redis_client.hgetall("krl:{lv}:lv") == {b"8:8": b"1", b"4:8": b"1"}  # 2:8 is gone
+    h = await store.read_batch("lv", ["x", "y", "new"], step=3)
+    k, n, c = h.last_visit_pairs
+    assert sorted(zip(k.tolist(), n.tolist(), c.tolist(), strict=True)) == [(4, 8, 1), (8, 8, 1)]
+    keep = 1 - 1 / 512
+    s = (0.25 * keep + 1.0) * keep + 0.5
+    w = (1 * keep + 1) * keep + 1
+    assert h.rate_logit == pytest.approx(math.log((s / w) / (1 - s / w)))
+    x, y, new = h.visits
+    assert x[:2, :3].tolist() == [[1, 8, 2], [2, 8, 4]] and x[2:, 1].tolist() == [-1] * 6
+    assert x[1, 3] == round(1000 * h.rate_logit)
+    assert y[0, :3].tolist() == [1, 8, 8] and (new[:, 1] == -1).all()
+
+
+async def test_an_empty_outcome_is_no_evidence_and_does_not_block_the_real_one(store):
+    """trials = 0 neither records a visit nor marks the prompt reported (defect D3)."""
+    await _alloc(store, "d3", "1" * 32, 0, {"x": 4})
+    res = await store.report("d3", "1" * 32, [Outcome("x", 0, 0, 0)])
+    assert res.accepted == 0 and res.duplicates == []
+    res = await store.report("d3", "1" * 32, [Outcome("x", 3, 4, 0)])
+    assert res.accepted == 1 and res.duplicates == []
+    (rec,) = await store.prompt_records("d3", ["x"], 0)
+    assert (rec.visits, rec.trials, rec.successes) == (1, 4, 3)
+
+
+async def test_a_duplicate_report_does_not_count_as_a_report(store):
+    """The namespace's report counter moves only when something was accepted (defect D10)."""
+    await _alloc(store, "d10", "2" * 32, 0, {"x": 4})
+    await store.report("d10", "2" * 32, [Outcome("x", 1, 4, 0)])
+    await store.report("d10", "2" * 32, [Outcome("x", 1, 4, 0)])
+    assert (await store.namespace_meta("d10"))["reports"] == 1

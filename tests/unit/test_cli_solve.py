@@ -26,7 +26,7 @@ PROMPTS = [
 ]
 
 
-@pytest.mark.parametrize("mode", ["paper", "bayes"])
+@pytest.mark.parametrize("mode", ["eb", "paper", "bayes"])
 def test_solve_prints_the_allocation(mode):
     r = krl_solve(
         {"budget": 32, "min_n": 2, "max_n": 16, "mode": mode, "fallback": True, "prompts": PROMPTS}
@@ -78,7 +78,7 @@ def test_solve_tokens_mode_reports_its_gap_bound():
         ),
         (
             {"budget": 8, "max_n": 4, "mode": "magic", "prompts": PROMPTS},
-            "mode: must be paper, bayes or tokens",
+            "mode: must be eb, paper, bayes or tokens",
         ),
         ({"budget": 8, "max_n": 4, "prompt": PROMPTS}, "prompt: unknown key"),
         ("{not json", "$: not valid JSON"),

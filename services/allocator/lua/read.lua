@@ -1,19 +1,28 @@
 -- Read a batch of prompt records in one call.
--- KEYS[1] namespace meta hash. ARGV[1] key prefix of prompt records ('krl:{ns}:p:'),
--- ARGV[2] the prompt ids as a JSON array, ARGV[3] the size in bytes of a record's head. Every key shares the namespace's hash tag, so the
--- script stays within one cluster slot.
--- Returns {meta fields..., heads}: the heads of the prompts' records (see report.lua) back to
--- back, all bytes 0xff (NaN) for an unknown prompt.
+-- KEYS[1] namespace meta hash, KEYS[2] the namespace's last-visit counts (hash 'k:n' -> prompts
+-- whose last visit had k successes of n trials; see report.lua).
+-- ARGV[1] key prefix of prompt records ('krl:{ns}:p:'), ARGV[2] the prompt ids as a JSON array,
+-- ARGV[3] the size in bytes of a whole record (head and RECENT_KEPT visits). Every key shares
+-- the namespace's hash tag, so the script stays within one cluster slot.
+-- Returns {meta fields..., records, last-visit counts as a flat field/value list}: the records
+-- back to back, each padded to ARGV[3] bytes with 0xff (an unknown prompt is all 0xff: its
+-- head reads as NaN, its visits as n = -1).
 local ids = cjson.decode(ARGV[2])
 local size = tonumber(ARGV[3])
-local missing = string.rep(string.char(255), size)
+local pad = string.char(255)
+local missing = string.rep(pad, size)
 local out = {}
 for i, pid in ipairs(ids) do
   local raw = redis.call('GET', ARGV[1] .. pid)
-  if raw then out[i] = string.sub(raw, 1, size) else out[i] = missing end
+  if raw then
+    if #raw >= size then out[i] = string.sub(raw, 1, size)
+    else out[i] = raw .. string.rep(pad, size - #raw) end
+  else out[i] = missing end
 end
-local meta = redis.call('HMGET', KEYS[1], 'prompts', 'sum_p', 'sum_p2', 'sum_inv_t', 'tok_w', 'tok_sum')
+local meta = redis.call('HMGET', KEYS[1], 'prompts', 'sum_p', 'sum_p2', 'sum_inv_t', 'tok_w',
+                       'tok_sum', 'rate_s', 'rate_w')
 local res = {}
-for i = 1, 6 do res[i] = meta[i] or '0' end
-res[7] = table.concat(out)
+for i = 1, 8 do res[i] = meta[i] or '0' end
+res[9] = table.concat(out)
+res[10] = redis.call('HGETALL', KEYS[2])
 return res

@@ -1,11 +1,13 @@
 -- Record the outcomes of one allocation atomically and idempotently.
 -- KEYS[1] allocation hash, KEYS[2] set of prompt ids already reported for it,
--- KEYS[3] namespace meta hash.
+-- KEYS[3] namespace meta hash, KEYS[4] last-visit counts (hash 'k:n' -> prompts whose latest
+-- visit had k successes of n trials: the data the grid prior is fitted to, grid.py).
 -- ARGV[1] half-life in steps (<= 0: no decay), ARGV[2] TTL of the reported set (s),
 -- ARGV[3] recent visits kept per prompt (history.RECENT_KEPT), ARGV[4] key prefix of prompt
 -- records ('krl:{ns}:p:'), ARGV[5] outcomes as a JSON array of [id, successes, trials, tokens].
 -- A prompt's key holds its record: history.RECORD_FIELDS as 11 little-endian doubles, then
--- up to `keep` recent visits (step, n, successes) as little-endian int32s, oldest first.
+-- up to `keep` recent visits (step, n, successes, the namespace's success-rate logit in
+-- thousandths) as little-endian int32s, oldest first.
 -- Every key shares the namespace's hash tag (one cluster slot). Phase 1 validates everything
 -- and writes nothing; phase 2 applies. Redis runs a script without interleaving, so a rejected
 -- report changes nothing and a retried one counts once. The decay rule is
@@ -17,7 +19,7 @@ local step = tonumber(alloc[1])
 local allotted = cjson.decode(alloc[2])
 local half_life, keep, prefix = tonumber(ARGV[1]), tonumber(ARGV[3]), ARGV[4]
 local outcomes = cjson.decode(ARGV[5])
-local FMT, HEAD, VISIT = '<ddddddddddd', 88, 12
+local FMT, HEAD, VISIT = '<ddddddddddd', 88, 16
 
 for _, o in ipairs(outcomes) do
   local n = allotted[o[1]]
@@ -37,12 +39,46 @@ local bins = {}
 for b = 0, 9 do bins[b] = 0 end
 local function bin(p) return math.min(math.floor(p * 10), 9) end
 
-local accepted, dups = 0, {}
+local lv = {}
+local function lv_add(k, n, by)
+  local f = string.format('%d:%d', k, n)
+  lv[f] = (lv[f] or 0) + by
+end
+
+local accepted, dups, acc = 0, {}, {}
 for _, o in ipairs(outcomes) do
+  -- a group with no scored rollout is no evidence: it is neither recorded nor marked reported,
+  -- so the real outcome sent later still counts
+  if o[3] <= 0 then
+  elseif redis.call('SADD', KEYS[2], o[1]) == 0 then
+    dups[#dups + 1] = o[1]
+  else
+    acc[#acc + 1] = o
+  end
+end
+
+-- The namespace's success rate: a mean of per-prompt rates k/n that forgets with each prompt
+-- reported (weight RATE_KEEP per prompt, a memory of about 1 / (1 - RATE_KEEP) prompts).
+-- Each visit stores its logit, in thousandths, so a later read can tell how far the policy
+-- has moved since (history.visit_loglik).
+local RATE_KEEP = 1 - 1 / 512
+local rate = redis.call('HMGET', KEYS[3], 'rate_s', 'rate_w')
+local rate_s, rate_w = tonumber(rate[1]) or 0, tonumber(rate[2]) or 0
+for _, o in ipairs(acc) do
+  rate_s = rate_s * RATE_KEEP + o[2] / o[3]
+  rate_w = rate_w * RATE_KEEP + 1
+end
+local milli_logit = 0
+if rate_w > 0 then
+  local r = math.min(math.max(rate_s / rate_w, 1e-3), 1 - 1e-3)
+  milli_logit = math.floor(1000 * math.log(r / (1 - r)) + 0.5)
+  redis.call('HSET', KEYS[3], 'rate_s', string.format('%.17g', rate_s),
+             'rate_w', string.format('%.17g', rate_w))
+end
+
+for _, o in ipairs(acc) do
   local pid, succ, trials, tokens = o[1], o[2], o[3], o[4]
-  if redis.call('SADD', KEYS[2], pid) == 0 then
-    dups[#dups + 1] = pid
-  elseif trials > 0 then
+  do
     accepted = accepted + 1
     local key = prefix .. pid
     local raw = redis.call('GET', key)
@@ -57,6 +93,7 @@ for _, o in ipairs(outcomes) do
         d.sum_inv_t = d.sum_inv_t - 1 / t_old
         bins[bin(p_old)] = bins[bin(p_old)] - 1
       end
+      if v[8] > 0 then lv_add(v[7], v[8], -1) end
       if v[11] == 1 then d.solved = d.solved - 1 end
       if v[11] == -1 then d.unsolved = d.unsolved - 1 end
     else
@@ -72,6 +109,7 @@ for _, o in ipairs(outcomes) do
     v[3] = math.max(step, last)
     v[4], v[5], v[6] = v[4] + 1, v[5] + trials, v[6] + succ
     v[7], v[8] = succ, trials
+    lv_add(succ, trials, 1)
     v[9] = v[9] * w_old + trials * w_new
     v[10] = v[10] * w_old + tokens * w_new
     local p_new = v[1] / (v[1] + v[2])
@@ -83,7 +121,7 @@ for _, o in ipairs(outcomes) do
     if succ == trials then v[11] = 1; d.solved = d.solved + 1
     elseif succ == 0 then v[11] = -1; d.unsolved = d.unsolved + 1 end
     if #recent >= keep * VISIT then recent = string.sub(recent, #recent - (keep - 1) * VISIT + 1) end
-    redis.call('SET', key, struct.pack(FMT, unpack(v, 1, 11)) .. recent .. struct.pack('<iii', step, trials, succ))
+    redis.call('SET', key, struct.pack(FMT, unpack(v, 1, 11)) .. recent .. struct.pack('<iiii', step, trials, succ, milli_logit))
   end
 end
 local function fmt(x) return string.format('%.17g', x) end
@@ -96,8 +134,11 @@ end
 for b = 0, 9 do
   if bins[b] ~= 0 then redis.call('HINCRBY', KEYS[3], 'h' .. b, bins[b]) end
 end
+for f, by in pairs(lv) do
+  if by ~= 0 and redis.call('HINCRBY', KEYS[4], f, by) <= 0 then redis.call('HDEL', KEYS[4], f) end
+end
 redis.call('EXPIRE', KEYS[2], tonumber(ARGV[2]))
-redis.call('HINCRBY', KEYS[3], 'reports', 1)
+if accepted > 0 then redis.call('HINCRBY', KEYS[3], 'reports', 1) end
 local out = {'OK', accepted}
 for _, pid in ipairs(dups) do out[#out + 1] = pid end
 return out

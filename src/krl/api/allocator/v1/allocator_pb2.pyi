@@ -13,13 +13,15 @@ class AllocationMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ALLOCATION_MODE_PAPER: _ClassVar[AllocationMode]
     ALLOCATION_MODE_BAYES: _ClassVar[AllocationMode]
     ALLOCATION_MODE_TOKENS: _ClassVar[AllocationMode]
+    ALLOCATION_MODE_EB: _ClassVar[AllocationMode]
 ALLOCATION_MODE_UNSPECIFIED: AllocationMode
 ALLOCATION_MODE_PAPER: AllocationMode
 ALLOCATION_MODE_BAYES: AllocationMode
 ALLOCATION_MODE_TOKENS: AllocationMode
+ALLOCATION_MODE_EB: AllocationMode
 
 class AllocateRequest(_message.Message):
-    __slots__ = ("namespace", "step", "prompt_ids", "budget", "min_n", "max_n", "mode", "fallback")
+    __slots__ = ("namespace", "step", "prompt_ids", "budget", "min_n", "max_n", "mode", "fallback", "visit_half_life", "objective")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     PROMPT_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -28,6 +30,8 @@ class AllocateRequest(_message.Message):
     MAX_N_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_FIELD_NUMBER: _ClassVar[int]
+    VISIT_HALF_LIFE_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     step: int
     prompt_ids: _containers.RepeatedScalarFieldContainer[str]
@@ -36,7 +40,9 @@ class AllocateRequest(_message.Message):
     max_n: int
     mode: AllocationMode
     fallback: bool
-    def __init__(self, namespace: _Optional[str] = ..., step: _Optional[int] = ..., prompt_ids: _Optional[_Iterable[str]] = ..., budget: _Optional[int] = ..., min_n: _Optional[int] = ..., max_n: _Optional[int] = ..., mode: _Optional[_Union[AllocationMode, str]] = ..., fallback: _Optional[bool] = ...) -> None: ...
+    visit_half_life: float
+    objective: str
+    def __init__(self, namespace: _Optional[str] = ..., step: _Optional[int] = ..., prompt_ids: _Optional[_Iterable[str]] = ..., budget: _Optional[int] = ..., min_n: _Optional[int] = ..., max_n: _Optional[int] = ..., mode: _Optional[_Union[AllocationMode, str]] = ..., fallback: _Optional[bool] = ..., visit_half_life: _Optional[float] = ..., objective: _Optional[str] = ...) -> None: ...
 
 class PromptAllocation(_message.Message):
     __slots__ = ("prompt_id", "n", "p", "value")

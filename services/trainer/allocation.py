@@ -3,9 +3,11 @@ with the allocator's Redis state.
 
 Every strategy goes through the allocator (so histories are recorded the same way for all):
 `uniform` is the allocator's solve with min_n = max_n = the budget / M, which forces the uniform
-split; `knapsack-paper` is the paper's point estimate with its fallback; `knapsack-bayes` the
-Beta-posterior expected value; `dapo` (dynamic sampling, dynamic.py) asks for uniform groups
-like `uniform` and filters them afterwards.
+split; `knapsack-eb` (the default) the expected value under the empirical-Bayes grid posterior;
+`knapsack-paper` the paper's point estimate with its fallback; `knapsack-bayes` the older
+single-Beta posterior; `dapo` (dynamic sampling, dynamic.py) asks for uniform groups like
+`uniform` and filters them afterwards; `knapsack-dapo` allocates each round like `knapsack-eb`
+and filters like `dapo` (the paper's combination).
 
 The journal (allocations.jsonl in the run folder) records each step's allocation id and n per
 prompt before its rollouts are generated. A run resumed from an older checkpoint replays the
@@ -30,7 +32,13 @@ class Plan:
     objective: float = 0.0
 
 
+DYNAMIC = frozenset({"dapo", "knapsack-dapo"})
+"""Strategies that drop zero-variance groups and refill from the next prompts (dynamic.py)."""
+
+
 def strategy_args(strategy: str, budget: int, prompts: int, min_n: int, max_n: int) -> dict:
+    if strategy in ("knapsack-eb", "knapsack-dapo"):
+        return {"mode": "eb", "min_n": min_n, "max_n": max_n}
     if strategy == "knapsack-bayes":
         return {"mode": "bayes", "min_n": min_n, "max_n": max_n}
     if strategy == "knapsack-paper":

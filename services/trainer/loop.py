@@ -32,7 +32,7 @@ from krl.allocator.client import AllocatorClient
 from krl.rollout.client import Group, PromptSpec, RolloutClient
 from krl.trainer import checkpoint as ckpt
 from krl.trainer import grpo
-from krl.trainer.allocation import Journal, Plan, plan_step
+from krl.trainer.allocation import DYNAMIC, Journal, Plan, plan_step
 from krl.trainer.data import EpochSampler
 from krl.trainer.dynamic import keep_mask
 from krl.trainer.metrics import TrainerMetrics
@@ -146,7 +146,7 @@ class Trainer:
         if s.threads:
             torch.set_num_threads(s.threads)
         torch.manual_seed(s.seed)
-        self.source: TaskSource = load_source(s.task, seed=s.seed, train_per_level=s.train_per_level,
+        self.source: TaskSource = load_source(s.task, seed=s.warmup_seed, train_per_level=s.train_per_level,
                                               heldout_per_level=s.eval_per_level)  # fmt: skip
         self.sampler = EpochSampler([t.id for t in self.source.train], s.prompts_per_step, s.seed)
         token = s.peer()
@@ -166,7 +166,7 @@ class Trainer:
         else:
             policy_dir = prepare_policy(
                 s.model, tasks=self.source.train, task_name=s.task, warmup_steps=s.warmup(),
-                warmup_lr=s.warmup_lr, seed=s.seed, cache_dir=s.cache_dir,
+                warmup_lr=s.warmup_lr, seed=s.warmup_seed, cache_dir=s.cache_dir,
                 progress=self._warmup_progress,
             )  # fmt: skip
         self.tokenizer = load_tokenizer(policy_dir)
@@ -313,7 +313,7 @@ class Trainer:
         dapo_max_rounds, and none that would start past the rollout budget."""
         s = self.s
         first = self._round(step)
-        if s.strategy != "dapo":
+        if s.strategy not in DYNAMIC:
             return [first], first.groups
         rounds, kept = [first], []
         while True:

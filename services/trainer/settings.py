@@ -11,8 +11,17 @@ from pydantic_settings import SettingsConfigDict
 
 from krl.common.config import ServiceSettings, secret
 
-Strategy = Literal["knapsack-bayes", "knapsack-paper", "uniform", "dapo"]
-STRATEGIES: tuple[str, ...] = ("knapsack-bayes", "knapsack-paper", "uniform", "dapo")
+Strategy = Literal[
+    "knapsack-eb", "knapsack-paper", "knapsack-bayes", "uniform", "dapo", "knapsack-dapo"
+]
+STRATEGIES: tuple[str, ...] = (
+    "knapsack-eb",
+    "knapsack-paper",
+    "knapsack-bayes",
+    "uniform",
+    "dapo",
+    "knapsack-dapo",
+)
 
 # Fields that may differ between a run and its resumption (where to find things, not what to do).
 RESUMABLE_CHANGES = frozenset({
@@ -46,7 +55,7 @@ class TrainerSettings(ServiceSettings):
     train_per_level: int = Field(
         512, ge=1, description="Training prompts per level (procedural tasks)."
     )
-    seed: int = Field(0, ge=0, description="Seeds the data order, sampling and the model.")
+    seed: int = Field(0, ge=0, description="Seeds the data order and sampling (see warmup_seed).")
     steps: int = Field(400, ge=1, description="Training steps (policy updates).")
     rollout_budget: int = Field(
         0,
@@ -62,10 +71,17 @@ class TrainerSettings(ServiceSettings):
         None, ge=0, description="Supervised warm-up steps (default: 150 for tiny, 0 otherwise)."
     )
     warmup_lr: float = Field(1e-3, gt=0, description="Warm-up learning rate.")
+    warmup_seed: int = Field(
+        0,
+        ge=0,
+        description="Seeds the task's generated prompts, the from-scratch model and its warm-up, "
+        "apart from `seed`: runs of different seeds share one warmed-up policy and one data "
+        "set, and differ only in data order and sampling (a paired comparison of strategies).",
+    )
     cache_dir: Path = Field(Path(".krl/models"), description="Where warmed-up policies are kept.")
 
     # allocation
-    strategy: Strategy = Field("knapsack-bayes", description="How rollouts are handed out.")
+    strategy: Strategy = Field("knapsack-eb", description="How rollouts are handed out.")
     prompts_per_step: int = Field(64, ge=1, description="Prompts drawn per step (M).")
     rollouts_per_prompt: int = Field(
         8, ge=1, description="Budget per step is M x this (the uniform baseline's n)."

@@ -22,7 +22,11 @@ def _allocator_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--http-port", type=int, help="HTTP port (default 8000; 0 = any free)")
     p.add_argument("--redis-url", help="Redis URL (default: start an embedded redis-server)")
     p.add_argument("--data-dir", type=Path, help="embedded Redis data folder (default .krl/redis)")
-    p.add_argument("--half-life-steps", type=float, help="evidence half-life in steps (0: none)")
+    p.add_argument("--half-life-steps", type=float,
+                   help="explicit evidence half-life in steps (default 0: off)")  # fmt: skip
+    p.add_argument("--visit-half-life", type=float,
+                   help="mode eb: evidence halves every this many visits of a prompt "
+                   "(default 0: never)")  # fmt: skip
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING...")
     p.set_defaults(func=_run_allocator)
 
@@ -35,6 +39,7 @@ def _run_allocator(args: argparse.Namespace) -> int:
         "host": args.host, "grpc_port": args.grpc_port, "http_port": args.http_port,
         "redis_url": args.redis_url, "data_dir": args.data_dir,
         "half_life_steps": args.half_life_steps, "log_level": args.log_level,
+        "visit_half_life": args.visit_half_life,
     }  # fmt: skip
     return _serve("allocator", AllocatorSettings, serve, args.config, overrides)
 
@@ -220,9 +225,9 @@ def _up_parser(sub: argparse._SubParsersAction) -> None:
     )
     _train_flags(p)
     p.add_argument("--replicas", type=int, default=1, help="rollout engine replicas (default 1)")
-    p.add_argument("--half-life-steps", type=float, default=100.0,
-                   help="allocator evidence half-life in steps (default 100: about two epochs "
-                   "of the default task, so a prompt's last visit still counts)")  # fmt: skip
+    p.add_argument("--half-life-steps", type=float, default=0.0,
+                   help="allocator: explicit evidence half-life in steps (default 0: off; "
+                   "evidence is counted per visit of a prompt, which survives any dataset size)")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress display")
     p.set_defaults(func=_run_up)
 
@@ -358,9 +363,11 @@ def build_parser() -> argparse.ArgumentParser:
     _report_parser(sub)
     _solve_parser(sub)
     _bench_parser(sub)
+    from krl.experiment.calibrate_cli import add_parser as add_calibrate
     from krl.experiment.cli import add_parsers
 
     add_parsers(sub)
+    add_calibrate(sub)
     return parser
 
 

@@ -91,9 +91,7 @@ def _follow(run_dir: Path, proc, settings) -> None:
         refresh()
 
 
-def up(
-    settings, *, replicas: int = 1, half_life_steps: float = 100.0, progress: bool = True
-) -> int:
+def up(settings, *, replicas: int = 1, half_life_steps: float = 0.0, progress: bool = True) -> int:
     """settings: the trainer's (already resolved against its run folder)."""
     from krl.trainer.report import plot_run, summarize
 

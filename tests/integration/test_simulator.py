@@ -15,7 +15,7 @@ from krl.common.procs import ServiceProcess, free_port
 from krl.common.redis_server import EmbeddedRedis
 from krl.experiment.analysis import RunCurves, effective_ratio
 from krl.sim.backends import InProcessAllocator, ServiceAllocator
-from krl.sim.engine import SimConfig, simulate
+from krl.sim.engine import STRATEGIES, SimConfig, simulate
 from krl.sim.population import Difficulty, Population, expected_effective_ratio
 
 pytestmark = pytest.mark.integration
@@ -117,7 +117,7 @@ def test_experiment_writes_results_and_resumes(tmp_path, capsys):
     assert main(args) == 0
     res = json.loads((out / "results.json").read_text())
     names = [s["strategy"] for s in res["strategies"]]
-    assert names == ["uniform", "knapsack-paper", "knapsack-bayes", "dapo"]
+    assert names == list(STRATEGIES)
     for s in res["strategies"]:
         assert len(s["effective_ratio"]["values"]) == 2
     uni = res["strategies"][0]
@@ -133,7 +133,7 @@ def test_experiment_writes_results_and_resumes(tmp_path, capsys):
     for png in ("effective_ratio.png", "heldout_vs_rollouts.png", "n_distribution.png"):
         assert (out / png).stat().st_size > 10_000
     md = (out / "results.md").read_text()
-    assert "| knapsack-bayes | 2 |" in md
+    assert "| knapsack-eb | 2 |" in md and "| knapsack-dapo | 2 |" in md
     assert "`krl experiment --steps 30 --seeds 2 --prompts 128" in md  # the exact command
     before = (out / "runs/dapo-seed1/metrics.jsonl").read_text()
     capsys.readouterr()

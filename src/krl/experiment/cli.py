@@ -26,7 +26,10 @@ SIM_HELP = {
     "lr_shared": "learning model: step size of the shared skill (0 with lr-own 0: static)",
     "lr_own": "learning model: step size of a prompt's own term",
     "loss_agg": "learning model: constant (Dr. GRPO) | token-mean | group-mean",
-    "half_life_steps": "allocator evidence half-life in steps (in-process allocator)",
+    "half_life_steps": "allocator: explicit evidence half-life in steps (0: off)",
+    "visit_half_life": "knapsack-eb: evidence half-life in the prompt's visits (0: never; "
+    "default: the allocator's)",
+    "objective": "knapsack-eb: paper (p(1-p)^2) | informative | variance",
 }
 SIM_ONLY = ("difficulty", "prompts", "heldout", "lr_shared", "lr_own", "loss_agg")
 LOOP_ONLY = ("task", "lr", "threads", "warmup_steps", "max_new_tokens")
@@ -34,7 +37,8 @@ LOOP_ONLY = ("task", "lr", "threads", "warmup_steps", "max_new_tokens")
 
 def _sim_flags(p: argparse.ArgumentParser) -> None:
     for f in fields(SimConfig):
-        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=None,
+        kind = float if f.default is None else type(f.default)
+        p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None,
                        help=f"{SIM_HELP[f.name]} (default {f.default})")  # fmt: skip
 
 
@@ -204,7 +208,7 @@ def run_experiment(args: argparse.Namespace) -> int:
     try:
         with Progress(len(plan.strategies) * len(plan.seeds)) as progress:
             if loop:
-                run_loop(out, plan, _loop_args(args, cfg), args.half_life_steps or 100.0, progress)
+                run_loop(out, plan, _loop_args(args, cfg), args.half_life_steps or 0.0, progress)
             else:
                 run_sim(out, plan, cfg, _backend_factory(args, cfg), progress)
     except KeyboardInterrupt:

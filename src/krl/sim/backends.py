@@ -26,7 +26,7 @@ class InProcessAllocator:
     """The allocator's use cases called directly, over an embedded Redis (no AOF: a simulation
     needs no persistence). One instance serves many namespaces."""
 
-    def __init__(self, half_life_steps: float = 20.0, redis_url: str | None = None) -> None:
+    def __init__(self, half_life_steps: float = 0.0, redis_url: str | None = None) -> None:
         self._runner = asyncio.Runner()
         self._tmp: Path | None = None
         self.redis_server: EmbeddedRedis | None = None
@@ -43,8 +43,10 @@ class InProcessAllocator:
 
     def allocate(self, namespace: str, step: int, ids: Sequence[str], budget: int, *,
                  mode: str, min_n: int, max_n: int, fallback: bool = True,
+                 visit_half_life: float | None = None, objective: str = "paper",
                  ) -> tuple[str, np.ndarray]:  # fmt: skip
-        req = AllocateInput(namespace, step, list(ids), budget, min_n, max_n, Mode(mode), fallback)
+        req = AllocateInput(namespace, step, list(ids), budget, min_n, max_n, Mode(mode), fallback,
+                            visit_half_life, objective)  # fmt: skip
         res = self._runner.run(self.allocator.allocate(req))
         return res.allocation_id, np.asarray(res.n, dtype=np.int64)
 
@@ -81,9 +83,12 @@ class ServiceAllocator:
 
     def allocate(self, namespace: str, step: int, ids: Sequence[str], budget: int, *,
                  mode: str, min_n: int, max_n: int, fallback: bool = True,
+                 visit_half_life: float | None = None, objective: str = "paper",
                  ) -> tuple[str, np.ndarray]:  # fmt: skip
         a = self._client(namespace).allocate(ids, budget, step=step, mode=mode, min_n=min_n,
-                                             max_n=max_n, fallback=fallback)  # fmt: skip
+                                             max_n=max_n, fallback=fallback,
+                                             visit_half_life=visit_half_life,
+                                             objective=objective)  # fmt: skip
         return a.allocation_id, np.fromiter((a.n[i] for i in ids), np.int64, len(ids))
 
     def report(self, namespace: str, allocation_id: str, ids: Sequence[str], k: np.ndarray,

@@ -20,19 +20,29 @@ from typing import Protocol
 
 import numpy as np
 
+from krl.allocator.grid import OBJECTIVES
 from krl.allocator.values import paper_value
 from krl.sim.population import Difficulty, LearningModel, Population, expected_effective_ratio
-from krl.trainer.allocation import strategy_args
+from krl.trainer.allocation import DYNAMIC, strategy_args
 from krl.trainer.data import EpochSampler
 from krl.trainer.dynamic import keep_mask
 
-STRATEGIES: tuple[str, ...] = ("uniform", "knapsack-paper", "knapsack-bayes", "dapo")
+STRATEGIES: tuple[str, ...] = (
+    "uniform",
+    "knapsack-eb",
+    "knapsack-paper",
+    "knapsack-bayes",
+    "dapo",
+    "knapsack-dapo",
+)
 TOKENS_PER_ROLLOUT = 64  # the simulator's rollouts all cost the same
 
 
 class Backend(Protocol):
     def allocate(self, namespace: str, step: int, ids: list[str], budget: int, *, mode: str,
-                 min_n: int, max_n: int, fallback: bool = True) -> tuple[str, np.ndarray]: ...  # fmt: skip
+                 min_n: int, max_n: int, fallback: bool = True,
+                 visit_half_life: float | None = None,
+                 objective: str = "paper") -> tuple[str, np.ndarray]: ...  # fmt: skip
 
     def report(self, namespace: str, allocation_id: str, ids: list[str], k: np.ndarray,
                n: np.ndarray, tokens: np.ndarray) -> int: ...  # fmt: skip
@@ -53,7 +63,11 @@ class SimConfig:
     lr_shared: float = 0.02
     lr_own: float = 0.05
     loss_agg: str = "constant"
-    half_life_steps: float = 20.0
+    half_life_steps: float = 0.0
+    visit_half_life: float | None = None
+    """knapsack-eb: evidence half-life in visits (None: the allocator's default)."""
+    objective: str = "paper"
+    """knapsack-eb: the objective's u(p) (paper, informative, variance)."""
 
     @property
     def budget(self) -> int:
@@ -77,6 +91,10 @@ class SimConfig:
             (self.loss_agg in ("constant", "token-mean", "group-mean"), "loss_agg",
              f"{self.loss_agg!r} is not constant, token-mean or group-mean"),
             (self.half_life_steps >= 0, "half_life_steps", "must be >= 0"),
+            (self.visit_half_life is None or self.visit_half_life >= 0, "visit_half_life",
+             "must be >= 0"),
+            (self.objective in OBJECTIVES, "objective",
+             f"{self.objective!r} is not one of {', '.join(OBJECTIVES)}"),
         ]  # fmt: skip
         for ok, name, msg in checks:
             if not ok:
@@ -114,7 +132,7 @@ def simulate(cfg: SimConfig, strategy: str, seed: int, backend: Backend,
     rng = np.random.default_rng([seed, 11])
     ns = f"sim-{strategy}-{seed}-{uuid.uuid4().hex[:8]}"
     out = RunResult(strategy, seed, ns)
-    steps = _dapo_steps if strategy == "dapo" else _allocated_steps
+    steps = _dapo_steps if strategy in DYNAMIC else _allocated_steps
     total = 0
     limit = rollout_budget if rollout_budget is not None else cfg.steps * cfg.budget
 
@@ -168,7 +186,7 @@ def _row(n: np.ndarray, k: np.ndarray, p: np.ndarray, trained: np.ndarray) -> di
 def _allocated_steps(cfg: SimConfig, strategy: str, pop: Population, sampler: EpochSampler,
                      rng: np.random.Generator, backend: Backend, ns: str,
                      left: Callable[[], int]) -> Iterator[dict]:  # fmt: skip
-    args = strategy_args(strategy, cfg.budget, cfg.prompts_per_step, cfg.min_n, cfg.max_n)
+    args = _args(cfg, strategy)
     g = 0
     while True:
         pids = sampler.batch(g)
@@ -185,22 +203,37 @@ def _allocated_steps(cfg: SimConfig, strategy: str, pop: Population, sampler: Ep
         yield row
 
 
+def _args(cfg: SimConfig, strategy: str) -> dict:
+    args = strategy_args(strategy, cfg.budget, cfg.prompts_per_step, cfg.min_n, cfg.max_n)
+    if args["mode"] == "eb" and args["min_n"] != args["max_n"]:
+        args.update(visit_half_life=cfg.visit_half_life, objective=cfg.objective)
+    return args
+
+
 def _dapo_steps(cfg: SimConfig, strategy: str, pop: Population, sampler: EpochSampler,
                 rng: np.random.Generator, backend: Backend, ns: str,
                 left: Callable[[], int]) -> Iterator[dict]:  # fmt: skip
-    """Uniform groups, round after round, until M informative groups are kept, max rounds, or
-    the rollout budget is spent. DAPO does not need the allocator, so none is called."""
+    """Groups round after round, until M informative groups are kept, max rounds, or the
+    rollout budget is spent. `dapo` gives every prompt the uniform n and needs no allocator;
+    `knapsack-dapo` allocates each round like knapsack-eb and reports it."""
     m, n0 = cfg.prompts_per_step, cfg.rollouts_per_prompt
+    args = _args(cfg, strategy) if strategy != "dapo" else None
     g = 0
     while True:
         parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         kept = 0
         for _ in range(cfg.dapo_max_rounds):
-            idx = _index(sampler.batch(g))
+            pids = sampler.batch(g)
+            idx = _index(pids)
             g += 1
-            n = np.full(m, n0, dtype=np.int64)
+            if args is None:
+                n = np.full(m, n0, dtype=np.int64)
+            else:
+                alloc_id, n = backend.allocate(ns, g, pids, cfg.budget, **args)
             p = pop.p(idx)
             k = rng.binomial(n, p)
+            if args is not None:
+                backend.report(ns, alloc_id, pids, k, n, n * TOKENS_PER_ROLLOUT)
             keep = np.array(keep_mask(list(zip(n.tolist(), k.tolist(), strict=True)), m - kept))
             kept += int(keep.sum())
             parts.append((idx, n, k, keep))

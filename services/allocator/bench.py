@@ -11,7 +11,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
-from krl.allocator import dp, solver, values
+from krl.allocator import dp, grid, solver, values
 from krl.allocator.prior import RateMoments, fit_prior
 from rich.console import Console
 from rich.table import Table
@@ -27,7 +27,9 @@ def random_batch(m: int, rng: np.random.Generator, trials: int = 8) -> solver.Ba
     t = np.full(m, trials, dtype=np.float64)
     s = rng.binomial(trials, p).astype(np.float64)
     a0, b0 = fit_prior(RateMoments.from_counts(s, t))
-    return solver.Batch(s, t, a0 + s, b0 + t - s, rng.uniform(100, 1000, m))
+    batch = solver.Batch(s, t, a0 + s, b0 + t - s, rng.uniform(100, 1000, m))
+    batch.weights = grid.posterior(grid.fit_prior(s, t), s, t - s)
+    return batch
 
 
 def _median_ms(fn, repeats: int) -> float:
@@ -55,7 +57,10 @@ def bench_solver(args: argparse.Namespace) -> int:
         table.add_column(col, justify="right")
     for m, budget, lo, hi in SIZES:
         batch = random_batch(m, rng)
-        for mode in (solver.Mode.PAPER, solver.Mode.BAYES):
+        post_ms = _median_ms(lambda b=batch: grid.posterior(grid.FLAT, b.last_successes,
+                                                            b.last_trials - b.last_successes), 3)  # fmt: skip
+        console.print(f"  {m} prompts: eb posterior on the grid {post_ms:.2f} ms", style="dim")
+        for mode in (solver.Mode.PAPER, solver.Mode.BAYES, solver.Mode.EB):
             problem = solver.Problem(budget, lo, hi, mode, fallback=False)
             reps = args.repeats if m <= 4096 else max(3, args.repeats // 4)
             ours = _median_ms(lambda pr=problem, b=batch: solver.solve(pr, b), reps)
@@ -66,6 +71,11 @@ def bench_solver(args: argparse.Namespace) -> int:
                 if mode is solver.Mode.PAPER:
                     table_v = values.paper_value(
                         ns, (batch.last_successes / batch.last_trials)[:, None]
+                    )
+                elif mode is solver.Mode.EB:
+                    w = batch.weights
+                    table_v = np.stack(
+                        [grid.expected_value(w, np.full(m, n), "paper") for n in ns[0]], axis=1
                     )
                 else:
                     table_v = values.bayes_value(ns, batch.alpha[:, None], batch.beta[:, None])

@@ -148,16 +148,21 @@ def solve_eb(problem: Problem, batch: Batch) -> Solution:
     widens the rows it asks for together, so every call shares one column offset."""
     m = len(batch)
     w = batch.weights if batch.weights is not None else np.tile(grid.FLAT, (m, 1))
-    table = grid.cached_gains(problem.objective, problem.max_n)
+    # top_units may ask for columns past a row's room (it masks them): up to min_n + 2 * room
+    table = grid.cached_gains(problem.objective, 2 * problem.max_n)
     n = np.full(m, problem.min_n, dtype=np.int64)
     units = problem.budget - int(n.sum())
 
     def gains(rows: np.ndarray, off: np.ndarray, width: int) -> np.ndarray:
+        starts = np.unique(off)
+        if starts.size == 1:  # always, as top_units calls it; a contiguous slice is 30x faster
+            cols = np.ascontiguousarray(table[:, problem.min_n + int(starts[0]) :][:, :width])
+            return (w if rows.size == len(w) else w[rows]) @ cols
         out = np.empty((rows.size, width))
-        for start in np.unique(off):
+        for start in starts:
             sel = off == start
             lo = problem.min_n + int(start)
-            out[sel] = w[rows[sel]] @ table[:, lo : lo + width]
+            out[sel] = w[rows[sel]] @ np.ascontiguousarray(table[:, lo : lo + width])
         return out
 
     counts, t = selection.top_units(gains, np.full(m, problem.max_n - problem.min_n), units)

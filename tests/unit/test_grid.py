@@ -158,3 +158,19 @@ def test_unknown_objective_is_refused():
     b = Batch(np.zeros(2), np.zeros(2), np.ones(2), np.ones(2), np.ones(2))
     with pytest.raises(InvalidArgument, match="objective"):
         solver.solve(Problem(8, 2, 8, Mode.EB, objective="vibes"), b)
+
+
+def test_eb_solve_with_wide_bounds_and_a_spread_of_posteriors():
+    """top_units widens rows past max_n - min_n and masks the excess: the gain rows must exist
+    there (a regression: a 64-wide table was asked for 100 columns)."""
+    rng = np.random.default_rng(5)
+    m = 64
+    s = rng.binomial(8, rng.beta(0.3, 0.3, m)).astype(float)
+    t = np.full(m, 8.0)
+    w = grid.posterior(grid.fit_prior(s, t), s, t - s)
+    w[0] = 0
+    w[0, -20] = 1  # one prompt nearly solved: its gains stay high far out
+    batch = Batch(s, t, s + 1, t - s + 1, np.ones(m), weights=w)
+    for budget in (m * 2, m * 8, m * 40, m * 64):
+        sol = solver.solve(Problem(budget, 2, 64, Mode.EB), batch)
+        assert sol.n.sum() == budget and sol.n.min() >= 2 and sol.n.max() <= 64

@@ -26,8 +26,10 @@ from krl.allocator.store import HistoryStore, Outcome, ReportResult
 
 from krl.common.errors import InvalidArgument, KrlError, ResourceExhausted, check
 
-NAMESPACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-ALLOCATION_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+# fullmatch, not match: with match, "$" also matches before a trailing newline ("run1\n")
+NAMESPACE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+ALLOCATION_ID_RE = re.compile(r"[0-9a-f]{32}")
+MAX_STEP = 2**31 - 1  # a visit's step is stored as an int32 (history.py)
 SOLVE_IN_THREAD_ABOVE = 4096  # prompts; smaller solves take about a millisecond
 GRID_PRIORS_KEPT = 1024  # namespaces whose fitted grid prior is kept in memory
 
@@ -88,7 +90,9 @@ class NamespaceSummary:
 
 
 def check_namespace(ns: str) -> None:
-    check(bool(NAMESPACE_RE.match(ns)), "namespace", f"{ns!r} must match {NAMESPACE_RE.pattern}")
+    check(
+        bool(NAMESPACE_RE.fullmatch(ns)), "namespace", f"{ns!r} must match {NAMESPACE_RE.pattern}"
+    )
 
 
 class Allocator:
@@ -167,8 +171,22 @@ class Allocator:
     async def allocate(self, req: AllocateInput) -> AllocateResult:
         started = time.perf_counter()
         check_namespace(req.namespace)
-        check(req.step >= 0, "step", f"must be >= 0, got {req.step}")
+        check(0 <= req.step <= MAX_STEP, "step", f"must be in [0, {MAX_STEP}], got {req.step}")
         self._check_prompt_ids(req.prompt_ids, "prompt_ids")
+        limit = self.settings.max_n_limit
+        check(
+            req.max_n <= limit,
+            "max_n",
+            f"{req.max_n} is over the limit of {limit} rollouts per prompt (max_n_limit)",
+        )
+        cells = len(req.prompt_ids) * max(req.max_n, 0)
+        check(
+            cells <= self.settings.max_solver_cells,
+            "max_n",
+            f"{len(req.prompt_ids)} prompts x max_n {req.max_n} = {cells} is over the limit of "
+            f"{self.settings.max_solver_cells} (max_solver_cells); ask for a smaller max_n or "
+            "batch",
+        )
         problem = solver.Problem(
             req.budget, req.min_n, req.max_n, req.mode, req.fallback, objective=req.objective
         )
@@ -231,7 +249,7 @@ class Allocator:
         try:
             check_namespace(namespace)
             check(
-                bool(ALLOCATION_ID_RE.match(allocation_id)),
+                bool(ALLOCATION_ID_RE.fullmatch(allocation_id)),
                 "allocation_id",
                 f"{allocation_id!r} is not an allocation id (32 hex digits)",
             )
@@ -262,7 +280,7 @@ class Allocator:
         self, namespace: str, prompt_ids: Sequence[str], step: int = 0
     ) -> list[PromptView]:
         check_namespace(namespace)
-        check(step >= 0, "step", f"must be >= 0, got {step}")
+        check(0 <= step <= MAX_STEP, "step", f"must be in [0, {MAX_STEP}], got {step}")
         self._check_prompt_ids(prompt_ids, "prompt_ids")
         check(len(prompt_ids) > 0, "prompt_ids", "is empty")
         meta = await self.store.namespace_meta(namespace)
@@ -287,7 +305,7 @@ class Allocator:
 
     async def allocation(self, namespace: str, allocation_id: str) -> dict:
         check_namespace(namespace)
-        if allocation_id != "latest" and not ALLOCATION_ID_RE.match(allocation_id):
+        if allocation_id != "latest" and not ALLOCATION_ID_RE.fullmatch(allocation_id):
             raise InvalidArgument(
                 f"{allocation_id!r} is not an allocation id", field="allocation_id"
             )

@@ -42,6 +42,18 @@ class AllocatorSettings(ServiceSettings):
     max_batch_prompts: int = Field(
         65536, ge=1, description="Largest batch Allocate accepts (larger: RESOURCE_EXHAUSTED)."
     )
+    max_n_limit: int = Field(
+        4096,
+        ge=1,
+        description="Largest max_n an Allocate may ask for (above: INVALID_ARGUMENT); bounds "
+        "the solver's work and memory per request, with max_batch_prompts.",
+    )
+    max_solver_cells: int = Field(
+        2**25,
+        ge=1,
+        description="Largest prompts x max_n of one Allocate: the solver's gain rows take at "
+        "most this many doubles (256 MiB by default).",
+    )
     max_prompt_id_bytes: int = Field(256, ge=1, description="Longest prompt id accepted.")
     allocation_ttl_s: int = Field(
         7 * 24 * 3600, ge=60, description="How long an allocation can still take reports."

@@ -237,3 +237,27 @@ async def test_eb_mode_spends_on_prompts_that_will_be_informative(allocator):
                    objective="informative")  # fmt: skip
     assert sum(c.n.values()) == 480
     client.close()
+
+
+async def test_request_bounds_are_invalid_argument_and_store_nothing(allocator, redis_client):
+    """A namespace with a trailing newline (D6), a step past int32 (D9), a max_n or a
+    prompts x max_n over the limits (D2): INVALID_ARGUMENT naming the field, nothing stored."""
+    before = set(redis_client.keys("*"))
+    cases = [
+        ("run1\n", {"step": 0, "max_n": 8}, "namespace"),
+        ("ok", {"step": 2**31 + 5, "max_n": 8}, "step"),
+        ("ok", {"step": 0, "max_n": 10**8}, "max_n"),
+    ]
+    for ns, kw, field in cases:
+        client = AllocatorClient(target(allocator), namespace=ns)
+        with pytest.raises(InvalidArgument) as e:
+            await call(client.allocate, ["a"], kw["max_n"], min_n=1, **kw)
+        assert e.value.message.startswith(field + ":"), e.value.message
+        client.close()
+    client = AllocatorClient(target(allocator), namespace="ok")
+    ids = [f"c{i}" for i in range(20000)]
+    with pytest.raises(InvalidArgument) as e:  # 20,000 x 4,000 cells > 2^25
+        await call(client.allocate, ids, 20000 * 8, min_n=1, max_n=4000)
+    assert e.value.message.startswith("max_n:") and "max_solver_cells" in e.value.message
+    client.close()
+    assert set(redis_client.keys("*")) == before

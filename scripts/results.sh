@@ -21,20 +21,38 @@ experiment() {
 }
 
 if [[ $what == all || $what == sim ]]; then
-  # the default population and learning model
+  # the repo's default population and learning model
   experiment sim-default --seeds 5 --steps 1000
-  # the same with the evidence half-life of `krl up` (100 steps) instead of the allocator's 20
-  experiment sim-halflife100 --seeds 5 --steps 1000 --half-life-steps 100 \
-    --title "simulator, population beta:0.2,0.4, M=64, B=512, half-life 100"
-  # a fixed population: effective ratios that depend on no learning model; with and without decay
+  # a fixed population: effective ratios that depend on no learning model
   experiment sim-static --seeds 5 --steps 500 --lr-shared 0 --lr-own 0 \
-    --title "simulator, fixed population beta:0.2,0.4 (no learning), half-life 20"
-  experiment sim-static-nodecay --seeds 5 --steps 500 --lr-shared 0 --lr-own 0 --half-life-steps 0 \
-    --title "simulator, fixed population beta:0.2,0.4 (no learning), evidence never decays"
+    --title "simulator, fixed population beta:0.2,0.4 (no learning)"
   # the learning model's loss aggregation: the trainer's token mean instead of a constant divisor
   experiment sim-token-mean --seeds 5 --steps 1000 --loss-agg token-mean \
     --title "simulator, population beta:0.2,0.4, token-mean loss aggregation"
+  # held-out populations, chosen before any were run and never tuned on: a large dataset (a
+  # prompt returns every 256 steps), an easy fast-moving one, a hard one, graded levels with
+  # an unsolvable level
+  experiment heldout-large --seeds 3 --steps 1000 --difficulty beta:0.3,0.5 --prompts 16384 \
+    --title "held-out: beta:0.3,0.5, 16,384 prompts (revisit every 256 steps)"
+  experiment heldout-easy --seeds 3 --steps 600 --difficulty beta:1.2,0.8 --prompts 2048 \
+    --title "held-out: beta:1.2,0.8, 2,048 prompts"
+  experiment heldout-hard --seeds 3 --steps 800 --difficulty beta:0.5,2 --prompts 4096 \
+    --title "held-out: beta:0.5,2, 4,096 prompts"
+  experiment heldout-levels --seeds 3 --steps 400 --difficulty levels:0,0.05,0.2,0.5,0.9 \
+    --title "held-out: levels 0, 0.05, 0.2, 0.5, 0.9, 1,024 prompts"
 fi
 if [[ $what == all || $what == loop ]]; then
-  experiment loop-reverse --backend loop --seeds 3 --steps 150
+  # one shared warm-up (warmup_seed 0); the seed changes the data order and sampling only
+  experiment loop-reverse --backend loop --seeds 5 --steps 120 \
+    --strategies uniform,knapsack-eb,knapsack-paper
+fi
+if [[ $what == all || $what == calibration ]]; then
+  # the value models' predictive log-loss on simulated traces and on the real loop's histories
+  runs=()
+  for d in runs/experiments/loop-reverse/runs/*-seed*; do runs+=(--run "$d"); done
+  "$KRL" calibrate --out runs/calibration --sim beta:0.3,0.5:4096:300 \
+    --sim levels:0,0.05,0.3,0.7,0.95:1024:200 --sim beta:1.2,0.8:2048:200 \
+    --sim beta:0.5,2:4096:300 "${runs[@]}"
+  mkdir -p docs/results/calibration
+  cp runs/calibration/{results.md,results.json,calibration.png} docs/results/calibration/
 fi

@@ -164,22 +164,29 @@ def test_a_short_run_trains_reports_and_allocates_from_histories(stack, tmp_path
     assert set(evals[0]["accuracy"]) == {"all", "L1", "L2", "L3", "L4", "L5", "L6"}
 
 
-def test_dapo_fills_batches_with_informative_groups_and_stops_at_the_budget(stack, tmp_path):
-    run = tmp_path / "e2e-dapo"
+@pytest.mark.parametrize("strategy", ["dapo", "knapsack-dapo"])
+def test_dapo_fills_batches_with_informative_groups_and_stops_at_the_budget(
+    stack, tmp_path, strategy
+):
+    """dapo: uniform groups; knapsack-dapo: each round allocated by the eb knapsack. Both
+    keep the informative groups, round after round, and stop at the equal-compute budget."""
+    run = tmp_path / f"e2e-{strategy}"
     budget = 7 * M * 4  # seven batches of M prompts x 4
-    proc, _, _ = stack.trainer(run, "--strategy", "dapo", "--steps", "100", "--rollout-budget",
+    proc, _, _ = stack.trainer(run, "--strategy", strategy, "--steps", "100", "--rollout-budget",
                                str(budget), "--dapo-max-rounds", "3", cache=stack.cache)  # fmt: skip
-    assert proc.wait(timeout=400) == 0, (run.parent / "e2e-dapo-trainer.log").read_text()[-3000:]
+    log = run.parent / f"e2e-{strategy}-trainer.log"
+    assert proc.wait(timeout=400) == 0, log.read_text()[-3000:]
     rows = _steps(run)
     assert rows[-1]["rollouts_total"] == budget  # rounds stop at the equal-compute budget
     assert len(rows) < 7 and sum(r["rounds"] for r in rows) == 7  # fewer updates than batches
     for r in rows:
         assert 1 <= r["rounds"] <= 3 and r["rollouts"] == r["rounds"] * M * 4
-        assert r["trained_sequences"] <= M * 4  # at most M groups of 4
         # the ratio counts the rollouts actually trained on
         assert r["effective_rollout_ratio"] == pytest.approx(r["trained_sequences"] / r["rollouts"])
-        if r["rounds"] < 3 and r is not rows[-1]:
-            assert r["trained_sequences"] == M * 4  # a batch stops as soon as it is full
+        if strategy == "dapo":
+            assert r["trained_sequences"] <= M * 4  # at most M groups of 4
+            if r["rounds"] < 3 and r is not rows[-1]:
+                assert r["trained_sequences"] == M * 4  # a batch stops as soon as it is full
     # every generated group was reported once, under one allocation per batch
     journal = [json.loads(x) for x in (run / "allocations.jsonl").read_text().splitlines()]
     assert [j["step"] for j in journal] == list(range(1, 8))

@@ -80,8 +80,18 @@ class Spread:
         f = self.finite
         return float(np.std(f, ddof=1)) if len(f) > 1 else 0.0
 
+    @property
+    def ci95(self) -> float:
+        """Half-width of the 95% t-interval of the mean (0.0 with fewer than two values)."""
+        f = self.finite
+        if len(f) < 2:
+            return 0.0
+        from scipy.stats import t
+
+        return float(t.ppf(0.975, len(f) - 1) * self.sd / math.sqrt(len(f)))
+
     def as_dict(self) -> dict:
-        return {"mean": self.mean, "sd": self.sd, "values": self.values}
+        return {"mean": self.mean, "sd": self.sd, "ci95": self.ci95, "values": self.values}
 
 
 @dataclass
@@ -103,6 +113,11 @@ class StrategySummary:
     multiplier_lower_bounds: int
     """Seeds where uniform never reached the target: the multiplier is above its run's length."""
     n_counts: dict[int, int]
+    after_epoch1_vs_uniform: Spread = field(default_factory=Spread)
+    """The relative effective-ratio gain over the steps after the first epoch (when every
+    prompt has a history), paired by seed."""
+    accuracy_vs_uniform: Spread = field(default_factory=Spread)
+    """Final held-out accuracy minus uniform's at the equal budget, paired by seed."""
 
     def as_dict(self) -> dict:
         out = {k: (v.as_dict() if isinstance(v, Spread) else v) for k, v in self.__dict__.items()}
@@ -140,6 +155,14 @@ def summarize(
             if b is None:
                 continue
             s.vs_uniform.values.append(eff / effective_ratio(b.within(budget)) - 1.0)
+            late, base_late = _after_epoch1(rows), _after_epoch1(b.within(budget))
+            if late and base_late:
+                s.after_epoch1_vs_uniform.values.append(
+                    effective_ratio(late) / effective_ratio(base_late) - 1.0
+                )
+            _, bacc_eq = b.accuracy(budget)
+            if acc.size and bacc_eq.size:
+                s.accuracy_vs_uniform.values.append(float(acc[-1] - bacc_eq[-1]))
             if strategy != "dapo" and rows and "expected_value" in rows[0]:
                 s.objective_vs_uniform.values.append(
                     _value_per_rollout(rows) / _value_per_rollout(b.within(budget)) - 1.0)  # fmt: skip
@@ -155,6 +178,10 @@ def summarize(
     return out
 
 
+def _after_epoch1(rows: Sequence[Mapping]) -> list[Mapping]:
+    return [r for r in rows if r.get("epoch", 0.0) > 1.0]
+
+
 def _value_per_rollout(rows: Sequence[Mapping]) -> float:
     return sum(r["expected_value"] for r in rows) / max(sum(r["rollouts"] for r in rows), 1)
 
@@ -168,12 +195,21 @@ def fmt_spread(sp: Spread, pct: bool = False, signed: bool = False, digits: int 
     return f"{sp.mean * scale:{sign}.{digits}f}{unit} ± {sp.sd * scale:.{digits}f}"
 
 
+def fmt_ci(sp: Spread, digits: int = 1) -> str:
+    """Mean and 95% interval, in percent: '+18.7% [17.6, 19.8]'."""
+    if not sp.finite:
+        return "-"
+    m, h = 100 * sp.mean, 100 * sp.ci95
+    return f"{m:+.{digits}f}% [{m - h:+.{digits}f}, {m + h:+.{digits}f}]"
+
+
 def markdown_table(summaries: Sequence[StrategySummary]) -> str:
     sim = any(s.objective_vs_uniform.finite for s in summaries)
     cols = ["strategy", "seeds", "effective-rollout ratio", "vs uniform"]
     if sim:
         cols.append("paper objective at true p, vs uniform")
-    cols += ["largest n", "held-out acc. (final)", "peak", "uniform's rollouts to match"]
+    cols += ["after epoch 1, vs uniform (95% CI)", "largest n", "held-out acc. (final)",
+             "acc. − uniform's (95% CI, points)", "peak", "uniform's rollouts to match"]  # fmt: skip
     lines = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
     for s in summaries:
         base = s.strategy == "uniform"
@@ -185,8 +221,10 @@ def markdown_table(summaries: Sequence[StrategySummary]) -> str:
                  "-" if base else fmt_spread(s.vs_uniform, pct=True, signed=True)]  # fmt: skip
         if sim:
             cells.append("-" if base else fmt_spread(s.objective_vs_uniform, pct=True, signed=True))
-        cells += [f"{fmt_spread(s.max_n, digits=0)} (max {max(s.max_n.values, default=0):.0f})",
-                  fmt_spread(s.final_accuracy, pct=True), fmt_spread(s.peak_accuracy, pct=True),
-                  mult]  # fmt: skip
+        cells += ["-" if base else fmt_ci(s.after_epoch1_vs_uniform),
+                  f"{fmt_spread(s.max_n, digits=0)} (max {max(s.max_n.values, default=0):.0f})",
+                  fmt_spread(s.final_accuracy, pct=True),
+                  "-" if base else fmt_ci(s.accuracy_vs_uniform).replace("%", ""),
+                  fmt_spread(s.peak_accuracy, pct=True), mult]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

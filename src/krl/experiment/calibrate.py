@@ -42,6 +42,7 @@ from krl.allocator.prior import RateMoments, fit_prior
 from krl.allocator.values import beta_moment
 
 EPS = 1e-3
+MAX_PLOTTED = 8  # traces with a calibration panel
 
 
 @dataclass
@@ -90,7 +91,8 @@ def trace_from_redis(run_dir: Path) -> list[Trace]:
                 for key in r.scan_iter(match=prefix + "*", count=1000):
                     pid = key.decode()[len(prefix) :]
                     visits += [(s, pid, n, k) for s, n, k in recent_of(r.get(key))]
-                out.append(Trace.from_visits(f"{Path(run_dir).name}:{ns}", visits))
+                name = Path(run_dir).name
+                out.append(Trace.from_visits(name if ns == name else f"{name}:{ns}", visits))
             r.close()
         return out
     finally:
@@ -293,6 +295,7 @@ def write_report(out: Path, results: dict[str, list[Scores]]) -> Path:
         json.dumps({t: [s.as_dict() for s in sc] for t, sc in results.items()}, indent=1)
     )
     lines = ["# Calibration: predicting whether the next visit's group is informative", ""]
+    lines += [*_summary(results), "", "![calibration](calibration.png)", ""]
     for t, sc in results.items():
         best = min(s.log_loss for s in sc)
         lines += [f"## {t}", "", f"{sc[0].visits:,} revisits scored.", "",
@@ -301,10 +304,25 @@ def write_report(out: Path, results: dict[str, list[Scores]]) -> Path:
             mark = " **(best)**" if s.log_loss == best else ""
             lines.append(f"| {s.model}{mark} | {s.log_loss:.4f} | {s.brier:.4f} |")
         lines.append("")
-    lines.append("![calibration](calibration.png)")
     (out / "results.md").write_text("\n".join(lines) + "\n")
     _plot(out / "calibration.png", results)
     return out / "results.md"
+
+
+def _summary(results: dict[str, list[Scores]]) -> list[str]:
+    """Over all traces: each model's mean log-loss and Brier, and on how many it was best."""
+    models = [s.model for s in next(iter(results.values()))]
+    best = [min(sc, key=lambda s: s.log_loss).model for sc in results.values()]
+    rows = []
+    for m in models:
+        ll = [s.log_loss for sc in results.values() for s in sc if s.model == m]
+        br = [s.brier for sc in results.values() for s in sc if s.model == m]
+        rows.append((float(np.mean(ll)), float(np.mean(br)), best.count(m), m))
+    lines = [f"Over {len(results)} traces:", "",
+             "| model | mean log-loss | mean Brier | best on |", "| --- | --- | --- | --- |"]  # fmt: skip
+    for ll, br, wins, m in sorted(rows):
+        lines.append(f"| {m} | {ll:.4f} | {br:.4f} | {wins} of {len(results)} |")
+    return lines
 
 
 def _plot(path: Path, results: dict[str, list[Scores]]) -> None:
@@ -313,9 +331,14 @@ def _plot(path: Path, results: dict[str, list[Scores]]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    k = len(results)
-    fig, axes = plt.subplots(1, k, figsize=(4.2 * k, 4.2), squeeze=False)
-    for ax, (t, sc) in zip(axes[0], results.items(), strict=True):
+    shown = dict(list(results.items())[:MAX_PLOTTED])
+    k = len(shown)
+    cols = min(k, 4)
+    rows = -(-k // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 4.2 * rows), squeeze=False)
+    for ax in axes.ravel()[k:]:
+        ax.axis("off")
+    for ax, (t, sc) in zip(axes.ravel(), shown.items(), strict=False):
         ax.plot([0, 1], [0, 1], color="#bbbbbb", lw=1, ls="--")
         for s in sc:
             if s.model not in ("paper", "beta-hl20", "beta-nodecay", "eb"):

@@ -200,6 +200,7 @@ def _allocated_steps(cfg: SimConfig, strategy: str, pop: Population, sampler: Ep
         row = _row(n, k, p, trained)
         pop.update(idx, n, k, trained, cfg.budget)
         row["rounds"] = 1
+        row["epoch"] = round(g / sampler.per_epoch, 4)
         yield row
 
 
@@ -242,6 +243,7 @@ def _dapo_steps(cfg: SimConfig, strategy: str, pop: Population, sampler: EpochSa
         idx, n, k, keep = (np.concatenate(x) for x in zip(*parts, strict=True))
         row = _row(n, k, pop.p(idx), keep)
         row["rounds"] = len(parts)
+        row["epoch"] = round(g / sampler.per_epoch, 4)
         row["dropped_informative"] = int(((k > 0) & (k < n) & ~keep).sum())
         pop.update(idx[keep], n[keep], k[keep], np.ones(int(keep.sum()), bool), cfg.budget)
         yield row

@@ -12,8 +12,14 @@ import numpy as np
 
 from krl.experiment.analysis import RunCurves, StrategySummary
 
-COLORS = {"uniform": "#7f7f7f", "knapsack-paper": "#1f77b4", "knapsack-bayes": "#d62728",
-          "dapo": "#2ca02c"}  # fmt: skip
+COLORS = {
+    "uniform": "#7f7f7f",
+    "knapsack-eb": "#9467bd",
+    "knapsack-paper": "#1f77b4",
+    "knapsack-bayes": "#d62728",
+    "dapo": "#2ca02c",
+    "knapsack-dapo": "#ff7f0e",
+}
 
 
 def _plt():

@@ -86,16 +86,24 @@ def visit_loglik(
     """Log-likelihood over GRID (M x grid points) of each prompt's visits (M x V arrays of n, k,
     weight and drift). A visit made when the namespace's logit was `drift` lower speaks of
     p_then = sigmoid(z - drift) for today's z; weights temper each visit's likelihood."""
-    out = np.zeros((visits_n.shape[0], GRID_POINTS))
-    for v in range(visits_n.shape[1]):  # one visit column at a time: M x grid, not M x V x grid
-        rows = np.flatnonzero(weight[:, v] > 0)
-        if rows.size == 0:
-            continue
-        z = GRID_LOGIT[None, :] - drift[rows, v][:, None]
-        k = (weight[rows, v] * visits_k[rows, v])[:, None]
-        f = (weight[rows, v] * (visits_n[rows, v] - visits_k[rows, v]))[:, None]
-        out[rows] -= k * np.logaddexp(0.0, -z) + f * np.logaddexp(0.0, z)
-    return out
+    live = weight > 0
+    if not live.any():
+        return np.zeros((visits_n.shape[0], GRID_POINTS))
+    # The visits reported together share one drift, so there are few distinct values: the
+    # log-sigmoids are computed once per value (profile: 11 of 28 ms per 1,024-prompt round
+    # went to logaddexp over every visit x grid point).
+    # Then the successes and failures of each prompt are summed per drift value (M x U) and one
+    # matrix product with the U x grid tables gives the log-likelihood.
+    values, inverse = np.unique(drift[live], return_inverse=True)
+    z = GRID_LOGIT[None, :] - values[:, None]
+    log_p, log_q = -np.logaddexp(0.0, -z), -np.logaddexp(0.0, z)
+    m, u = visits_n.shape[0], values.size
+    cell = np.nonzero(live)[0] * u + inverse
+    k = (weight * visits_k)[live]
+    f = (weight * (visits_n - visits_k))[live]
+    succ = np.bincount(cell, weights=k, minlength=m * u).reshape(m, u)
+    fail = np.bincount(cell, weights=f, minlength=m * u).reshape(m, u)
+    return succ @ log_p + fail @ log_q
 
 
 def posterior_from_loglik(prior: np.ndarray, loglik: np.ndarray) -> np.ndarray:

@@ -174,3 +174,19 @@ def test_eb_solve_with_wide_bounds_and_a_spread_of_posteriors():
     for budget in (m * 2, m * 8, m * 40, m * 64):
         sol = solver.solve(Problem(budget, 2, 64, Mode.EB), batch)
         assert sol.n.sum() == budget and sol.n.min() >= 2 and sol.n.max() <= 64
+
+
+def test_visit_loglik_equals_the_direct_sum():
+    """The log-likelihood computed once per distinct drift equals the sum over visits of
+    k log sigmoid(z - d) + (n - k) log(1 - sigmoid(z - d))."""
+    rng = np.random.default_rng(2)
+    m, v = 50, history.RECENT_KEPT
+    n = rng.integers(1, 20, (m, v)).astype(float)
+    k = np.floor(rng.uniform(0, 1, (m, v)) * (n + 1)).clip(0, n)
+    w = rng.uniform(0, 1, (m, v)) * (rng.uniform(size=(m, v)) > 0.3)
+    d = rng.choice([-0.5, 0.0, 0.25, 1.7], size=(m, v))
+    got = grid.visit_loglik(n, k, w, d)
+    z = grid.GRID_LOGIT[None, None, :] - d[:, :, None]
+    p = 1 / (1 + np.exp(-z))
+    want = (w[:, :, None] * (k[:, :, None] * np.log(p) + (n - k)[:, :, None] * np.log1p(-p))).sum(1)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)

@@ -58,6 +58,8 @@ async def test_errors_are_problem_details(allocator):
         assert r.status_code == 400 and r.json()["field"] == "allocation_id"
         r = await http.get("/v1/namespaces/web/prompts/x", params={"step": -3})
         assert r.status_code == 400 and r.json()["field"] == "step"
+        r = await http.get("/v1/namespaces/web/prompts/x", params={"step": "9" * 400})  # D7
+        assert r.status_code == 400 and r.json()["field"] == "step", r.text
 
 
 async def test_metrics_are_real_prometheus_text(allocator):

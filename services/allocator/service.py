@@ -256,7 +256,7 @@ class Allocator:
             check(len(outcomes) > 0, "outcomes", "is empty")
             self._check_prompt_ids([o.prompt_id for o in outcomes], "outcomes.prompt_id")
             succ, trials, tokens = _outcome_arrays(outcomes)
-            _check_counts(succ, trials, tokens)
+            _check_counts(succ, trials, tokens, self.settings.max_tokens_per_rollout)
             result = await self.store.report(namespace, allocation_id, outcomes)
         except KrlError:
             self.metrics.reports.labels("rejected").inc(len(outcomes))
@@ -321,11 +321,22 @@ def _outcome_arrays(outcomes: Sequence[Outcome]) -> tuple[np.ndarray, np.ndarray
     )
 
 
-def _check_counts(succ: np.ndarray, trials: np.ndarray, tokens: np.ndarray) -> None:
-    """Reject the first outcome with a negative count or more successes than trials."""
+def _check_counts(
+    succ: np.ndarray, trials: np.ndarray, tokens: np.ndarray, max_tokens_per_rollout: int
+) -> None:
+    """Reject the first outcome with a negative count, more successes than trials, or more
+    tokens than its trials can have produced (one outlier would skew the token mean for good)."""
     for arr, name in ((trials, "trials"), (succ, "successes"), (tokens, "total_tokens")):
         bad = np.flatnonzero(arr < 0)
         check(bad.size == 0, f"outcomes[{bad[0] if bad.size else 0}].{name}", "must be >= 0")
+    too_long = np.flatnonzero(tokens > trials * max_tokens_per_rollout)
+    if too_long.size:
+        i = int(too_long[0])
+        raise InvalidArgument(
+            f"{tokens[i]} tokens is more than {trials[i]} trials x {max_tokens_per_rollout} "
+            "(max_tokens_per_rollout)",
+            field=f"outcomes[{i}].total_tokens",
+        )
     over = np.flatnonzero(succ > trials)
     if over.size:
         i = int(over[0])

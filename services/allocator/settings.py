@@ -54,6 +54,12 @@ class AllocatorSettings(ServiceSettings):
         description="Largest prompts x max_n of one Allocate: the solver's gain rows take at "
         "most this many doubles (256 MiB by default).",
     )
+    max_tokens_per_rollout: int = Field(
+        1 << 20,
+        ge=1,
+        description="Most response tokens one reported rollout may have (a report above "
+        "trials x this is INVALID_ARGUMENT).",
+    )
     max_prompt_id_bytes: int = Field(256, ge=1, description="Longest prompt id accepted.")
     allocation_ttl_s: int = Field(
         7 * 24 * 3600, ge=60, description="How long an allocation can still take reports."

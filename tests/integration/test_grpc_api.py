@@ -110,6 +110,7 @@ async def test_bad_reports_name_the_field_and_change_nothing(allocator, redis_cl
         ({"x": (-1, 4)}, InvalidArgument, "outcomes[0].successes"),
         ({"x": (1, 4), "y": (0, -2)}, InvalidArgument, "outcomes[1].trials"),
         ({"x": (1, 4, -5)}, InvalidArgument, "outcomes[0].total_tokens"),
+        ({"x": (1, 4, 4 * 2**20 + 1)}, InvalidArgument, "outcomes[0].total_tokens"),  # D11
         ({"x": (1, 9)}, InvalidArgument, "outcomes.trials"),
         ({"zz": (1, 2)}, InvalidArgument, "outcomes.prompt_id"),
         ({}, InvalidArgument, "outcomes"),

@@ -57,8 +57,12 @@ def bench_solver(args: argparse.Namespace) -> int:
         table.add_column(col, justify="right")
     for m, budget, lo, hi in SIZES:
         batch = random_batch(m, rng)
-        post_ms = _median_ms(lambda b=batch: grid.posterior(grid.FLAT, b.last_successes,
-                                                            b.last_trials - b.last_successes), 3)  # fmt: skip
+        post_ms = _median_ms(
+            lambda b=batch: grid.posterior(
+                grid.FLAT, b.last_successes, b.last_trials - b.last_successes
+            ),
+            3,
+        )
         console.print(f"  {m} prompts: eb posterior on the grid {post_ms:.2f} ms", style="dim")
         for mode in (solver.Mode.PAPER, solver.Mode.BAYES, solver.Mode.EB):
             problem = solver.Problem(budget, lo, hi, mode, fallback=False)

@@ -157,8 +157,12 @@ class HistoryStore:
 
     @_redis_errors
     async def report(self, ns: str, alloc_id: str, outcomes: Sequence[Outcome]) -> ReportResult:
-        keys = [self._k(ns, "a", alloc_id), self._k(ns, "a", alloc_id, "r"), self._k(ns, "meta"),
-                self._k(ns, "lv")]  # fmt: skip
+        keys = [
+            self._k(ns, "a", alloc_id),
+            self._k(ns, "a", alloc_id, "r"),
+            self._k(ns, "meta"),
+            self._k(ns, "lv"),
+        ]
         packed = json.dumps(
             [[o.prompt_id, o.successes, o.trials, o.total_tokens] for o in outcomes]
         )

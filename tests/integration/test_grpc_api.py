@@ -234,8 +234,16 @@ async def test_eb_mode_spends_on_prompts_that_will_be_informative(allocator):
         with pytest.raises(InvalidArgument) as e:
             await call(client.allocate, ids, 480, step=3, min_n=2, max_n=32, **kw)
         assert e.value.message.startswith(field + ":"), e.value.message
-    c = await call(client.allocate, ids, 480, step=3, min_n=2, max_n=32, visit_half_life=1.0,
-                   objective="informative")  # fmt: skip
+    c = await call(
+        client.allocate,
+        ids,
+        480,
+        step=3,
+        min_n=2,
+        max_n=32,
+        visit_half_life=1.0,
+        objective="informative",
+    )
     assert sum(c.n.values()) == 480
     client.close()
 

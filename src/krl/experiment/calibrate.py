@@ -99,14 +99,23 @@ def trace_from_redis(run_dir: Path) -> list[Trace]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def trace_from_sim(spec: str, prompts: int, steps: int, seed: int, m: int = 64, n: int = 8,
-                   lr_shared: float = 0.02, lr_own: float = 0.05) -> Trace:  # fmt: skip
+def trace_from_sim(
+    spec: str,
+    prompts: int,
+    steps: int,
+    seed: int,
+    m: int = 64,
+    n: int = 8,
+    lr_shared: float = 0.02,
+    lr_own: float = 0.05,
+) -> Trace:
     """A simulated run under uniform n (the simulator's population and learning model)."""
     from krl.sim.population import Difficulty, LearningModel, Population
     from krl.trainer.data import EpochSampler
 
-    pop = Population.draw(Difficulty.parse(spec), prompts, 16, seed,
-                          LearningModel(lr_shared, lr_own))  # fmt: skip
+    pop = Population.draw(
+        Difficulty.parse(spec), prompts, 16, seed, LearningModel(lr_shared, lr_own)
+    )
     sampler = EpochSampler([str(i) for i in range(prompts)], m, seed)
     rng = np.random.default_rng([seed, 13])
     visits = []
@@ -237,8 +246,13 @@ class Scores:
     deciles: list[dict[str, float]]
 
     def as_dict(self) -> dict:
-        return {"model": self.model, "visits": self.visits, "log_loss": self.log_loss,
-                "brier": self.brier, "deciles": self.deciles}  # fmt: skip
+        return {
+            "model": self.model,
+            "visits": self.visits,
+            "log_loss": self.log_loss,
+            "brier": self.brier,
+            "deciles": self.deciles,
+        }
 
 
 def log_loss(pred: np.ndarray, y: np.ndarray) -> float:
@@ -256,8 +270,13 @@ def deciles(pred: np.ndarray, y: np.ndarray, bins: int = 10) -> list[dict[str, f
     out = []
     for part in np.array_split(order, bins):
         if part.size:
-            out.append({"predicted": float(pred[part].mean()), "observed": float(y[part].mean()),
-                        "visits": int(part.size)})  # fmt: skip
+            out.append(
+                {
+                    "predicted": float(pred[part].mean()),
+                    "observed": float(y[part].mean()),
+                    "visits": int(part.size),
+                }
+            )
     return out
 
 
@@ -298,8 +317,14 @@ def write_report(out: Path, results: dict[str, list[Scores]]) -> Path:
     lines += [*_summary(results), "", "![calibration](calibration.png)", ""]
     for t, sc in results.items():
         best = min(s.log_loss for s in sc)
-        lines += [f"## {t}", "", f"{sc[0].visits:,} revisits scored.", "",
-                  "| model | log-loss | Brier |", "| --- | --- | --- |"]  # fmt: skip
+        lines += [
+            f"## {t}",
+            "",
+            f"{sc[0].visits:,} revisits scored.",
+            "",
+            "| model | log-loss | Brier |",
+            "| --- | --- | --- |",
+        ]
         for s in sorted(sc, key=lambda s: s.log_loss):
             mark = " **(best)**" if s.log_loss == best else ""
             lines.append(f"| {s.model}{mark} | {s.log_loss:.4f} | {s.brier:.4f} |")
@@ -318,8 +343,12 @@ def _summary(results: dict[str, list[Scores]]) -> list[str]:
         ll = [s.log_loss for sc in results.values() for s in sc if s.model == m]
         br = [s.brier for sc in results.values() for s in sc if s.model == m]
         rows.append((float(np.mean(ll)), float(np.mean(br)), best.count(m), m))
-    lines = [f"Over {len(results)} traces:", "",
-             "| model | mean log-loss | mean Brier | best on |", "| --- | --- | --- | --- |"]  # fmt: skip
+    lines = [
+        f"Over {len(results)} traces:",
+        "",
+        "| model | mean log-loss | mean Brier | best on |",
+        "| --- | --- | --- | --- |",
+    ]
     for ll, br, wins, m in sorted(rows):
         lines.append(f"| {m} | {ll:.4f} | {br:.4f} | {wins} of {len(results)} |")
     return lines

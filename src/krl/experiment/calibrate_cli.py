@@ -32,11 +32,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "given only the history before it: log-loss, Brier score, and a calibration plot by "
         "decile. Writes OUT/results.md, results.json and calibration.png.",
     )
-    p.add_argument("--run", type=Path, action="append", default=[],
-                   help="a krl up run folder (its redis/ AOF is read from a copy); repeatable")  # fmt: skip
-    p.add_argument("--sim", type=_sim_spec, action="append", default=None,
-                   help="a simulated trace DIFFICULTY:PROMPTS:STEPS (uniform n = 8, M = 64); "
-                   f"repeatable (default, without --run: {' and '.join(DEFAULT_SIMS)})")  # fmt: skip
+    p.add_argument(
+        "--run",
+        type=Path,
+        action="append",
+        default=[],
+        help="a krl up run folder (its redis/ AOF is read from a copy); repeatable",
+    )
+    p.add_argument(
+        "--sim",
+        type=_sim_spec,
+        action="append",
+        default=None,
+        help="a simulated trace DIFFICULTY:PROMPTS:STEPS (uniform n = 8, M = 64); "
+        f"repeatable (default, without --run: {' and '.join(DEFAULT_SIMS)})",
+    )
     p.add_argument("--seed", type=int, default=0, help="simulated traces' seed")
     p.add_argument("--models", default=None, help="comma list (default: all)")
     p.add_argument("--out", type=Path, default=Path("runs/calibration"), help="output folder")

@@ -136,8 +136,9 @@ def up(settings, *, replicas: int = 1, half_life_steps: float = 0.0, progress: b
         trainer_args = ["trainer", "--settings-json", str(run_dir / "settings.json"),
                         "--grpc-port", str(t_port), "--allocator", f"127.0.0.1:{a_port}",
                         "--rollout", f"127.0.0.1:{r_port}", *common]  # fmt: skip
+        # a resumed run with a step or two left may finish before its health is polled
         stack.trainer = ServiceProcess(trainer_args, f"127.0.0.1:{t_port}", logs / "trainer.log",
-                                       new_session=True).start(timeout_s=120)  # fmt: skip
+                                       new_session=True).start(timeout_s=120, exit_ok=True)  # fmt: skip
         print(f"trainer    127.0.0.1:{t_port}", flush=True)
         if progress:
             _follow(run_dir, stack.trainer.proc, settings)

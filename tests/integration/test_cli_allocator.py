@@ -32,3 +32,23 @@ def test_the_allocator_process_serves_and_stops_cleanly(tmp_path):
     assert proc.returncode == 0, out
     assert f"data in {data}" in out and "allocator ready" in out and "allocator stopped" in out
     assert (data / "appendonlydir").exists() or (data / "appendonly.aof").exists()
+
+
+def test_wait_serving_accepts_a_job_that_already_finished_only_when_asked(tmp_path):
+    """krl up's trainer may finish a resumed run before its health is polled: exit 0 then is
+    not an error for it, and still is for a service."""
+    import subprocess
+    import sys
+
+    from krl.common.procs import free_port, wait_serving
+
+    target = f"127.0.0.1:{free_port()}"
+    done = subprocess.Popen([sys.executable, "-c", "pass"])
+    done.wait()
+    wait_serving(target, 5.0, done, exit_ok=True)
+    with pytest.raises(RuntimeError, match="exited with 0 before serving"):
+        wait_serving(target, 5.0, done)
+    failed = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    failed.wait()
+    with pytest.raises(RuntimeError, match="exited with 3"):
+        wait_serving(target, 5.0, failed, exit_ok=True)

@@ -23,13 +23,20 @@ def free_port() -> int:
 
 
 def wait_serving(
-    target: str, timeout_s: float = 30.0, proc: subprocess.Popen | None = None
+    target: str,
+    timeout_s: float = 30.0,
+    proc: subprocess.Popen | None = None,
+    exit_ok: bool = False,
 ) -> None:
+    """Until `target` answers health SERVING. A process that exits first is an error, unless
+    `exit_ok` and it exited 0 (a job that finished its work before it was polled)."""
     deadline = time.monotonic() + timeout_s
     with grpc.insecure_channel(target) as ch:
         stub = health_pb2_grpc.HealthStub(ch)
         while True:
             if proc is not None and proc.poll() is not None:
+                if exit_ok and proc.returncode == 0:
+                    return
                 raise RuntimeError(f"process exited with {proc.returncode} before serving")
             try:
                 res = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
@@ -52,11 +59,11 @@ class ServiceProcess:
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout_s: float = 60.0) -> ServiceProcess:
+    def start(self, timeout_s: float = 60.0, exit_ok: bool = False) -> ServiceProcess:
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, env=self.env,
                                      start_new_session=self.new_session)  # fmt: skip
-        wait_serving(self.target, timeout_s, self.proc)
+        wait_serving(self.target, timeout_s, self.proc, exit_ok)
         return self
 
     def stop(self, timeout_s: float = 15.0) -> int | None:

@@ -62,6 +62,7 @@ class Rollout:
                  metrics: RolloutMetrics) -> None:  # fmt: skip
         self.pool = pool
         self.tokenizer = tokenizer
+        self.vocab_size = len(tokenizer)
         self.settings = settings
         self.metrics = metrics
         self.version = 0
@@ -114,6 +115,12 @@ class Rollout:
             ids = tuple(p.token_ids) if p.token_ids else tuple(self._encode(p.text))
             if not ids:
                 raise InvalidArgument("empty prompt", field=f"{where}.text")
+            if p.token_ids and not all(0 <= t < self.vocab_size for t in ids):
+                bad = next(t for t in ids if not 0 <= t < self.vocab_size)
+                raise InvalidArgument(  # not an engine failure: a retry would fail the same way
+                    f"token id {bad} is outside the tokenizer's [0, {self.vocab_size})",
+                    field=f"{where}.token_ids",
+                )
             if len(ids) + sp.max_new_tokens > context:
                 raise InvalidArgument(
                     f"prompt is {len(ids)} tokens; with max_new_tokens {sp.max_new_tokens} it "

@@ -110,6 +110,8 @@ def test_same_seed_same_samples(rollout_service) -> None:
         (PromptSpec("", 2, "1+1=", "2"), {}, "prompts[0].prompt_id"),
         (PromptSpec("a", 2, "1+1=", "2"), {"temperature": -1.0}, "sampling.temperature"),
         (PromptSpec("a", 2, "1+1=", "2"), {"max_new_tokens": 100_000}, "sampling.max_new_tokens"),
+        (PromptSpec("a", 2, token_ids=(5, 10**6), answer="2"), {}, "prompts[0].token_ids"),  # D5
+        (PromptSpec("a", 2, token_ids=(-3, 5), answer="2"), {}, "prompts[0].token_ids"),  # D5
     ],
 )
 def test_bad_input_is_invalid_argument_naming_the_field(rollout_service, spec, kw, field) -> None:

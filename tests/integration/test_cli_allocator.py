@@ -52,3 +52,18 @@ def test_wait_serving_accepts_a_job_that_already_finished_only_when_asked(tmp_pa
     failed.wait()
     with pytest.raises(RuntimeError, match="exited with 3"):
         wait_serving(target, 5.0, failed, exit_ok=True)
+
+
+def test_with_start_runs_one_process_and_stops_it(tmp_path):
+    """`with ServiceProcess(...).start():` started the service twice and leaked the first
+    (every `krl bench rollout` left a `krl rollout` running)."""
+    from krl.common.procs import ServiceProcess, free_port
+
+    g, h = free_port(), free_port()
+    svc = ServiceProcess(["allocator", "--grpc-port", str(g), "--http-port", str(h),
+                          "--data-dir", str(tmp_path / "r")], f"127.0.0.1:{g}")  # fmt: skip
+    started = svc.start()
+    first = svc.proc
+    with started as same:
+        assert same is svc and svc.proc is first and first.poll() is None
+    assert first.poll() is not None  # stopped on leaving, and no other was started

@@ -77,6 +77,9 @@ class ServiceProcess:
             return self.proc.wait()
 
     def __enter__(self) -> ServiceProcess:
+        # `with svc.start(...)` must not start a second process (the first would leak)
+        if self.proc is not None and self.proc.poll() is None:
+            return self
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

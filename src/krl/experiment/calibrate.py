@@ -37,6 +37,7 @@ from krl.allocator.history import (
     VISIT_FIELDS,
     eb_posterior,
     recent_of,
+    visit_weights,
 )
 from krl.allocator.prior import RateMoments, fit_prior
 from krl.allocator.values import beta_moment
@@ -208,9 +209,7 @@ def eb_model(visit_half_life: float = 0.0, drift: bool = True) -> Model:
 def beta_model(half_life_steps: float) -> Model:
     def evidence(st: State, rows: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
         v = st.visits[rows]
-        live = v[:, :, 1] > 0
-        age = np.maximum(step - v[:, :, 0], 0)
-        w = live * (np.exp2(-age / half_life_steps) if half_life_steps > 0 else 1.0)
+        w = visit_weights(v, step, visit_half_life=0.0, half_life_steps=half_life_steps)
         return (w * v[:, :, 2]).sum(1), (w * (v[:, :, 1] - v[:, :, 2])).sum(1)
 
     def predict(st: State, step: int, idx: np.ndarray, n: np.ndarray) -> np.ndarray:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import redis
+
 from krl.allocator.app import AllocatorApp
 from krl.allocator.settings import AllocatorSettings
-
 from krl.common.redis_server import EmbeddedRedis
 
 

@@ -11,10 +11,11 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
-from krl.allocator import dp, grid, solver, values
-from krl.allocator.prior import RateMoments, fit_prior
 from rich.console import Console
 from rich.table import Table
+
+from krl.allocator import dp, grid, solver, values
+from krl.allocator.prior import RateMoments, fit_prior
 
 console = Console()
 SIZES = [(256, 2048, 2, 64), (1024, 8192, 2, 128), (4096, 32768, 2, 128), (65536, 524288, 2, 256)]
@@ -123,7 +124,7 @@ def _pcts(xs: list[float]) -> str:
 
 
 def bench_allocator(args: argparse.Namespace) -> int:
-    from krl.allocator.client import AllocatorClient
+    from krl_client import AllocatorClient
 
     rng = np.random.default_rng(0)
     ids = [f"prompt-{i}" for i in range(args.prompts)]
@@ -152,7 +153,7 @@ def bench_allocator(args: argparse.Namespace) -> int:
 
 
 def bench_load(args: argparse.Namespace) -> int:
-    from krl.allocator.client import AllocatorClient
+    from krl_client import AllocatorClient
 
     seconds = min(args.seconds, 120.0)
     ids = [f"prompt-{i}" for i in range(args.prompts)]

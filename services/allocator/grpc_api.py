@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import grpc
+
 from krl.allocator.service import AllocateInput, Allocator
 from krl.allocator.solver import Mode
 from krl.allocator.store import Outcome
-
-from krl.api.allocator.v1 import allocator_pb2 as pb
-from krl.api.allocator.v1 import allocator_pb2_grpc as pb_grpc
 from krl.common.errors import InvalidArgument
 from krl.common.grpc_server import unary_errors
+from krl_client.api import allocator_pb2 as pb
+from krl_client.api import allocator_pb2_grpc as pb_grpc
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AllocatorService"].full_name
 MODE_FROM_PB = {

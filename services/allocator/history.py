@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from krl.allocator import grid
 from krl.allocator.prior import RateMoments
 

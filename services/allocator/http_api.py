@@ -1,6 +1,6 @@
-"""HTTP API for reading allocation state (FastAPI; OpenAPI docs at /docs), health and
-Prometheus /metrics. Built by a factory; state hangs on app.state. Read-only: allocations
-and reports go through gRPC (or the Python client)."""
+"""HTTP API of the allocator (FastAPI; OpenAPI docs at /docs): read allocation state here, and
+allocate, report, list, export and import through http_write.py; health and Prometheus /metrics.
+Built by a factory; state hangs on app.state."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import contextlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
-from krl.allocator.service import Allocator
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 from krl import __version__
+from krl.allocator.http_write import AllocationOut, add_write_routes
+from krl.allocator.service import Allocator
 from krl.common.errors import Unavailable
 from krl.common.http import bearer_auth, install_problem_handlers
 
@@ -60,24 +61,6 @@ class PromptOut(BaseModel):
     recent: list[RecentOut]
 
 
-class AllocationOut(BaseModel):
-    allocation_id: str
-    step: int
-    mode: str
-    budget: int
-    min_n: int
-    max_n: int
-    fallback: bool
-    objective: float
-    solve_ms: float
-    budget_used: int
-    gap_bound: float
-    prompts: int
-    created_unix: float
-    reported_prompts: int
-    n: dict[str, int]
-
-
 def _allocator(request: Request) -> Allocator:
     return request.app.state.allocator
 
@@ -89,7 +72,9 @@ def build_app(allocator: Allocator, token: str | None) -> FastAPI:
     app = FastAPI(
         title="knapsack-rl allocator",
         version=__version__,
-        description="Read allocation state: namespaces, summaries, prompt histories, allocations.",
+        description="Allocate rollouts and report outcomes (as over gRPC), read allocation "
+        "state (namespaces, summaries, prompt histories, allocations), export and import "
+        "per-prompt statistics.",
     )
     app.state.allocator = allocator
     install_problem_handlers(app)
@@ -128,6 +113,7 @@ def build_app(allocator: Allocator, token: str | None) -> FastAPI:
     async def allocation(namespace: str, allocation_id: str, alloc: AllocatorDep) -> AllocationOut:
         return AllocationOut(**await alloc.allocation(namespace, allocation_id))
 
+    add_write_routes(api)
     app.include_router(api)
 
     @app.get("/healthz", summary="Liveness", tags=["ops"])

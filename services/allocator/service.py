@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from krl.allocator import grid, solver
 from krl.allocator.history import HIST_BINS, BatchHistory, PromptRecord, eb_posterior
 from krl.allocator.metrics import AllocatorMetrics
@@ -23,8 +24,7 @@ from krl.allocator.prior import PriorConfig, RateMoments, fit_prior
 from krl.allocator.settings import AllocatorSettings
 from krl.allocator.solver import Mode
 from krl.allocator.store import HistoryStore, Outcome, ReportResult
-
-from krl.common.errors import InvalidArgument, KrlError, ResourceExhausted, check
+from krl.common.errors import InvalidArgument, KrlError, check
 
 # fullmatch, not match: with match, "$" also matches before a trailing newline ("run1\n")
 NAMESPACE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -107,7 +107,7 @@ class Allocator:
         """Size limit, then non-empty, unique and short ids; the loops run only on a failure."""
         limit = self.settings.max_batch_prompts
         if len(ids) > limit:
-            raise ResourceExhausted(
+            raise InvalidArgument(
                 f"{len(ids)} prompts is over the limit of {limit} (max_batch_prompts)",
                 field=field_name,
             )

@@ -40,7 +40,7 @@ class AllocatorSettings(ServiceSettings):
         256.0, gt=0, description="Tokens mode: cost of a prompt the namespace has no lengths for."
     )
     max_batch_prompts: int = Field(
-        65536, ge=1, description="Largest batch Allocate accepts (larger: RESOURCE_EXHAUSTED)."
+        65536, ge=1, description="Largest batch Allocate accepts (larger: INVALID_ARGUMENT)."
     )
     max_n_limit: int = Field(
         4096,
@@ -61,6 +61,9 @@ class AllocatorSettings(ServiceSettings):
         "trials x this is INVALID_ARGUMENT).",
     )
     max_prompt_id_bytes: int = Field(256, ge=1, description="Longest prompt id accepted.")
+    max_import_prompts: int = Field(
+        100_000, ge=1, description="Most prompts one statistics import may carry (JSON lines)."
+    )
     allocation_ttl_s: int = Field(
         7 * 24 * 3600, ge=60, description="How long an allocation can still take reports."
     )

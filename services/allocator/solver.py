@@ -18,8 +18,8 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from krl.allocator import grid, selection, values
 
+from krl.allocator import grid, selection, values
 from krl.common.errors import InvalidArgument, check
 
 

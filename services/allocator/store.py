@@ -28,6 +28,8 @@ from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 import redis.asyncio as aioredis
+from redis import exceptions as rexc
+
 from krl.allocator.history import (
     HEAD_BYTES,
     HIST_BINS,
@@ -43,8 +45,6 @@ from krl.allocator.history import (
     unpack_records,
 )
 from krl.allocator.prior import RateMoments
-from redis import exceptions as rexc
-
 from krl.common.errors import InvalidArgument, NotFound, Unavailable
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,11 @@ def _redis_errors(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
             raise Unavailable(f"Redis is unreachable: {e}") from e
 
     return wrapper
+
+
+def _glob_escape(s: str) -> str:
+    """A literal for a SCAN MATCH pattern (the namespace's hash tag has braces, ids may have *)."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in s)
 
 
 def _logit(rate: float) -> float:
@@ -142,17 +147,27 @@ class HistoryStore:
 
     @_redis_errors
     async def save_allocation(
-        self, ns: str, alloc_id: str, step: int, meta: dict[str, Any], n: dict[str, int]
+        self,
+        ns: str,
+        alloc_id: str,
+        step: int,
+        meta: dict[str, Any],
+        n: dict[str, int],
+        *,
+        listed: bool = True,
     ) -> None:
+        """listed False: an internal allocation (an import's) that the allocation list, 'latest'
+        and the allocation counter do not show."""
         key = self._k(ns, "a", alloc_id)
         mapping = {"_step": step, "_meta": json.dumps(meta), "_n": json.dumps(n)}
         async with self.r.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping=mapping)
             pipe.expire(key, self.ttl)
-            pipe.lpush(self._k(ns, "allocs"), alloc_id)
-            pipe.ltrim(self._k(ns, "allocs"), 0, ALLOCS_KEPT - 1)
+            if listed:
+                pipe.lpush(self._k(ns, "allocs"), alloc_id)
+                pipe.ltrim(self._k(ns, "allocs"), 0, ALLOCS_KEPT - 1)
+                pipe.hincrby(self._k(ns, "meta"), "allocations", 1)
             pipe.sadd("krl:namespaces", ns)
-            pipe.hincrby(self._k(ns, "meta"), "allocations", 1)
             await pipe.execute()
 
     @_redis_errors
@@ -226,6 +241,22 @@ class HistoryStore:
                 )
             )
         return out
+
+    @_redis_errors
+    async def scan_prompt_ids(self, ns: str, cursor: int, limit: int) -> tuple[list[str], int]:
+        """About `limit` prompt ids with a record, from a SCAN cursor (0: start); the next
+        cursor is 0 when the scan is done. Each id present for the whole scan comes once."""
+        prefix = self._k(ns, RECORD_PREFIX, "")
+        ids: list[str] = []
+        while True:
+            cursor, keys = await self.r.scan(cursor, match=_glob_escape(prefix) + "*", count=limit)
+            ids.extend(k.decode()[len(prefix) :] for k in keys)
+            if cursor == 0 or len(ids) >= limit:
+                return ids, int(cursor)
+
+    @_redis_errors
+    async def raw_records(self, ns: str, prompt_ids: Sequence[str]) -> list[bytes | None]:
+        return await self.r.mget([self._k(ns, RECORD_PREFIX, pid) for pid in prompt_ids])
 
     @_redis_errors
     async def namespaces(self) -> list[str]:

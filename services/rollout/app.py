@@ -7,16 +7,15 @@ import asyncio
 import logging
 import os
 
+from krl.common.grpc_server import GrpcServer
+from krl.common.http_server import HttpServer
+from krl.common.lifecycle import serve_until_signal
 from krl.rollout import grpc_api
 from krl.rollout.http_api import build_app
 from krl.rollout.metrics import RolloutMetrics
 from krl.rollout.replicas import ReplicaPool
 from krl.rollout.service import Rollout
 from krl.rollout.settings import DEFAULT_MODEL, RolloutSettings
-
-from krl.common.grpc_server import GrpcServer
-from krl.common.http_server import HttpServer
-from krl.common.lifecycle import serve_until_signal
 
 log = logging.getLogger(__name__)
 

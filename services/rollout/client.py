@@ -23,6 +23,10 @@ from krl.api.rollout.v1 import rollout_pb2_grpc as pb_grpc
 from krl.common.errors import from_grpc_error
 from krl.common.grpc_client import RETRYABLE, GrpcClient
 
+PUSH_RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+"""A weight push is re-sent only when the service was away or slow: a RESOURCE_EXHAUSTED there
+is a message-size refusal, and re-sending a multi-GB payload cannot change it."""
+
 CHUNK_BYTES = 4 << 20
 FINISH = {pb.FINISH_REASON_STOP: "stop", pb.FINISH_REASON_LENGTH: "length"}
 
@@ -137,7 +141,7 @@ class RolloutClient(GrpcClient):
                                                metadata=self._metadata)  # fmt: skip
                 return res.load_s
             except grpc.RpcError as e:
-                if e.code() not in RETRYABLE or attempt == self.retries:
+                if e.code() not in PUSH_RETRYABLE or attempt == self.retries:
                     raise from_grpc_error(e) from e
                 self._sleep_before_retry(attempt)
         raise AssertionError("unreachable")

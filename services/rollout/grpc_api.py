@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import grpc
-from krl.rollout.engines.base import Sampling
-from krl.rollout.service import Group, PromptIn, Rollout
 
 from krl.api.rollout.v1 import rollout_pb2 as pb
 from krl.api.rollout.v1 import rollout_pb2_grpc as pb_grpc
-from krl.common.errors import InvalidArgument, ResourceExhausted
+from krl.common.errors import InvalidArgument
 from krl.common.grpc_server import stream_errors, unary_errors
+from krl.rollout.engines.base import Sampling
+from krl.rollout.service import Group, PromptIn, Rollout
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RolloutService"].full_name
 FINISH = {"stop": pb.FINISH_REASON_STOP, "length": pb.FINISH_REASON_LENGTH}
@@ -77,7 +77,7 @@ class RolloutServicer(pb_grpc.RolloutServiceServicer):
                     raise InvalidArgument("sent twice", field="header")
                 header = msg.header
                 if header.total_bytes > limit:
-                    raise ResourceExhausted(
+                    raise InvalidArgument(
                         f"{header.total_bytes} bytes; the most inline is {limit} (send a "
                         "checkpoint_path instead)", field="header.total_bytes",
                     )  # fmt: skip

@@ -6,11 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
-from krl.rollout.service import Rollout
 
 from krl import __version__
 from krl.common.errors import Unavailable
 from krl.common.http import bearer_auth, install_liveness_and_metrics, install_problem_handlers
+from krl.rollout.service import Rollout
 
 
 def build_app(rollout: Rollout, token: str | None) -> FastAPI:

@@ -13,11 +13,10 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from krl.rollout import worker
-from krl.rollout.engines.base import EngineInfo, GenItem, Sample, Sampling
-
 from krl.common import errors
 from krl.common.errors import KrlError, Unavailable
+from krl.rollout import worker
+from krl.rollout.engines.base import EngineInfo, GenItem, Sample, Sampling
 
 log = logging.getLogger(__name__)
 ERRORS = {n: c for n, c in vars(errors).items() if isinstance(c, type) and issubclass(c, KrlError)}

@@ -10,15 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from krl.common.errors import FailedPrecondition, InvalidArgument, Unavailable
+from krl.model.weights import check_against, from_bytes, shapes_in_files, shapes_of
 from krl.rollout import planning, verifiers
 from krl.rollout.engines.base import Sample, Sampling
 from krl.rollout.gate import VersionGate
 from krl.rollout.metrics import RolloutMetrics
 from krl.rollout.replicas import ReplicaPool
 from krl.rollout.settings import RolloutSettings
-
-from krl.common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable
-from krl.model.weights import check_against, from_bytes, shapes_in_files, shapes_of
 
 
 @dataclass(frozen=True)
@@ -95,8 +94,10 @@ class Rollout:
         if not prompts:
             raise InvalidArgument("no prompts", field="prompts")
         if len(prompts) > s.max_prompts:
-            raise ResourceExhausted(f"{len(prompts)} prompts; the most is {s.max_prompts}",
-                                    field="prompts")  # fmt: skip
+            raise InvalidArgument(
+                f"{len(prompts)} prompts; the most is {s.max_prompts} (max_prompts)",
+                field="prompts",
+            )
         context = self.pool.info.max_context_tokens
         out = []
         for i, p in enumerate(prompts):

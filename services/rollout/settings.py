@@ -3,11 +3,11 @@ KRL_ROLLOUT_ENGINE__TYPE=vllm KRL_ROLLOUT_ENGINE__MODEL=/models/qwen)."""
 
 from __future__ import annotations
 
-from krl.rollout.engines.config import DEFAULT_MODEL, EngineConfig, HfEngineConfig
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from krl.common.config import ServiceSettings
+from krl.rollout.engines.config import DEFAULT_MODEL, EngineConfig, HfEngineConfig
 
 __all__ = ["DEFAULT_MODEL", "RolloutSettings"]
 

@@ -23,8 +23,9 @@ def run(conn: Connection, config_json: str, threads: int, log_level: str) -> Non
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
-    from krl.rollout.engines.config import EngineConfig, make_engine
     from pydantic import TypeAdapter
+
+    from krl.rollout.engines.config import EngineConfig, make_engine
 
     if threads > 0:
         torch.set_num_threads(threads)

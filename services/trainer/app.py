@@ -8,13 +8,12 @@ import asyncio
 import logging
 import signal
 
+from krl.common.grpc_server import GrpcServer
+from krl.common.http_server import HttpServer
 from krl.trainer import grpc_api
 from krl.trainer.http_api import build_app
 from krl.trainer.loop import FAILED, Trainer
 from krl.trainer.settings import TrainerSettings
-
-from krl.common.grpc_server import GrpcServer
-from krl.common.http_server import HttpServer
 
 log = logging.getLogger(__name__)
 

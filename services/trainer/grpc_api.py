@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import grpc
-from krl.trainer import loop
 
 from krl.api.trainer.v1 import trainer_pb2 as pb
 from krl.api.trainer.v1 import trainer_pb2_grpc as pb_grpc
 from krl.common.errors import FailedPrecondition
 from krl.common.grpc_server import unary_errors
+from krl.trainer import loop
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TrainerService"].full_name
 STATES = {

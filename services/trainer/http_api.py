@@ -6,11 +6,11 @@ from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
-from krl.trainer.loop import Trainer
-from krl.trainer.runlog import json_safe
 
 from krl import __version__
 from krl.common.http import bearer_auth, install_liveness_and_metrics, install_problem_handlers
+from krl.trainer.loop import Trainer
+from krl.trainer.runlog import json_safe
 
 
 def build_app(trainer: Trainer, token: str | None) -> FastAPI:

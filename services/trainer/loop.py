@@ -28,11 +28,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from krl.allocator.client import AllocatorClient
+
+from krl.common.errors import FailedPrecondition, NotFound
+from krl.model.loading import load_model, load_tokenizer
+from krl.model.weights import to_bytes
 from krl.rollout.client import Group, PromptSpec, RolloutClient
+from krl.tasks.base import Task, TaskSource
+from krl.tasks.factory import load_source
 from krl.trainer import checkpoint as ckpt
 from krl.trainer import grpo
-from krl.trainer.allocation import DYNAMIC, Journal, Plan, plan_step
+from krl.trainer.allocation import DYNAMIC, Plan, plan_step
 from krl.trainer.data import EpochSampler
 from krl.trainer.dynamic import keep_mask
 from krl.trainer.metrics import TrainerMetrics
@@ -40,12 +45,8 @@ from krl.trainer.policy import prepare_policy
 from krl.trainer.runlog import RunLog
 from krl.trainer.settings import TrainerSettings
 from krl.trainer.stats import GroupOutcome, accuracy_by_level, batch_stats
-
-from krl.common.errors import FailedPrecondition, NotFound
-from krl.model.loading import load_model, load_tokenizer
-from krl.model.weights import to_bytes
-from krl.tasks.base import Task, TaskSource
-from krl.tasks.factory import load_source
+from krl_client import AllocatorClient
+from krl_client.session import Journal
 
 log = logging.getLogger(__name__)
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+
 from krl.trainer.runlog import read_rows
 
 PLOTS = ("reward.png", "heldout_accuracy.png", "effective_ratio.png", "n_per_prompt.png")

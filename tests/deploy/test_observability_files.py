@@ -10,10 +10,10 @@ import sys
 
 import pytest
 import yaml
+
 from krl.allocator.metrics import AllocatorMetrics
 from krl.rollout.metrics import RolloutMetrics
 from krl.trainer.metrics import TrainerMetrics
-
 from tests.deploy.conftest import ROOT, tool
 
 pytestmark = pytest.mark.integration

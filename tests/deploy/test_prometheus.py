@@ -12,9 +12,9 @@ import urllib.request
 
 import pytest
 import yaml
-from krl.allocator.client import AllocatorClient
 
 from krl.common.procs import ServiceProcess, free_port
+from krl_client import AllocatorClient
 from tests.deploy.conftest import ROOT, tool
 
 pytestmark = pytest.mark.integration

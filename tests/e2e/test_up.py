@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from krl.trainer.runlog import read_rows
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]

@@ -5,9 +5,9 @@ import subprocess
 import sys
 
 import pytest
-from krl.allocator.client import AllocatorClient
 
 from krl.common.procs import free_port, wait_serving
+from krl_client import AllocatorClient
 
 pytestmark = pytest.mark.integration
 

@@ -7,19 +7,18 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from krl.allocator.app import AllocatorApp
-from krl.allocator.client import AllocatorClient
 
-from krl.api.allocator.v1 import allocator_pb2 as pb
-from krl.api.allocator.v1 import allocator_pb2_grpc as pb_grpc
+from krl.allocator.app import AllocatorApp
 from krl.common.errors import (
     InvalidArgument,
     NotFound,
-    ResourceExhausted,
     Unauthenticated,
     Unavailable,
 )
 from krl.common.redis_server import EmbeddedRedis
+from krl_client import AllocatorClient
+from krl_client.api import allocator_pb2 as pb
+from krl_client.api import allocator_pb2_grpc as pb_grpc
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.integration
@@ -130,7 +129,7 @@ async def test_batch_over_the_limit_is_resource_exhausted(redis_server):
     await app.start()
     try:
         client = AllocatorClient(target(app), namespace="big", retries=0)
-        with pytest.raises(ResourceExhausted, match="over the limit of 10"):
+        with pytest.raises(InvalidArgument, match="over the limit of 10"):
             await call(client.allocate, [str(i) for i in range(11)], 22)
         client.close()
     finally:

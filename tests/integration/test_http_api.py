@@ -4,10 +4,10 @@ import asyncio
 
 import httpx
 import pytest
-from krl.allocator.app import AllocatorApp
-from krl.allocator.client import AllocatorClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from krl.allocator.app import AllocatorApp
+from krl_client import AllocatorClient
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.integration

@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 import redis.asyncio as aioredis
+
 from krl.allocator.history import decay_factor
 from krl.allocator.store import HistoryStore, Outcome
-
 from krl.common.errors import InvalidArgument, NotFound
 
 pytestmark = pytest.mark.integration

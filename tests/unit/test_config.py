@@ -1,9 +1,9 @@
 from pathlib import Path
 
 import pytest
-from krl.allocator.settings import AllocatorSettings
 from pydantic import ValidationError
 
+from krl.allocator.settings import AllocatorSettings
 from krl.common.config import load_settings
 
 

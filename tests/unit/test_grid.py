@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from krl.allocator import dp, grid, history, solver
 from krl.allocator.solver import Batch, Mode, Problem
 

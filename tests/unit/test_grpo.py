@@ -9,10 +9,10 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from krl.trainer import grpo
 
 from krl.model.loading import load_model
 from krl.model.tiny import TinyShape, build_tiny_model
+from krl.trainer import grpo
 
 
 def test_advantages_use_each_groups_own_statistics():

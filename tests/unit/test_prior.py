@@ -1,4 +1,5 @@
 import numpy as np
+
 from krl.allocator.prior import PriorConfig, RateMoments, fit_prior
 
 

@@ -1,4 +1,5 @@
 import numpy as np
+
 from krl.allocator.selection import spread_evenly, top_units
 
 

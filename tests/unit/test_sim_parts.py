@@ -7,7 +7,6 @@ import math
 
 import numpy as np
 import pytest
-from krl.trainer.dynamic import keep_mask
 
 from krl.experiment.analysis import RunCurves, effective_ratio, rollouts_to_reach, summarize
 from krl.sim.engine import SimConfig
@@ -18,6 +17,7 @@ from krl.sim.population import (
     expected_effective_ratio,
     sigmoid,
 )
+from krl.trainer.dynamic import keep_mask
 
 
 def test_difficulty_specs():

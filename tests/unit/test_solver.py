@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from krl.allocator import dp, solver, values
 from krl.allocator.solver import Batch, Mode, Problem
-
 from krl.common.errors import InvalidArgument
 
 

@@ -1,9 +1,9 @@
 from pathlib import Path
 
 import pytest
-from krl.rollout import verifiers
 
 from krl.common.errors import InvalidArgument, NotFound
+from krl.rollout import verifiers
 from krl.tasks import load_source
 from krl.tasks.arithmetic import LEVELS, ArithmeticSource
 

@@ -10,16 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
+
+from krl.tasks.reverse import ReverseSource
 from krl.trainer import checkpoint as ckpt
-from krl.trainer.allocation import Journal, plan_step, strategy_args
+from krl.trainer.allocation import plan_step, strategy_args
 from krl.trainer.data import EpochSampler
 from krl.trainer.report import PLOTS, plot_run, summarize
 from krl.trainer.runlog import RunLog, Tail, read_rows
 from krl.trainer.settings import TrainerSettings, resolve_run
 from krl.trainer.stats import GroupOutcome, accuracy_by_level, batch_stats
-from pydantic import ValidationError
-
-from krl.tasks.reverse import ReverseSource
+from krl_client.session import Journal
 
 
 def test_batch_stats_by_hand():
@@ -89,7 +90,7 @@ class _FakeAllocator:
 
     def allocate(self, ids, budget, **kw):
         self.calls += 1
-        from krl.allocator.client import Allocation
+        from krl_client import Allocation
 
         return Allocation(f"{self.calls:032x}", {p: 2 for p in ids}, {}, 0.0, 0.1, budget, 0.0)
 
@@ -104,7 +105,7 @@ def test_journal_replays_a_redone_step_instead_of_allocating_again(tmp_path):
     p1b = plan_step(fake, again, step=1, prompt_ids=["a", "b"], **kw)
     assert fake.calls == 1 and p1b.replayed and p1b.allocation_id == p1.allocation_id
     assert p1b.n == {"a": 2, "b": 2}
-    with pytest.raises(RuntimeError, match="does not belong"):
+    with pytest.raises(ValueError, match="belongs to another run"):
         plan_step(fake, again, step=1, prompt_ids=["b", "c"], **kw)
     plan_step(fake, again, step=2, prompt_ids=["c", "d"], **kw)
     assert fake.calls == 2

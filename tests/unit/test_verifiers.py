@@ -1,9 +1,9 @@
 import json
 
 import pytest
-from krl.rollout import verifiers
 
 from krl.common.errors import InvalidArgument
+from krl.rollout import verifiers
 from krl.tasks.reasoning_gym import ReasoningGymSource
 
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from krl.rollout.engines.base import Engine
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, SecretStr, Tag
+
+from krl.rollout.engines.base import Engine
 
 
 class _Base(BaseModel):

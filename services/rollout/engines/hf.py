@@ -8,11 +8,11 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
-from krl.rollout.engines.base import Engine, EngineInfo, GenItem, Sample, Sampling
 from transformers import GenerationConfig
 
 from krl.model.loading import load_model, load_tokenizer
 from krl.model.weights import WeightSpec, check_against, shapes_of, spec_of
+from krl.rollout.engines.base import Engine, EngineInfo, GenItem, Sample, Sampling
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

@@ -11,11 +11,11 @@ from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 import httpx
-from krl.rollout.engines.base import Engine, EngineInfo, GenItem, Sample, Sampling
-from krl.rollout.engines.config import OpenAIEngineConfig
 
 from krl.common.errors import InvalidArgument, Unavailable
 from krl.model.loading import load_tokenizer
+from krl.rollout.engines.base import Engine, EngineInfo, GenItem, Sample, Sampling
+from krl.rollout.engines.config import OpenAIEngineConfig
 
 
 class OpenAIEngine(Engine):

@@ -15,11 +15,11 @@ import os
 from collections.abc import Iterator, Mapping
 
 import torch
-from krl.rollout.engines.base import Engine, EngineInfo, GenItem, Sample, Sampling
-from krl.rollout.engines.config import VllmEngineConfig
 
 from krl.common.errors import FailedPrecondition
 from krl.model.weights import TensorSpec, WeightSpec, check_against, shapes_in_files, shapes_of
+from krl.rollout.engines.base import Engine, EngineInfo, GenItem, Sample, Sampling
+from krl.rollout.engines.config import VllmEngineConfig
 
 log = logging.getLogger(__name__)
 PROBES = ("1+1=", "12+34=", "The answer is", "7*8=")

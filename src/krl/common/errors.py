@@ -1,88 +1,20 @@
-"""The project's one exception tree. Each class carries its gRPC status and its HTTP status, so
-one adapter per protocol maps any of them (see grpc_errors and the HTTP app's handler)."""
+"""The project's exception tree lives with the slim client (krl_client.errors), which maps status
+codes back to it; the services raise it from here, with `check` for validation."""
 
 from __future__ import annotations
 
-import grpc
-
-
-class KrlError(Exception):
-    """Base of every error a service reports to its callers."""
-
-    grpc_code = grpc.StatusCode.INTERNAL
-    http_status = 500
-    title = "Internal error"
-
-    def __init__(self, message: str, *, field: str | None = None) -> None:
-        self.message = message
-        self.field = field
-        super().__init__(f"{field}: {message}" if field else message)
-
-
-class InvalidArgument(KrlError):
-    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
-    http_status = 400
-    title = "Invalid argument"
-
-
-class NotFound(KrlError):
-    grpc_code = grpc.StatusCode.NOT_FOUND
-    http_status = 404
-    title = "Not found"
-
-
-class FailedPrecondition(KrlError):
-    grpc_code = grpc.StatusCode.FAILED_PRECONDITION
-    http_status = 409
-    title = "Failed precondition"
-
-
-class ResourceExhausted(KrlError):
-    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
-    http_status = 429
-    title = "Resource exhausted"
-
-
-class Unauthenticated(KrlError):
-    grpc_code = grpc.StatusCode.UNAUTHENTICATED
-    http_status = 401
-    title = "Unauthenticated"
-
-
-class Unavailable(KrlError):
-    grpc_code = grpc.StatusCode.UNAVAILABLE
-    http_status = 503
-    title = "Service unavailable"
-
-
-class DeadlineExceeded(KrlError):
-    grpc_code = grpc.StatusCode.DEADLINE_EXCEEDED
-    http_status = 504
-    title = "Deadline exceeded"
-
-
-_BY_GRPC_CODE = {
-    cls.grpc_code: cls
-    for cls in (
-        InvalidArgument,
-        NotFound,
-        FailedPrecondition,
-        ResourceExhausted,
-        Unauthenticated,
-        Unavailable,
-        DeadlineExceeded,
-    )
-}
-
-
-def from_grpc_error(err: grpc.RpcError) -> KrlError:
-    """The client side of the mapping: a gRPC error back into the project's exception."""
-    code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
-    details = err.details() if hasattr(err, "details") else str(err)
-    cls = _BY_GRPC_CODE.get(code, KrlError)
-    out = cls(details or code.name)
-    out.__cause__ = err
-    return out
+from krl_client.errors import (  # noqa: F401 - re-exported for the services
+    Aborted,
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    KrlError,
+    NotFound,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+    from_grpc_error,
+)
 
 
 def check(condition: bool, field: str, message: str) -> None:

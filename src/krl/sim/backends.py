@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import redis.asyncio as aioredis
 
-from krl.allocator.client import AllocatorClient
 from krl.allocator.metrics import AllocatorMetrics
 from krl.allocator.service import AllocateInput, Allocator
 from krl.allocator.settings import AllocatorSettings
 from krl.allocator.solver import Mode
 from krl.allocator.store import HistoryStore, Outcome
 from krl.common.redis_server import EmbeddedRedis
+from krl_client import AllocatorClient
 
 
 class InProcessAllocator:

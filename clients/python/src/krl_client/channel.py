@@ -1,0 +1,122 @@
+"""What every client of the project shares: one channel with message limits, the bearer token,
+per-attempt deadlines, and jittered exponential backoff on the retryable codes only
+(errors.RETRYABLE_CODES). A failed call comes back as the project's exception (errors.py).
+
+Retries are a loop here rather than gRPC's service-config retry policy: a service config caps a
+call at 5 attempts inside one deadline, while a trainer must ride out a restart of several
+seconds with a fresh deadline per attempt. Every retried call is safe to repeat: Allocate only
+creates an allocation, and a report counts once per (allocation id, prompt)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from krl_client.errors import RETRYABLE_CODES, from_grpc_error
+
+T = TypeVar("T")
+
+
+def channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.keepalive_time_ms", 60_000),
+    ]
+
+
+class _Base:
+    def __init__(
+        self,
+        target: str,
+        *,
+        token: str | None = None,
+        timeout_s: float = 10.0,
+        retries: int = 5,
+        backoff_s: float = 0.1,
+        max_message_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        if retries < 0 or timeout_s <= 0 or backoff_s < 0:
+            raise ValueError("retries and backoff_s must be >= 0 and timeout_s > 0")
+        self.target = target
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.max_message_bytes = max_message_bytes
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+
+    def _backoff(self, attempt: int) -> float:
+        return self.backoff_s * (2**attempt) * (0.5 + random.random())
+
+    def _give_up(self, err: grpc.RpcError, attempt: int) -> bool:
+        return err.code() not in RETRYABLE_CODES or attempt >= self.retries
+
+
+class GrpcClient(_Base):
+    """A synchronous client: subclasses make stubs on self._channel and call self._call."""
+
+    def __init__(self, target: str, **kw: Any) -> None:
+        super().__init__(target, **kw)
+        self._channel = grpc.insecure_channel(
+            target, options=channel_options(self.max_message_bytes)
+        )
+
+    def _sleep_before_retry(self, attempt: int) -> None:
+        time.sleep(self._backoff(attempt))
+
+    def _call(self, method: Callable[..., T], request: Any, timeout_s: float | None = None) -> T:
+        for attempt in range(self.retries + 1):
+            try:
+                return method(request, timeout=timeout_s or self.timeout_s, metadata=self._metadata)
+            except grpc.RpcError as e:
+                if self._give_up(e, attempt):
+                    raise from_grpc_error(e) from e
+                self._sleep_before_retry(attempt)
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncGrpcClient(_Base):
+    """An asyncio client (grpc.aio): create it inside the event loop that will use it."""
+
+    def __init__(self, target: str, **kw: Any) -> None:
+        super().__init__(target, **kw)
+        self._channel = grpc.aio.insecure_channel(
+            target, options=channel_options(self.max_message_bytes)
+        )
+
+    async def _call(
+        self, method: Callable[..., Awaitable[T]], request: Any, timeout_s: float | None = None
+    ) -> T:
+        for attempt in range(self.retries + 1):
+            try:
+                return await method(
+                    request, timeout=timeout_s or self.timeout_s, metadata=self._metadata
+                )
+            except grpc.RpcError as e:
+                if self._give_up(e, attempt):
+                    raise from_grpc_error(e) from e
+                await asyncio.sleep(self._backoff(attempt))
+        raise AssertionError("unreachable")
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,128 @@
+"""The client's data shapes and their conversion to and from the allocator's protobuf messages,
+shared by the sync and the async client."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from krl_client.api import allocator_pb2 as pb
+
+MODES = {
+    "eb": pb.ALLOCATION_MODE_EB,
+    "paper": pb.ALLOCATION_MODE_PAPER,
+    "bayes": pb.ALLOCATION_MODE_BAYES,
+    "tokens": pb.ALLOCATION_MODE_TOKENS,
+}
+OBJECTIVES = ("paper", "informative", "variance")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One prompt's result in a step: how many of its rollouts succeeded, out of how many
+    scored, and how many response tokens they took (0: unknown)."""
+
+    prompt_id: str
+    successes: int
+    trials: int
+    total_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Allocation:
+    allocation_id: str
+    n: dict[str, int]
+    """Rollouts per prompt id, in the order asked."""
+    p: dict[str, float]
+    """The success rate the allocation assumed per prompt (eb: the posterior mean)."""
+    objective: float
+    solve_ms: float
+    budget_used: int
+    gap_bound: float
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    accepted: int
+    duplicates: int
+    duplicate_prompt_ids: tuple[str, ...] = ()
+
+
+OutcomesLike = Mapping[str, tuple[int, ...] | Outcome] | Iterable[Outcome]
+"""prompt id -> (successes, trials[, total_tokens]) or Outcome, or Outcome objects."""
+
+
+def allocate_request(
+    namespace: str,
+    prompt_ids: Sequence[str],
+    budget: int,
+    *,
+    step: int,
+    min_n: int,
+    max_n: int,
+    mode: str,
+    fallback: bool,
+    visit_half_life: float | None,
+    objective: str,
+) -> pb.AllocateRequest:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
+    if isinstance(prompt_ids, str):
+        raise TypeError("prompt_ids must be a sequence of ids, not one string")
+    return pb.AllocateRequest(
+        namespace=namespace,
+        step=step,
+        prompt_ids=list(prompt_ids),
+        budget=budget,
+        min_n=min_n,
+        max_n=max_n,
+        mode=MODES[mode],
+        fallback=fallback,
+        visit_half_life=visit_half_life,
+        objective=objective,
+    )
+
+
+def allocation(res: pb.AllocateResponse) -> Allocation:
+    return Allocation(
+        allocation_id=res.allocation_id,
+        n={a.prompt_id: a.n for a in res.allocations},
+        p={a.prompt_id: a.p for a in res.allocations},
+        objective=res.objective,
+        solve_ms=res.solve_ms,
+        budget_used=res.budget_used,
+        gap_bound=res.gap_bound,
+    )
+
+
+def outcomes_list(outcomes: OutcomesLike) -> list[Outcome]:
+    """Outcomes from a mapping prompt id -> (successes, trials[, total_tokens]) or Outcome, or
+    from an iterable of Outcome."""
+    if isinstance(outcomes, Mapping):
+        out = []
+        for pid, o in outcomes.items():
+            if isinstance(o, Outcome):
+                out.append(o)
+            else:
+                out.append(Outcome(pid, int(o[0]), int(o[1]), int(o[2]) if len(o) > 2 else 0))
+        return out
+    return list(outcomes)
+
+
+def report_request(
+    namespace: str, allocation_id: str, outcomes: OutcomesLike
+) -> pb.ReportOutcomesRequest:
+    msgs = [
+        pb.PromptOutcome(
+            prompt_id=o.prompt_id,
+            successes=o.successes,
+            trials=o.trials,
+            total_tokens=o.total_tokens,
+        )
+        for o in outcomes_list(outcomes)
+    ]
+    return pb.ReportOutcomesRequest(namespace=namespace, allocation_id=allocation_id, outcomes=msgs)
+
+
+def report_result(res: pb.ReportOutcomesResponse) -> ReportResult:
+    return ReportResult(res.accepted, res.duplicates, tuple(res.duplicate_prompt_ids))

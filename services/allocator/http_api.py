@@ -15,7 +15,7 @@ from krl import __version__
 from krl.allocator.http_write import AllocationOut, add_write_routes
 from krl.allocator.service import Allocator
 from krl.common.errors import Unavailable
-from krl.common.http import bearer_auth, install_problem_handlers
+from krl.common.http import bearer_auth, install_problem_handlers, make_app
 
 
 class HistogramBin(BaseModel):
@@ -69,7 +69,7 @@ AllocatorDep = Annotated[Allocator, Depends(_allocator)]
 
 
 def build_app(allocator: Allocator, token: str | None) -> FastAPI:
-    app = FastAPI(
+    app = make_app(
         title="knapsack-rl allocator",
         version=__version__,
         description="Allocate rollouts and report outcomes (as over gRPC), read allocation "

@@ -9,12 +9,17 @@ from fastapi import APIRouter, Depends, FastAPI
 
 from krl import __version__
 from krl.common.errors import Unavailable
-from krl.common.http import bearer_auth, install_liveness_and_metrics, install_problem_handlers
+from krl.common.http import (
+    bearer_auth,
+    install_liveness_and_metrics,
+    install_problem_handlers,
+    make_app,
+)
 from krl.rollout.service import Rollout
 
 
 def build_app(rollout: Rollout, token: str | None) -> FastAPI:
-    app = FastAPI(title="knapsack-rl rollout", version=__version__,
+    app = make_app(title="knapsack-rl rollout", version=__version__,
                   description="Engine info, health and metrics of the rollout service.")  # fmt: skip
     app.state.rollout = rollout
     install_problem_handlers(app)

@@ -8,13 +8,18 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI
 
 from krl import __version__
-from krl.common.http import bearer_auth, install_liveness_and_metrics, install_problem_handlers
+from krl.common.http import (
+    bearer_auth,
+    install_liveness_and_metrics,
+    install_problem_handlers,
+    make_app,
+)
 from krl.trainer.loop import Trainer
 from krl.trainer.runlog import json_safe
 
 
 def build_app(trainer: Trainer, token: str | None) -> FastAPI:
-    app = FastAPI(title="knapsack-rl trainer", version=__version__,
+    app = make_app(title="knapsack-rl trainer", version=__version__,
                   description="Status, health and metrics of the training loop.")  # fmt: skip
     install_problem_handlers(app)
     api = APIRouter(prefix="/v1", dependencies=[Depends(bearer_auth(token))])

@@ -87,16 +87,16 @@ async def test_bad_report_leaves_redis_untouched(allocator):
             (
                 {"outcomes": [{"prompt_id": "a", "successes": 5, "trials": 4}]},
                 "outcomes[0].successes",
-            ),  # fmt: skip
+            ),
             ({"outcomes": [{"prompt_id": "a", "successes": 1, "trials": 9}]}, "outcomes.trials"),
             (
                 {"outcomes": [{"prompt_id": "zz", "successes": 1, "trials": 2}]},
                 "outcomes.prompt_id",
-            ),  # fmt: skip
+            ),
             (
                 {"outcomes": [{"prompt_id": "a", "successes": "x", "trials": 2}]},
                 "outcomes.0.successes",
-            ),  # fmt: skip
+            ),
             ({"outcomes": []}, "outcomes"),
         ]
         for body, field in bad:
@@ -187,7 +187,7 @@ async def test_import_of_offline_pass_rates_and_its_errors(allocator):
             (
                 good + '\n{"prompt_id": "z", "successes": 9, "trials": 8}',
                 "lines[9].visits[0].successes",
-            ),  # fmt: skip
+            ),
             (good + '\n{"prompt_id": "z"}', "lines[9].visits"),
             (good + "\n{not json", "lines[9]"),
             (good + '\n{"prompt_id": "o1", "successes": 1, "trials": 8}', "lines[9].prompt_id"),

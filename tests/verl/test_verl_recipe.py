@@ -73,3 +73,12 @@ async def test_verl_grpo_advantage_on_allocated_groups_and_report(allocator, tmp
     # resuming step 3 from the journal reports nothing twice
     again = await asyncio.to_thread(_step, target, 3, journal)
     assert again["plan"].replayed and again["res"].duplicates == 4
+
+
+async def test_readme_verl_snippet_runs(allocator):
+    from tests.integration.test_readme_snippets import allocator_http, snippet
+
+    code = snippet("verl", f"127.0.0.1:{allocator.grpc.port}")
+    await asyncio.to_thread(exec, code, {})
+    summary = await allocator_http(allocator, "/v1/namespaces/my-run")
+    assert summary["prompts_tracked"] == 3 and summary["reports"] == 1

@@ -46,19 +46,12 @@ from krl.allocator.history import (
 )
 from krl.allocator.prior import RateMoments
 from krl.common.errors import InvalidArgument, NotFound, Unavailable
+from krl_client.messages import Outcome
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
 T = TypeVar("T")
 ALLOCS_KEPT = 1000
-
-
-@dataclass(frozen=True)
-class Outcome:
-    prompt_id: str
-    successes: int
-    trials: int
-    total_tokens: int
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,6 @@ from __future__ import annotations
 from krl_client import AllocatorClient
 from krl_client.session import Journal, StepPlan
 
-Plan = StepPlan
-
 DYNAMIC = frozenset({"dapo", "knapsack-dapo"})
 """Strategies that drop zero-variance groups and refill from the next prompts (dynamic.py)."""
 
@@ -48,7 +46,7 @@ def plan_step(
     budget: int,
     min_n: int,
     max_n: int,
-) -> Plan:
+) -> StepPlan:
     """The step's allocation: the journaled one when this step was allocated before, else a
     fresh Allocate (recorded before any rollout is generated)."""
     old = journal.replay(step, prompt_ids)

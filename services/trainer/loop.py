@@ -37,7 +37,7 @@ from krl.tasks.base import Task, TaskSource
 from krl.tasks.factory import load_source
 from krl.trainer import checkpoint as ckpt
 from krl.trainer import grpo
-from krl.trainer.allocation import DYNAMIC, Plan, plan_step
+from krl.trainer.allocation import DYNAMIC, plan_step
 from krl.trainer.data import EpochSampler
 from krl.trainer.dynamic import keep_mask
 from krl.trainer.metrics import TrainerMetrics
@@ -46,7 +46,7 @@ from krl.trainer.runlog import RunLog
 from krl.trainer.settings import TrainerSettings
 from krl.trainer.stats import GroupOutcome, accuracy_by_level, batch_stats
 from krl_client import AllocatorClient
-from krl_client.session import Journal
+from krl_client.session import Journal, StepPlan
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class _Round:
     """One batch of M prompts: allocated, generated and reported."""
 
     ids: list[str]
-    plan: Plan
+    plan: StepPlan
     tasks: dict[str, Task]
     groups: list[Group]
     outcomes: dict[str, tuple[int, int, int]]
@@ -279,7 +279,7 @@ class Trainer:
         g = self.batches + 1  # the batch's number: the allocator's step and the journal's key
         ids = self.sampler.batch(self.batches)
         t0 = time.monotonic()
-        plan: Plan = plan_step(self.allocator, self.journal, step=g, prompt_ids=ids,
+        plan: StepPlan = plan_step(self.allocator, self.journal, step=g, prompt_ids=ids,
                                strategy=s.strategy, budget=s.budget, min_n=s.min_n,
                                max_n=s.max_n)  # fmt: skip
         t_alloc = time.monotonic() - t0

@@ -42,6 +42,7 @@ test-unit: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	bash scripts/check_floors.sh
 
 proto: $(STAMP)
 	PATH=$(abspath $(BIN)):$$PATH bash scripts/gen_protos.sh

@@ -278,3 +278,20 @@ def test_sigterm_stops_the_service_and_its_replicas(tmp_path: Path, tiny_model: 
 def test_unavailable_maps_from_grpc() -> None:
     with RolloutClient("127.0.0.1:1", retries=0, timeout_s=2) as c, pytest.raises(Unavailable):
         c.info()
+
+
+def test_a_weight_push_refused_for_its_size_is_not_sent_again(rollout_service, tiny_model: Path) -> None:  # fmt: skip
+    """gRPC refuses a message over the limit with RESOURCE_EXHAUSTED; re-sending the same
+    payload cannot change that, so the push fails at once instead of after backoffs."""
+    from krl.common.errors import ResourceExhausted
+
+    payload = to_bytes(load_model(tiny_model))
+    # a 1 s backoff: one retry would take at least 0.5 s
+    with RolloutClient(rollout_service.target, max_message_bytes=64 * 1024, retries=3,
+                       backoff_s=1.0) as c:  # fmt: skip
+        version = c.info().policy_version
+        started = time.monotonic()
+        with pytest.raises(ResourceExhausted):
+            c.push_weights(version + 1, payload=payload)
+        assert time.monotonic() - started < 0.5
+        assert c.info().policy_version == version

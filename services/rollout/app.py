@@ -14,6 +14,7 @@ from krl.rollout import grpc_api
 from krl.rollout.http_api import build_app
 from krl.rollout.metrics import RolloutMetrics
 from krl.rollout.replicas import ReplicaPool
+from krl.rollout.scoring import ScoringPool
 from krl.rollout.service import Rollout
 from krl.rollout.settings import DEFAULT_MODEL, RolloutSettings
 
@@ -44,6 +45,7 @@ class RolloutApp:
         self.http: HttpServer | None = None
         self.pool: ReplicaPool | None = None
         self.rollout: Rollout | None = None
+        self.scoring: ScoringPool | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -55,8 +57,9 @@ class RolloutApp:
             start_timeout_s=s.start_timeout_s, metrics=metrics,
         )  # fmt: skip
         tokenizer = await asyncio.to_thread(_tokenizer, s)
-        await self.pool.start()
-        self.rollout = Rollout(self.pool, tokenizer, s, metrics)
+        self.scoring = ScoringPool(s.verify_workers, s.verify_timeout_s)
+        await asyncio.gather(self.pool.start(), self.scoring.warm())
+        self.rollout = Rollout(self.pool, tokenizer, s, metrics, self.scoring)
         token = s.token()
         self.grpc = GrpcServer(
             host=s.host, port=s.grpc_port, service_names=[grpc_api.SERVICE_NAME],
@@ -82,6 +85,8 @@ class RolloutApp:
             await self.http.stop()
         if self.pool is not None:
             await self.pool.stop()
+        if self.scoring is not None:
+            await asyncio.to_thread(self.scoring.stop)
         log.info("rollout stopped")
 
 

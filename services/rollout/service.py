@@ -17,6 +17,7 @@ from krl.rollout.engines.base import Sample, Sampling
 from krl.rollout.gate import VersionGate
 from krl.rollout.metrics import RolloutMetrics
 from krl.rollout.replicas import ReplicaPool
+from krl.rollout.scoring import ScoringPool
 from krl.rollout.settings import RolloutSettings
 
 
@@ -58,8 +59,9 @@ class _Pending:
 
 class Rollout:
     def __init__(self, pool: ReplicaPool, tokenizer: Any, settings: RolloutSettings,
-                 metrics: RolloutMetrics) -> None:  # fmt: skip
+                 metrics: RolloutMetrics, scoring: ScoringPool) -> None:  # fmt: skip
         self.pool = pool
+        self.scoring = scoring
         self.tokenizer = tokenizer
         self.vocab_size = len(tokenizer)
         self.settings = settings
@@ -113,6 +115,17 @@ class Rollout:
                 )
             if p.text and p.token_ids:
                 raise InvalidArgument("give text or token_ids, not both", field=where)
+            if len(p.text) > s.max_prompt_chars:
+                raise InvalidArgument(
+                    f"{len(p.text)} characters; the most is {s.max_prompt_chars} (max_prompt_chars)",
+                    field=f"{where}.text",
+                )
+            if len(p.answer) > s.max_answer_chars:
+                raise InvalidArgument(
+                    f"{len(p.answer)} characters; the most is {s.max_answer_chars} "
+                    "(max_answer_chars)",
+                    field=f"{where}.answer",
+                )
             ids = tuple(p.token_ids) if p.token_ids else tuple(self._encode(p.text))
             if not ids:
                 raise InvalidArgument("empty prompt", field=f"{where}.text")
@@ -152,7 +165,7 @@ class Rollout:
                     )  # fmt: skip
                 version = self.version
                 for i in [i for i, p in pending.items() if p.prompt.n == 0]:
-                    yield self._finish(i, pending.pop(i), version, t0)
+                    yield await self._finish(i, pending.pop(i), version, t0)
                 parts = planning.split(
                     [(pending[i].ids, pending[i].prompt.n) if i in pending else ((), 0)
                      for i in range(len(prompts))],
@@ -163,7 +176,7 @@ class Rollout:
                         pend = pending[i]
                         pend.samples.extend(samples)
                         if len(pend.samples) == pend.prompt.n:
-                            yield self._finish(i, pending.pop(i), version, t0)
+                            yield await self._finish(i, pending.pop(i), version, t0)
                     if pending:  # an engine must never end a batch with groups missing
                         lost = [pending[i].prompt.prompt_id for i in sorted(pending)[:5]]
                         raise Unavailable(f"the engine returned no group for {lost} ...")
@@ -174,13 +187,12 @@ class Rollout:
             m.requests_in_flight.dec()
             m.queue_prompts.dec(len(pending))
 
-    def _finish(self, index: int, pend: _Pending, version: int, t0: float) -> Group:
+    async def _finish(self, index: int, pend: _Pending, version: int, t0: float) -> Group:
         p, m = pend.prompt, self.metrics
-        verify = verifiers.get(p.verifier)
+        texts = [self.tokenizer.decode(s.token_ids, skip_special_tokens=True) for s in pend.samples]
+        rewards = await self.scoring.run(p.verifier, p.answer, texts) if texts else []
         out = []
-        for s in pend.samples:
-            text = self.tokenizer.decode(s.token_ids, skip_special_tokens=True)
-            reward = float(verify(text, p.answer))
+        for s, text, reward in zip(pend.samples, texts, rewards, strict=True):
             out.append(Completion(text, s.token_ids, s.logprobs, reward,
                                   reward >= self.settings.success_threshold, s.finish))  # fmt: skip
             m.tokens.inc(len(s.token_ids))

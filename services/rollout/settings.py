@@ -32,6 +32,21 @@ class RolloutSettings(ServiceSettings):
     max_prompts: int = Field(4096, ge=1, description="Most prompts in one Generate call.")
     max_new_tokens_cap: int = Field(4096, ge=1, description="Largest max_new_tokens accepted.")
     default_max_new_tokens: int = Field(64, ge=1, description="max_new_tokens when unset (0).")
+    max_prompt_chars: int = Field(
+        262_144, ge=1, description="Longest prompt text accepted (checked before tokenizing)."
+    )
+    max_answer_chars: int = Field(
+        4096,
+        ge=1,
+        description="Longest reference answer accepted (verification cost grows with it).",
+    )
+    verify_workers: int = Field(
+        1, ge=1, le=64, description="Worker processes that score completions, off the event loop."
+    )
+    verify_timeout_s: float = Field(
+        30.0, gt=0, description="Longest one group's verification may take; its workers are then "
+        "replaced and the call fails with DEADLINE_EXCEEDED.",
+    )  # fmt: skip
     success_threshold: float = Field(
         0.5, ge=0, le=1, description="A completion succeeds when its reward is at least this."
     )

@@ -1,5 +1,6 @@
 """Verifiable rewards, pluggable by name. Each maps (completion text, reference answer) to a
-reward in [0, 1]; success is reward >= the service's threshold.
+reward in [0, 1]; success is reward >= the service's threshold. `prepare(name, answer)` parses
+the reference once and returns the scorer of one group's completions.
 
 - exact: the answer is the completion's first line (or a \\boxed{...}, or what follows
   "answer:" / "####"); numbers compare by value (3, 3.0 and 6/2 are equal), other text after
@@ -20,6 +21,8 @@ from fractions import Fraction
 from krl.common.errors import InvalidArgument
 
 Verifier = Callable[[str, str], float]
+Scorer = Callable[[str], float]
+MAX_NUMBER_CHARS = 4096  # Decimal -> Fraction is quadratic in the digits; longer compares as text
 _BOXED = re.compile(r"\\boxed\{([^{}]*(?:\{[^{}]*\}[^{}]*)*)\}")
 _MARKER = re.compile(r"(?:answer\s*[:=]|####)\s*(.+)", re.IGNORECASE)
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:/\d+)?")
@@ -35,7 +38,7 @@ def extract_answer(text: str) -> str:
 
 def _as_number(s: str) -> Fraction | None:
     s = s.replace(",", "").strip().rstrip(".")
-    if not _NUMBER.fullmatch(s):
+    if len(s) > MAX_NUMBER_CHARS or not _NUMBER.fullmatch(s):
         return None
     try:
         if "/" in s:
@@ -46,28 +49,49 @@ def _as_number(s: str) -> Fraction | None:
         return None
 
 
+def _folded(s: str) -> str:
+    return " ".join(s.split()).casefold()
+
+
+def exact_for(answer: str) -> Scorer:
+    want_number, want_text = _as_number(answer), _folded(answer)
+
+    def score(completion: str) -> float:
+        got = extract_answer(completion)
+        if want_number is not None and (number := _as_number(got)) is not None:
+            return float(number == want_number)
+        return float(_folded(got) == want_text)
+
+    return score
+
+
 def exact(completion: str, answer: str) -> float:
-    got = extract_answer(completion)
-    a, b = _as_number(got), _as_number(answer)
-    if a is not None and b is not None:
-        return float(a == b)
-    return float(" ".join(got.split()).casefold() == " ".join(answer.split()).casefold())
+    return exact_for(answer)(completion)
 
 
-def math(completion: str, answer: str) -> float:
+def math_for(answer: str) -> Scorer:
     from math_verify import parse, verify
 
-    # math-verify's timeouts use SIGALRM, which only works on the main thread.
+    # math-verify's timeouts use SIGALRM, which only works on the main thread (the scoring
+    # workers' case); the scoring pool's own timeout bounds it everywhere.
     timeout = 5 if threading.current_thread() is threading.main_thread() else None
     gold_text = answer if "$" in answer or "\\boxed" in answer else f"${answer}$"
     gold = parse(gold_text, parsing_timeout=timeout)
-    pred = parse(completion, parsing_timeout=timeout)
-    if not gold or not pred:
-        return 0.0
-    return float(verify(gold, pred, timeout_seconds=timeout))
+
+    def score(completion: str) -> float:
+        pred = parse(completion, parsing_timeout=timeout)
+        if not gold or not pred:
+            return 0.0
+        return float(verify(gold, pred, timeout_seconds=timeout))
+
+    return score
 
 
-def reasoning_gym(completion: str, answer: str) -> float:
+def math(completion: str, answer: str) -> float:
+    return math_for(answer)(completion)
+
+
+def reasoning_gym_for(answer: str) -> Scorer:
     from reasoning_gym.utils import extract_answer as rg_extract
 
     from krl.tasks.reasoning_gym import dataset
@@ -81,12 +105,23 @@ def reasoning_gym(completion: str, answer: str) -> float:
             f"reasoning_gym answers are entry references ({{dataset, seed, size, index}}): {e}",
             field="answer",
         ) from None
-    guess = rg_extract(completion)
-    if guess is None:
-        guess = completion.strip()
-    return float(min(1.0, max(0.0, ds.score_answer(guess, entry))))
+
+    def score(completion: str) -> float:
+        guess = rg_extract(completion)
+        if guess is None:
+            guess = completion.strip()
+        return float(min(1.0, max(0.0, ds.score_answer(guess, entry))))
+
+    return score
 
 
+def reasoning_gym(completion: str, answer: str) -> float:
+    return reasoning_gym_for(answer)(completion)
+
+
+PREPARE: dict[str, Callable[[str], Scorer]] = {
+    "exact": exact_for, "math": math_for, "reasoning_gym": reasoning_gym_for,
+}  # fmt: skip
 VERIFIERS: dict[str, Verifier] = {"exact": exact, "math": math, "reasoning_gym": reasoning_gym}
 
 
@@ -97,3 +132,14 @@ def get(name: str) -> Verifier:
         raise InvalidArgument(
             f"unknown verifier {name!r} (known: {', '.join(sorted(VERIFIERS))})", field="verifier"
         ) from None
+
+
+def prepare(name: str, answer: str) -> Scorer:
+    """The scorer of one group: the reference answer is parsed here, once."""
+    get(name)
+    return PREPARE[name or "exact"](answer)
+
+
+def score_group(name: str, answer: str, completions: list[str]) -> list[float]:
+    score = prepare(name, answer)
+    return [float(score(c)) for c in completions]

@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -112,12 +113,42 @@ def test_same_seed_same_samples(rollout_service) -> None:
         (PromptSpec("a", 2, "1+1=", "2"), {"max_new_tokens": 100_000}, "sampling.max_new_tokens"),
         (PromptSpec("a", 2, token_ids=(5, 10**6), answer="2"), {}, "prompts[0].token_ids"),  # D5
         (PromptSpec("a", 2, token_ids=(-3, 5), answer="2"), {}, "prompts[0].token_ids"),  # D5
+        (PromptSpec("a", 2, "1+1=", "7" * 100_000), {}, "prompts[0].answer"),  # D1
+        (PromptSpec("a", 2, "1+" * 200_000, "2"), {}, "prompts[0].text"),  # D1
     ],
 )
 def test_bad_input_is_invalid_argument_naming_the_field(rollout_service, spec, kw, field) -> None:
     with RolloutClient(rollout_service.target) as c, pytest.raises(InvalidArgument) as e:
         list(c.generate([PromptSpec("ok", 1, "1+1=", "2"), spec], **kw))
     assert field.replace("[0]", "[1]") in str(e.value)
+
+
+def test_health_answers_while_long_answers_are_verified(rollout_service) -> None:
+    """D1: verification ran on the event loop; a long numeric answer (parsed per completion,
+    quadratic in its digits) stalled /healthz for seconds. Now answers are bounded, parsed once
+    per group and scored in worker processes."""
+    answer = "9" * 4096  # the longest accepted
+    specs = [PromptSpec(f"p{i}", 64, f"{i}+{i}=", answer) for i in range(8)]
+    gaps, done = [], threading.Event()
+
+    def probe() -> None:
+        while not done.is_set():
+            t = time.perf_counter()
+            urllib.request.urlopen(f"{rollout_service.http}/healthz", timeout=10).read()
+            gaps.append(time.perf_counter() - t)
+            time.sleep(0.02)
+
+    t = threading.Thread(target=probe)
+    t.start()
+    try:
+        with RolloutClient(rollout_service.target) as c:
+            groups = list(c.generate(specs, max_new_tokens=4, seed=3))
+    finally:
+        done.set()
+        t.join()
+    assert sum(len(g.completions) for g in groups) == 512
+    assert all(x.reward == verifiers.exact(x.text, answer) for g in groups for x in g.completions)
+    assert len(gaps) >= 3 and max(gaps) < 1.0, max(gaps)
 
 
 def test_policy_version_too_old_is_failed_precondition(rollout_service) -> None:

@@ -53,3 +53,22 @@ def test_unknown_verifier() -> None:
     with pytest.raises(InvalidArgument, match="unknown verifier 'nope'"):
         verifiers.get("nope")
     assert verifiers.get("") is verifiers.exact
+
+
+def test_long_numbers_compare_as_text_in_bounded_time() -> None:
+    """D1: Fraction(Decimal(...)) is quadratic in the digits; past MAX_NUMBER_CHARS an answer
+    compares as text, so even a 200k-digit completion scores in milliseconds."""
+    import time
+
+    big = "7" * 200_000
+    t = time.perf_counter()
+    assert verifiers.exact(big, big) == 1.0
+    assert verifiers.exact(big + "1", big) == 0.0
+    assert time.perf_counter() - t < 0.5
+    assert verifiers.exact("0.50", "1/2") == 1.0  # short numbers still compare by value
+
+
+def test_a_group_is_scored_with_one_parse_of_its_answer() -> None:
+    assert verifiers.score_group("", "6/2", ["3", "3.0", "4", "x"]) == [1.0, 1.0, 0.0, 0.0]
+    with pytest.raises(InvalidArgument):
+        verifiers.score_group("nope", "1", ["1"])

@@ -29,14 +29,21 @@ class AllocatorApp:
         self.grpc: GrpcServer | None = None
         self.http: HttpServer | None = None
         self.redis: aioredis.Redis | None = None
+        self.watch: asyncio.Task | None = None
 
     async def start(self) -> None:
         s = self.settings
         url = s.redis_url
+        metrics = AllocatorMetrics()
         if url is None:
-            self.embedded = await asyncio.to_thread(EmbeddedRedis(s.data_dir).start)
+            # spawned from the loop's thread: the server dies with it (parent-death signal)
+            self.embedded = EmbeddedRedis(s.data_dir).spawn()
+            await asyncio.to_thread(self.embedded.wait_ready)
             url = self.embedded.url
             log.info("no REDIS_URL: embedded redis-server, data in %s", self.embedded.data_dir)
+            self.watch = asyncio.create_task(
+                self.embedded.supervise(on_restart=metrics.redis_restarts.inc)
+            )
         self.redis = aioredis.Redis.from_url(
             url,
             socket_timeout=s.redis_timeout_s,
@@ -47,7 +54,7 @@ class AllocatorApp:
         store = HistoryStore(
             self.redis, half_life_steps=s.half_life_steps, allocation_ttl_s=s.allocation_ttl_s
         )
-        allocator = Allocator(store, s, AllocatorMetrics())
+        allocator = Allocator(store, s, metrics)
         token = s.token()
         self.grpc = GrpcServer(
             host=s.host,
@@ -72,6 +79,8 @@ class AllocatorApp:
             await self.grpc.stop(self.settings.grace_s)
         if self.http is not None:
             await self.http.stop()
+        if self.watch is not None:
+            self.watch.cancel()
         if self.redis is not None:
             await self.redis.aclose()
         if self.embedded is not None:

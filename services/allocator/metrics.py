@@ -54,6 +54,11 @@ class AllocatorMetrics:
             "Per-prompt outcomes received, by result (accepted, duplicate, rejected).",
             ["result"], registry=r,
         )  # fmt: skip
+        self.redis_restarts = Counter(
+            "krl_allocator_embedded_redis_restarts_total",
+            "Times the embedded redis-server died and was restarted.",
+            registry=r,
+        )
         self.zero_variance_groups = Counter(
             "krl_allocator_zero_variance_groups_total",
             "Reported groups with no reward variance, by kind (all_correct, all_wrong).",

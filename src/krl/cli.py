@@ -49,12 +49,17 @@ def _serve(name: str, settings_cls, serve, config: Path | None, overrides: dict)
     import logging
 
     from krl.common.config import load_settings
+    from krl.common.lifecycle import StartupError
     from krl.common.logs import setup_logging
 
     settings = load_settings(settings_cls, config, overrides)
     setup_logging(settings.log_level)
     logging.getLogger("krl").info("%s settings: %s", name, json.dumps(settings.public_dict()))
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except StartupError as e:
+        print(f"krl {name}: cannot start: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

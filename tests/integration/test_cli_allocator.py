@@ -3,6 +3,7 @@
 import signal
 import subprocess
 import sys
+import urllib.request
 
 import pytest
 
@@ -67,3 +68,130 @@ def test_with_start_runs_one_process_and_stops_it(tmp_path):
     with started as same:
         assert same is svc and svc.proc is first and first.poll() is None
     assert first.poll() is not None  # stopped on leaving, and no other was started
+
+
+def _start(data, *extra):
+    gport, hport = free_port(), free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "krl.cli", "allocator", "--grpc-port", str(gport),
+         "--http-port", str(hport), "--data-dir", str(data), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    return proc, f"127.0.0.1:{gport}", f"http://127.0.0.1:{hport}"
+
+
+def _gone(pid: int, within_s: float) -> bool:
+    import os
+    import time
+
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _trials(c: AllocatorClient) -> dict[str, int]:
+    return {s.prompt_id: s.trials for s in c.prompt_stats(["a", "b"])}
+
+
+def _status(url: str) -> int:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_the_embedded_redis_dies_with_a_killed_allocator_and_a_restart_keeps_the_data(tmp_path):
+    """D4: SIGKILL of the allocator orphaned its redis-server, and the next start ran a second
+    one on the same append-only file."""
+    data = tmp_path / "redis"
+    proc, target, _ = _start(data)
+    try:
+        wait_serving(target, 60, proc)
+        with AllocatorClient(target, namespace="d4") as c:
+            a = c.allocate(["a", "b"], 6, min_n=1, max_n=4)
+            c.report(a.allocation_id, {"a": (1, a.n["a"]), "b": (0, a.n["b"])})
+        redis_pid = int((data / "redis.pid").read_text())
+        proc.kill()
+        proc.wait(10)
+        assert _gone(redis_pid, 5), "the embedded redis-server outlived its allocator"
+        proc, target, _ = _start(data)
+        wait_serving(target, 60, proc)
+        with AllocatorClient(target, namespace="d4") as c:
+            assert _trials(c) == {"a": 3, "b": 3}  # the AOF replayed
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)
+
+
+def test_a_second_allocator_on_the_same_data_folder_refuses_to_start(tmp_path):
+    data = tmp_path / "redis"
+    first, target, _ = _start(data)
+    try:
+        wait_serving(target, 60, first)
+        second, _, _ = _start(data)
+        out, _ = second.communicate(timeout=60)
+        assert second.returncode != 0
+        assert "is in use by another process" in out and f"pid {first.pid}" in out, out
+        with AllocatorClient(target, namespace="x") as c:  # the first one is untouched
+            assert sum(c.allocate(["a"], 2, min_n=1, max_n=4).n.values()) == 2
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=30)
+    assert first.returncode == 0
+
+
+def test_a_dead_embedded_redis_is_restarted_and_readyz_tells(tmp_path):
+    """D12: a dead embedded Redis was never restarted and /healthz kept answering 200."""
+    import os
+    import time
+
+    data = tmp_path / "redis"
+    proc, target, http = _start(data)
+    try:
+        wait_serving(target, 60, proc)
+        with AllocatorClient(target, namespace="d12") as c:
+            a = c.allocate(["a", "b"], 6, min_n=1, max_n=4)
+            c.report(a.allocation_id, {"a": (1, a.n["a"])})
+        pid = int((data / "redis.pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+        assert _status(f"{http}/readyz") == 503
+        deadline = time.monotonic() + 20
+        while _status(f"{http}/readyz") != 200:
+            assert time.monotonic() < deadline, "the embedded Redis was not restarted"
+            time.sleep(0.1)
+        assert int((data / "redis.pid").read_text()) != pid
+        with AllocatorClient(target, namespace="d12") as c:
+            assert _trials(c)["a"] == 3
+            assert sum(c.allocate(["a", "b"], 6, min_n=1, max_n=4).n.values()) == 6
+        with urllib.request.urlopen(f"{http}/metrics", timeout=5) as r:
+            assert "krl_allocator_embedded_redis_restarts_total 1.0" in r.read().decode()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+
+
+def test_a_redis_server_orphaned_on_the_folder_is_stopped_before_a_new_one_starts(tmp_path):
+    from krl.common.redis_server import EmbeddedRedis
+
+    data = tmp_path / "redis"
+    orphan = EmbeddedRedis(data).start()
+    orphan._unlock()  # as if its owner had died without the parent-death signal
+    proc, target, _ = _start(data)
+    try:
+        wait_serving(target, 60, proc)
+        assert orphan.proc.wait(10) is not None
+        assert int((data / "redis.pid").read_text()) != orphan.proc.pid
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert "orphaned" in out

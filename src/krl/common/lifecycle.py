@@ -10,6 +10,10 @@ from typing import Protocol
 log = logging.getLogger(__name__)
 
 
+class StartupError(RuntimeError):
+    """A service cannot start for a reason its operator must fix (printed without traceback)."""
+
+
 class App(Protocol):
     async def start(self) -> None: ...
     async def stop(self) -> None: ...

@@ -205,6 +205,23 @@ class Rollout:
         return Group(p.prompt_id, index, out, version, latency)
 
     # -- UpdateWeights ----------------------------------------------------------------------
+    def confine(self, path: str) -> Path:
+        """A checkpoint path inside checkpoint_root, or a refusal that reveals nothing about
+        files outside it."""
+        root = self.settings.checkpoint_root
+        if root is None:
+            raise FailedPrecondition(
+                "checkpoint_path pushes are off on this service (set checkpoint_root); "
+                "send the weights inline", field="header.checkpoint_path",
+            )  # fmt: skip
+        root = root.resolve()
+        full = (root / path).resolve()
+        if not full.is_relative_to(root):
+            raise InvalidArgument(
+                f"must be inside the checkpoint root {root}", field="header.checkpoint_path"
+            )
+        return full
+
     async def update_weights(self, version: int, payload: bytes | None,
                              checkpoint_path: str | None) -> tuple[int, float]:  # fmt: skip
         if version <= 0:
@@ -221,6 +238,7 @@ class Rollout:
         if payload is not None:
             check_against(shapes_of(from_bytes(payload)), self.pool.spec)
         else:
+            checkpoint_path = str(self.confine(checkpoint_path))
             check_against(shapes_in_files(Path(checkpoint_path)), self.pool.spec)
         async with self.gate.swap():
             if version == self.version:

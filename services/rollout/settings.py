@@ -3,6 +3,8 @@ KRL_ROLLOUT_ENGINE__TYPE=vllm KRL_ROLLOUT_ENGINE__MODEL=/models/qwen)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -53,5 +55,9 @@ class RolloutSettings(ServiceSettings):
     max_weights_bytes: int = Field(
         4 << 30, ge=1024, description="Largest inline weight payload (use a checkpoint path above)."
     )
+    checkpoint_root: Path | None = Field(
+        None, description="Folder a checkpoint_path weight push must resolve inside (symlinks "
+        "followed; relative paths are taken from it). Unset: checkpoint_path pushes are refused.",
+    )  # fmt: skip
     start_timeout_s: float = Field(600.0, gt=0, description="Time an engine replica has to start.")
     max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="gRPC message limit.")

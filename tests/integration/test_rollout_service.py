@@ -217,14 +217,6 @@ def test_weight_update_changes_outputs_and_bad_updates_are_refused(
         (g,) = list(c.generate(prompts(1, 1), max_new_tokens=2))
         assert g.policy_version == version
 
-        # From a checkpoint folder the service reads.
-        ckpt = build_model(tmp_path / "ckpt", seed=8)
-        c.push_weights(version + 1, checkpoint_path=str(ckpt))
-        after = served()
-        assert after == greedy_hf(load_model(ckpt), tok, "3+4=", 8)[: len(after)]
-        with pytest.raises(InvalidArgument, match="no safetensors"):
-            c.push_weights(version + 2, checkpoint_path=str(tmp_path / "nothing"))
-
 
 # -- faults ----------------------------------------------------------------------------------
 
@@ -326,3 +318,42 @@ def test_a_weight_push_refused_for_its_size_is_not_sent_again(rollout_service, t
             c.push_weights(version + 1, payload=payload)
         assert time.monotonic() - started < 0.5
         assert c.info().policy_version == version
+
+
+def test_checkpoint_paths_are_confined_to_the_checkpoint_root(tmp_path: Path, tiny_model: Path) -> None:  # fmt: skip
+    """D8: a checkpoint_path to a non-safetensors file returned INTERNAL and told whether the
+    file existed; paths were not confined to a configured root."""
+    root = tmp_path / "ckpt"
+    ckpt = build_model(root / "v2", seed=8)
+    (root / "notes.txt").write_text("not a checkpoint")
+    (root / "escape").symlink_to(tiny_model)  # a link out of the root
+    svc = start_rollout(tmp_path, "--model", str(tiny_model),
+                        env={"KRL_ROLLOUT_CHECKPOINT_ROOT": str(root)})  # fmt: skip
+    try:
+        with RolloutClient(svc.target, retries=0) as c:
+            messages = []
+            for outside in (tiny_model, tmp_path / "nothing-here", "../../etc/passwd", "escape"):
+                with pytest.raises(InvalidArgument, match="inside the checkpoint root") as e:
+                    c.push_weights(1, checkpoint_path=str(outside))
+                messages.append(str(e.value))
+            assert len(set(messages)) == 1  # the same words whether or not the file exists
+            with pytest.raises(InvalidArgument, match="not a readable safetensors"):
+                c.push_weights(1, checkpoint_path="notes.txt")
+            with pytest.raises(InvalidArgument, match="no safetensors checkpoint"):
+                c.push_weights(1, checkpoint_path="v3")
+            assert c.info().policy_version == 0
+            assert c.push_weights(1, checkpoint_path="v2") >= 0  # relative to the root
+            assert c.info().policy_version == 1
+            (g,) = list(c.generate([PromptSpec("q", 1, "3+4=", "7")], temperature=0,
+                                   max_new_tokens=8))  # fmt: skip
+            got = g.completions[0].token_ids
+            assert got == greedy_hf(load_model(ckpt), load_tokenizer(ckpt), "3+4=", 8)[: len(got)]
+    finally:
+        assert svc.proc.stop() == 0
+
+
+def test_checkpoint_path_pushes_are_off_without_a_root(rollout_service, tiny_model: Path) -> None:
+    with RolloutClient(rollout_service.target, retries=0) as c:
+        version = c.info().policy_version
+        with pytest.raises(FailedPrecondition, match="checkpoint_root"):
+            c.push_weights(version + 1, checkpoint_path=str(tiny_model))

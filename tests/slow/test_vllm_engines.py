@@ -67,8 +67,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def test_vllm_engine_serves_updates_and_matches_hf(tmp_path: Path, models) -> None:
     a, b = models
-    svc = start_rollout(tmp_path, "--engine", "vllm", "--model", str(a), env=VLLM_ENV,
-                        timeout_s=300)  # fmt: skip
+    env = {**VLLM_ENV, "KRL_ROLLOUT_CHECKPOINT_ROOT": str(a.parent)}
+    svc = start_rollout(tmp_path, "--engine", "vllm", "--model", str(a), env=env, timeout_s=300)
     try:
         tok = load_tokenizer(a)
         ma, mb = load_model(a), load_model(b)

@@ -71,9 +71,15 @@ def shapes_in_files(path: Path) -> dict[str, tuple[int, ...]]:
         )
     out: dict[str, tuple[int, ...]] = {}
     for f in files:
-        with safe_open(str(f), framework="pt") as st:
-            for k in st.keys():  # noqa: SIM118 - safe_open is not a Mapping
-                out[k] = tuple(st.get_slice(k).get_shape())
+        try:
+            with safe_open(str(f), framework="pt") as st:
+                for k in st.keys():  # noqa: SIM118 - safe_open is not a Mapping
+                    out[k] = tuple(st.get_slice(k).get_shape())
+        except Exception as e:  # SafetensorError, OSError: the header cannot be read
+            raise InvalidArgument(
+                f"{f.name} is not a readable safetensors file ({type(e).__name__})",
+                field="header.checkpoint_path",
+            ) from None
     return out
 
 

@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# System packages the tests need beyond PyPI: Debian's chromium (the offline API docs are
-# checked in a real headless browser). Installs it with apt when missing (as root, or via sudo).
+# System packages the tests need beyond PyPI, installed with apt when missing (as root, or via
+# sudo): Debian's chromium (the offline API docs are checked in a real headless browser) and
+# Debian's redis-server 7 with redis-cli (the Redis Cluster tests, and the Redis tests run a
+# second time against Redis 7: make test-redis7).
 set -euo pipefail
-command -v chromium >/dev/null 2>&1 && exit 0
+need=()
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
+[ ${#need[@]} -eq 0 ] && exit 0
 sudo=""
 [ "$(id -u)" -ne 0 ] && sudo="sudo"
-echo "installing Debian's chromium (for tests/integration/test_docs_offline.py)"
+echo "installing Debian packages: ${need[*]}"
 $sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null

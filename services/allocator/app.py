@@ -13,7 +13,7 @@ from krl.allocator.http_api import build_app
 from krl.allocator.metrics import AllocatorMetrics
 from krl.allocator.service import Allocator
 from krl.allocator.settings import AllocatorSettings
-from krl.allocator.store import HistoryStore
+from krl.allocator.store import HistoryStore, connect
 from krl.common.grpc_server import GrpcServer
 from krl.common.http_server import HttpServer
 from krl.common.lifecycle import serve_until_signal
@@ -44,13 +44,7 @@ class AllocatorApp:
             self.watch = asyncio.create_task(
                 self.embedded.supervise(on_restart=metrics.redis_restarts.inc)
             )
-        self.redis = aioredis.Redis.from_url(
-            url,
-            socket_timeout=s.redis_timeout_s,
-            socket_connect_timeout=s.redis_timeout_s,
-            retry_on_timeout=False,
-            health_check_interval=0,
-        )
+        self.redis = await connect(url, s.redis_timeout_s)
         store = HistoryStore(
             self.redis, half_life_steps=s.half_life_steps, allocation_ttl_s=s.allocation_ttl_s
         )

@@ -29,6 +29,7 @@ from typing import Any, ParamSpec, TypeVar
 import numpy as np
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
+from redis.asyncio.cluster import RedisCluster
 
 from krl.allocator.history import (
     HEAD_BYTES,
@@ -69,6 +70,8 @@ def _redis_errors(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
             return await fn(*args, **kwargs)
         except (rexc.ConnectionError, rexc.TimeoutError, OSError) as e:
             raise Unavailable(f"Redis is unreachable: {e}") from e
+        except (rexc.ClusterDownError, rexc.TryAgainError, rexc.RedisClusterException) as e:
+            raise Unavailable(f"Redis Cluster is failing over: {e}") from e
 
     return wrapper
 
@@ -92,6 +95,22 @@ def _pairs(flat: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return k, n, c
 
 
+async def connect(url: str, timeout_s: float) -> aioredis.Redis | RedisCluster:
+    """A client for `url`: a Redis Cluster client when the server says cluster mode is on
+    (INFO cluster), else a plain one. Redis errors surface at once; callers retry."""
+    opts: dict[str, Any] = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
+    plain = aioredis.Redis.from_url(url, retry_on_timeout=False, health_check_interval=0, **opts)
+    try:
+        info = await plain.info("cluster")
+    except (rexc.ConnectionError, rexc.TimeoutError, OSError):
+        return plain  # not reachable yet: standalone until proven otherwise (readyz tells)
+    if not info.get("cluster_enabled"):
+        return plain
+    await plain.aclose()
+    log.info("Redis at %s runs in cluster mode", url)
+    return RedisCluster.from_url(url, **opts)
+
+
 class HistoryStore:
     def __init__(
         self,
@@ -101,6 +120,7 @@ class HistoryStore:
         allocation_ttl_s: int,
     ) -> None:
         self.r = client
+        self.cluster = isinstance(client, RedisCluster)
         self.half_life = float(half_life_steps)
         self.ttl = int(allocation_ttl_s)
         lua = resources.files("krl.allocator").joinpath("lua")
@@ -111,14 +131,19 @@ class HistoryStore:
     def _k(ns: str, *parts: str) -> str:
         return ":".join(("krl", "{" + ns + "}", *parts))
 
+    @staticmethod
+    def _records(ns: str, prompt_ids: Sequence[str]) -> list[str]:
+        prefix = f"krl:{{{ns}}}:{RECORD_PREFIX}:"
+        return [prefix + pid for pid in prompt_ids]
+
     @_redis_errors
     async def ping(self) -> bool:
         return bool(await self.r.ping())
 
     @_redis_errors
     async def read_batch(self, ns: str, prompt_ids: Sequence[str], step: int) -> BatchHistory:
-        args = [self._k(ns, RECORD_PREFIX, ""), json.dumps(list(prompt_ids)), RECORD_BYTES]
-        res = await self._read([self._k(ns, "meta"), self._k(ns, "lv")], args)
+        keys = [self._k(ns, "meta"), self._k(ns, "lv"), *self._records(ns, prompt_ids)]
+        res = await self._read(keys, [RECORD_BYTES])
         meta = [float(x) for x in res[:8]]
         rec, visits = unpack_records(res[8], len(prompt_ids))
         col = {name: np.nan_to_num(rec[:, i]) for i, name in enumerate(RECORD_FIELDS)}
@@ -160,8 +185,9 @@ class HistoryStore:
                 pipe.lpush(self._k(ns, "allocs"), alloc_id)
                 pipe.ltrim(self._k(ns, "allocs"), 0, ALLOCS_KEPT - 1)
                 pipe.hincrby(self._k(ns, "meta"), "allocations", 1)
-            pipe.sadd("krl:namespaces", ns)
             await pipe.execute()
+        # Another slot than the namespace's keys, so not in their transaction (Redis Cluster).
+        await self.r.sadd("krl:namespaces", ns)
 
     @_redis_errors
     async def report(self, ns: str, alloc_id: str, outcomes: Sequence[Outcome]) -> ReportResult:
@@ -170,11 +196,12 @@ class HistoryStore:
             self._k(ns, "a", alloc_id, "r"),
             self._k(ns, "meta"),
             self._k(ns, "lv"),
+            *self._records(ns, [o.prompt_id for o in outcomes]),
         ]
         packed = json.dumps(
             [[o.prompt_id, o.successes, o.trials, o.total_tokens] for o in outcomes]
         )
-        args = [self.half_life, self.ttl, RECENT_KEPT, self._k(ns, RECORD_PREFIX, ""), packed]
+        args = [self.half_life, self.ttl, RECENT_KEPT, "", packed]
         res = [x.decode() if isinstance(x, bytes) else x for x in await self._report(keys, args)]
         if res[0] == "NOT_FOUND":
             raise NotFound(f"no allocation {alloc_id!r} in namespace {ns!r} (unknown or expired)")
@@ -209,7 +236,7 @@ class HistoryStore:
     async def prompt_records(
         self, ns: str, prompt_ids: Sequence[str], step: int
     ) -> list[PromptRecord]:
-        raws = await self.r.mget([self._k(ns, RECORD_PREFIX, pid) for pid in prompt_ids])
+        raws = await self.r.mget(self._records(ns, prompt_ids))
         out = []
         for pid, raw in zip(prompt_ids, raws, strict=True):
             if raw is None:
@@ -240,16 +267,22 @@ class HistoryStore:
         """About `limit` prompt ids with a record, from a SCAN cursor (0: start); the next
         cursor is 0 when the scan is done. Each id present for the whole scan comes once."""
         prefix = self._k(ns, RECORD_PREFIX, "")
+        # On a cluster, the node that holds the namespace's slot (a cursor is per node).
+        where = {"target_nodes": self.r.get_node_from_key(prefix)} if self.cluster else {}
         ids: list[str] = []
         while True:
-            cursor, keys = await self.r.scan(cursor, match=_glob_escape(prefix) + "*", count=limit)
+            cursor, keys = await self.r.scan(
+                cursor, match=_glob_escape(prefix) + "*", count=limit, **where
+            )
+            if isinstance(cursor, dict):  # a cluster client answers {node: cursor}
+                (cursor,) = cursor.values()
             ids.extend(k.decode()[len(prefix) :] for k in keys)
             if cursor == 0 or len(ids) >= limit:
                 return ids, int(cursor)
 
     @_redis_errors
     async def raw_records(self, ns: str, prompt_ids: Sequence[str]) -> list[bytes | None]:
-        return await self.r.mget([self._k(ns, RECORD_PREFIX, pid) for pid in prompt_ids])
+        return await self.r.mget(self._records(ns, prompt_ids))
 
     @_redis_errors
     async def namespaces(self) -> list[str]:

@@ -1,23 +1,22 @@
 -- Read a batch of prompt records in one call.
 -- KEYS[1] namespace meta hash, KEYS[2] the namespace's last-visit counts (hash 'k:n' -> prompts
--- whose last visit had k successes of n trials; see report.lua).
--- ARGV[1] key prefix of prompt records ('krl:{ns}:p:'), ARGV[2] the prompt ids as a JSON array,
--- ARGV[3] the size in bytes of a whole record (head and RECENT_KEPT visits). Every key shares
--- the namespace's hash tag, so the script stays within one cluster slot.
+-- whose last visit had k successes of n trials; see report.lua), KEYS[3..] the prompt records
+-- ('krl:{ns}:r:<id>'), in the batch's order. Every key is declared and shares the namespace's
+-- hash tag, so the script runs on Redis Cluster (one slot).
+-- ARGV[1] the size in bytes of a whole record (head and RECENT_KEPT visits).
 -- Returns {meta fields..., records, last-visit counts as a flat field/value list}: the records
--- back to back, each padded to ARGV[3] bytes with 0xff (an unknown prompt is all 0xff: its
+-- back to back, each padded to ARGV[1] bytes with 0xff (an unknown prompt is all 0xff: its
 -- head reads as NaN, its visits as n = -1).
-local ids = cjson.decode(ARGV[2])
-local size = tonumber(ARGV[3])
+local size = tonumber(ARGV[1])
 local pad = string.char(255)
 local missing = string.rep(pad, size)
 local out = {}
-for i, pid in ipairs(ids) do
-  local raw = redis.call('GET', ARGV[1] .. pid)
+for i = 3, #KEYS do
+  local raw = redis.call('GET', KEYS[i])
   if raw then
-    if #raw >= size then out[i] = string.sub(raw, 1, size)
-    else out[i] = raw .. string.rep(pad, size - #raw) end
-  else out[i] = missing end
+    if #raw >= size then out[i - 2] = string.sub(raw, 1, size)
+    else out[i - 2] = raw .. string.rep(pad, size - #raw) end
+  else out[i - 2] = missing end
 end
 local meta = redis.call('HMGET', KEYS[1], 'prompts', 'sum_p', 'sum_p2', 'sum_inv_t', 'tok_w',
                        'tok_sum', 'rate_s', 'rate_w')

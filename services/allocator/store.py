@@ -10,7 +10,10 @@ Keys (the namespace sits in a hash tag, so one namespace lives in one cluster sl
                                   trials (what the grid prior is fitted to)
   krl:{ns}:a:<allocation id>      hash: _step, _meta (JSON), _n (JSON: prompt id -> n) (TTL)
   krl:{ns}:a:<allocation id>:r    set of prompt ids already reported               (TTL)
-  krl:{ns}:allocs                 list of allocation ids, newest first (capped)
+  krl:{ns}:allocs                 list of allocation ids, newest first; past max_allocations_kept
+                                  the oldest are dropped with their hashes and sets
+An allocation lives allocation_ttl_s, or reported_allocation_ttl_s once every prompt with n > 0
+is reported (report.lua).
 Reading a batch is one Lua call (lua/read.lua) and so is recording a report (lua/report.lua);
 each takes its prompt ids packed in one JSON argument, since packing thousands of arguments
 costs more than Redis's work.
@@ -46,13 +49,13 @@ from krl.allocator.history import (
     unpack_records,
 )
 from krl.allocator.prior import RateMoments
+from krl.allocator.settings import AllocatorSettings
 from krl.common.errors import InvalidArgument, NotFound, Unavailable
 from krl_client.messages import Outcome
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
 T = TypeVar("T")
-ALLOCS_KEPT = 1000
 
 
 @dataclass(frozen=True)
@@ -118,14 +121,29 @@ class HistoryStore:
         *,
         half_life_steps: float,
         allocation_ttl_s: int,
+        reported_ttl_s: int = 3600,
+        allocations_kept: int = 1000,
     ) -> None:
         self.r = client
         self.cluster = isinstance(client, RedisCluster)
         self.half_life = float(half_life_steps)
         self.ttl = int(allocation_ttl_s)
+        self.reported_ttl = min(int(reported_ttl_s), self.ttl)
+        self.kept = int(allocations_kept)
         lua = resources.files("krl.allocator").joinpath("lua")
         self._report = self.r.register_script(lua.joinpath("report.lua").read_text())
         self._read = self.r.register_script(lua.joinpath("read.lua").read_text())
+
+    @classmethod
+    def from_settings(cls, client: aioredis.Redis, s: AllocatorSettings) -> HistoryStore:
+        """The one way the service and the simulator build a store from settings."""
+        return cls(
+            client,
+            half_life_steps=s.half_life_steps,
+            allocation_ttl_s=s.allocation_ttl_s,
+            reported_ttl_s=s.reported_allocation_ttl_s,
+            allocations_kept=s.max_allocations_kept,
+        )
 
     @staticmethod
     def _k(ns: str, *parts: str) -> str:
@@ -176,16 +194,21 @@ class HistoryStore:
     ) -> None:
         """listed False: an internal allocation (an import's) that the allocation list, 'latest'
         and the allocation counter do not show."""
-        key = self._k(ns, "a", alloc_id)
+        key, allocs = self._k(ns, "a", alloc_id), self._k(ns, "allocs")
         mapping = {"_step": step, "_meta": json.dumps(meta), "_n": json.dumps(n)}
         async with self.r.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping=mapping)
             pipe.expire(key, self.ttl)
             if listed:
-                pipe.lpush(self._k(ns, "allocs"), alloc_id)
-                pipe.ltrim(self._k(ns, "allocs"), 0, ALLOCS_KEPT - 1)
+                pipe.lpush(allocs, alloc_id)
+                pipe.lrange(allocs, self.kept, -1)
+                pipe.ltrim(allocs, 0, self.kept - 1)
                 pipe.hincrby(self._k(ns, "meta"), "allocations", 1)
-            await pipe.execute()
+            res = await pipe.execute()
+        if listed and (dropped := [x.decode() for x in res[3]]):
+            # The oldest beyond max_allocations_kept go, with their reported sets.
+            keys = [self._k(ns, "a", x, *r) for x in dropped for r in ((), ("r",))]
+            await self.r.delete(*keys)
         # Another slot than the namespace's keys, so not in their transaction (Redis Cluster).
         await self.r.sadd("krl:namespaces", ns)
 
@@ -201,7 +224,7 @@ class HistoryStore:
         packed = json.dumps(
             [[o.prompt_id, o.successes, o.trials, o.total_tokens] for o in outcomes]
         )
-        args = [self.half_life, self.ttl, RECENT_KEPT, "", packed]
+        args = [self.half_life, self.ttl, RECENT_KEPT, self.reported_ttl, packed]
         res = [x.decode() if isinstance(x, bytes) else x for x in await self._report(keys, args)]
         if res[0] == "NOT_FOUND":
             raise NotFound(f"no allocation {alloc_id!r} in namespace {ns!r} (unknown or expired)")

@@ -144,3 +144,37 @@ async def test_a_duplicate_report_does_not_count_as_a_report(store):
     await store.report("d10", "2" * 32, [Outcome("x", 1, 4, 0)])
     await store.report("d10", "2" * 32, [Outcome("x", 1, 4, 0)])
     assert (await store.namespace_meta("d10"))["reports"] == 1
+
+
+async def test_a_fully_reported_allocation_is_kept_only_for_retries(redis_server, redis_client):
+    client = aioredis.Redis.from_url(redis_server.url)
+    store = HistoryStore(client, half_life_steps=0, allocation_ttl_s=86400, reported_ttl_s=120)
+    try:
+        await _alloc(store, "mem", "d" * 32, 0, {"x": 4, "y": 4, "z": 0})
+        key = "krl:{mem}:a:" + "d" * 32
+        await store.report("mem", "d" * 32, [Outcome("x", 1, 4, 0)])
+        assert redis_client.ttl(key) > 86000  # y is still open
+        await store.report("mem", "d" * 32, [Outcome("y", 2, 4, 0)])  # z has n = 0
+        assert 0 < redis_client.ttl(key) <= 120 and 0 < redis_client.ttl(key + ":r") <= 120
+        again = await store.report("mem", "d" * 32, [Outcome("y", 2, 4, 0)])
+        assert again.duplicates == ["y"] and again.accepted == 0
+    finally:
+        await client.aclose()
+
+
+async def test_allocations_beyond_the_cap_are_dropped_oldest_first(redis_server, redis_client):
+    client = aioredis.Redis.from_url(redis_server.url)
+    store = HistoryStore(client, half_life_steps=0, allocation_ttl_s=86400, allocations_kept=3)
+    try:
+        ids = [f"{i:032d}" for i in range(5)]
+        for i, a in enumerate(ids):
+            await _alloc(store, "cap", a, i, {"x": 2})
+        for a in ids[:2]:
+            with pytest.raises(NotFound):
+                await store.report("cap", a, [Outcome("x", 1, 2, 0)])
+        assert (await store.report("cap", ids[2], [Outcome("x", 1, 2, 0)])).accepted == 1
+        assert [x.decode() for x in redis_client.lrange("krl:{cap}:allocs", 0, -1)] == ids[:1:-1]
+        assert len(redis_client.keys("krl:{cap}:a:*")) == 3 + 1  # 3 hashes, 1 reported set
+        assert (await store.get_allocation("cap", "latest"))["allocation_id"] == ids[4]
+    finally:
+        await client.aclose()

@@ -4,8 +4,9 @@
 -- visit had k successes of n trials: the data the grid prior is fitted to, grid.py),
 -- KEYS[4 + i] the record of the i-th outcome's prompt ('krl:{ns}:r:<id>').
 -- ARGV[1] half-life in steps (<= 0: no decay), ARGV[2] TTL of the reported set (s),
--- ARGV[3] recent visits kept per prompt (history.RECENT_KEPT), ARGV[4] unused (was the record
--- key prefix), ARGV[5] outcomes as a JSON array of [id, successes, trials, tokens].
+-- ARGV[3] recent visits kept per prompt (history.RECENT_KEPT), ARGV[4] TTL (s) of the
+-- allocation once every prompt with n > 0 is reported, ARGV[5] outcomes as a JSON array of
+-- [id, successes, trials, tokens].
 -- A prompt's key holds its record: history.RECORD_FIELDS as 11 little-endian doubles, then
 -- up to `keep` recent visits (step, n, successes, the namespace's success-rate logit in
 -- thousandths) as little-endian int32s, oldest first.
@@ -141,6 +142,16 @@ for f, by in pairs(lv) do
   if by ~= 0 and redis.call('HINCRBY', KEYS[4], f, by) <= 0 then redis.call('HDEL', KEYS[4], f) end
 end
 redis.call('EXPIRE', KEYS[2], tonumber(ARGV[2]))
+-- Fully reported: keep it only as long as retries may come (the memory policy).
+local open = 0
+for _, n in pairs(allotted) do if n > 0 then open = open + 1 end end
+if accepted > 0 and redis.call('SCARD', KEYS[2]) >= open then
+  local short = tonumber(ARGV[4])
+  if redis.call('TTL', KEYS[1]) > short then
+    redis.call('EXPIRE', KEYS[1], short)
+    redis.call('EXPIRE', KEYS[2], short)
+  end
+end
 if accepted > 0 then redis.call('HINCRBY', KEYS[3], 'reports', 1) end
 local out = {'OK', accepted}
 for _, pid in ipairs(dups) do out[#out + 1] = pid end

@@ -36,8 +36,7 @@ class InProcessAllocator:
             redis_url = self.redis_server.url
         settings = AllocatorSettings(redis_url=redis_url, half_life_steps=half_life_steps)
         self._redis = aioredis.Redis.from_url(redis_url)
-        store = HistoryStore(self._redis, half_life_steps=half_life_steps,
-                             allocation_ttl_s=settings.allocation_ttl_s)  # fmt: skip
+        store = HistoryStore.from_settings(self._redis, settings)
         self.allocator = Allocator(store, settings, AllocatorMetrics())
         self.half_life_steps = half_life_steps
 

@@ -32,7 +32,8 @@ import torch
 from krl.common.errors import FailedPrecondition, NotFound
 from krl.model.loading import load_model, load_tokenizer
 from krl.model.weights import to_bytes
-from krl.rollout.client import Group, PromptSpec, RolloutClient
+from krl.rollout.client import Group, PromptSpec
+from krl.rollout.fleet import RolloutFleet
 from krl.tasks.base import Task, TaskSource
 from krl.tasks.factory import load_source
 from krl.trainer import checkpoint as ckpt
@@ -153,7 +154,7 @@ class Trainer:
         token = s.peer()
         kw = {"token": token, "retries": s.client_retries, "backoff_s": s.client_backoff_s}
         self.allocator = AllocatorClient(s.allocator, s.run_namespace, timeout_s=30.0, **kw)
-        self.rollout = RolloutClient(s.rollout, **kw)
+        self.rollout = RolloutFleet(s.rollout, **kw)
         self.runlog = RunLog(self.run_dir)
         self.journal = Journal(self.run_dir / "allocations.jsonl")
 

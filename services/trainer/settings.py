@@ -39,7 +39,12 @@ class TrainerSettings(ServiceSettings):
 
     # where the other services are
     allocator: str = Field("127.0.0.1:50051", description="Allocator gRPC target host:port.")
-    rollout: str = Field("127.0.0.1:50052", description="Rollout service gRPC target host:port.")
+    rollout: str = Field(
+        "127.0.0.1:50052",
+        description="Rollout service(s): host:port, a list h1:p1,h2:p2, or dns:///name:port "
+        "(every address, e.g. a headless Service's pods): Generate is split across them, weights "
+        "go to all.",
+    )
     peer_token: SecretStr | None = Field(None, description="Bearer token sent to both services.")
     peer_token_file: Path | None = Field(None, description="Read the peer token from this file.")
     client_retries: int = Field(10, ge=0, description="Retries on UNAVAILABLE and kin, per call.")

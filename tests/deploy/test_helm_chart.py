@@ -39,7 +39,11 @@ def test_defaults_bundle_redis_and_wire_every_service():
     job = m[("Job", f"{P}-trainer")]
     tenv = _env(_container(job))
     assert tenv["KRL_TRAINER_ALLOCATOR"]["value"] == f"{P}-allocator:50051"
-    assert tenv["KRL_TRAINER_ROLLOUT"]["value"] == f"{P}-rollout:50052"
+    # every rollout pod, through the headless Service (krl.rollout.fleet)
+    assert tenv["KRL_TRAINER_ROLLOUT"]["value"] == f"dns:///{P}-rollout-headless:50052"
+    headless = m[("Service", f"{P}-rollout-headless")]
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["selector"] == m[("Service", f"{P}-rollout")]["spec"]["selector"]
     assert "KRL_TRAINER_PEER_TOKEN" in tenv
     assert "--resume" in _container(job)["args"][0]  # a restarted pod resumes its run
     pvc = m[("PersistentVolumeClaim", f"{P}-trainer")]

@@ -334,6 +334,17 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
         "--target", help="an allocator already running (host:port); default: start one"
     )
     load.set_defaults(func=_run_bench, which="load")
+    soak = bsub.add_parser(
+        "soak",
+        help="bounded soak: trainer-like clients on separate namespaces against one allocator, "
+        "its embedded Redis killed halfway; checks nothing lost or counted twice, prints RSS "
+        "slope and latency by interval (exit 1 on a loss)",
+    )
+    soak.add_argument("--minutes", type=float, default=10.0, help="duration (default 10)")
+    soak.add_argument("--clients", type=int, default=3, help="concurrent clients (default 3)")
+    soak.add_argument("--prompts", type=int, default=2048, help="dataset size per client")
+    soak.add_argument("--progress", action="store_true", help="a line every 5 s")
+    soak.set_defaults(func=_run_bench, which="soak")
     r = bsub.add_parser(
         "rollout", help="rollout service tokens/s vs the same engine called directly"
     )
@@ -353,6 +364,10 @@ def _run_bench(args: argparse.Namespace) -> int:
         from krl.rollout.bench import bench_rollout
 
         return bench_rollout(args)
+    if args.which == "soak":
+        from krl.allocator.soak import bench_soak
+
+        return bench_soak(args)
     from krl.allocator import bench
 
     return {

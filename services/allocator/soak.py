@@ -1,0 +1,158 @@
+"""`krl bench soak`: a bounded soak of one allocator process (embedded Redis). Trainer-like
+clients, each on its own namespace, allocate and report in a loop; halfway, the embedded
+redis-server is killed (-9) and the allocator restarts it. At the end every outcome a client
+saw acknowledged must be in Redis exactly once; the allocator's RSS slope and the latency
+percentiles per interval are printed. Figures, not a test."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class _Client(threading.Thread):
+    """Allocate → report, over and over, like a trainer (retries ride out the Redis restart)."""
+
+    def __init__(self, target: str, ns: str, prompts: int, stop: threading.Event) -> None:
+        super().__init__(daemon=True)
+        self.target, self.ns, self.stop = target, ns, stop
+        self.ids = [f"{ns}-p{i}" for i in range(prompts)]
+        self.acked: Counter[str] = Counter()
+        self.visits: Counter[str] = Counter()
+        self.samples: list[tuple[float, float, float]] = []  # (time, allocate s, report s)
+        self.errors: list[str] = []
+        self.rng = np.random.default_rng(abs(hash(ns)) % 2**32)
+        self.p = self.rng.beta(0.5, 0.5, prompts)
+
+    def run(self) -> None:
+        from krl_client import AllocatorClient
+
+        batch = min(256, len(self.ids))
+        with AllocatorClient(self.target, namespace=self.ns, retries=10, backoff_s=0.05) as c:
+            step = 0
+            while not self.stop.is_set():
+                pick = self.rng.choice(len(self.ids), batch, replace=False)
+                ids = [self.ids[i] for i in pick]
+                try:
+                    t0 = time.perf_counter()
+                    a = c.allocate(ids, 8 * batch, step=step, min_n=2, max_n=64)
+                    t1 = time.perf_counter()
+                    out = {pid: (int(self.rng.binomial(n, self.p[i])), n, 50 * n)
+                           for i, pid in zip(pick, ids, strict=True) if (n := a.n[pid])}  # fmt: skip
+                    res = c.report(a.allocation_id, out)
+                    t2 = time.perf_counter()
+                except Exception as e:  # counted and shown; the soak goes on
+                    self.errors.append(repr(e)[:200])
+                    continue
+                self.samples.append((time.monotonic(), t1 - t0, t2 - t1))
+                for pid, (_, n, _) in out.items():
+                    if pid not in res.duplicate_prompt_ids:
+                        self.acked[pid] += n
+                        self.visits[pid] += 1
+                step += 1
+
+
+def bench_soak(args: argparse.Namespace) -> int:
+    from krl.common.procs import ServiceProcess, free_port
+    from krl_client import AllocatorClient
+
+    seconds = args.minutes * 60
+    with tempfile.TemporaryDirectory(prefix="krl-soak-") as tmp_s:
+        tmp = Path(tmp_s)
+        gport, hport = free_port(), free_port()
+        target = f"127.0.0.1:{gport}"
+        svc = ServiceProcess(
+            ["allocator", "--grpc-port", str(gport), "--http-port", str(hport),
+             "--data-dir", str(tmp / "redis"), "--log-level", "WARNING"],
+            target, log_file=tmp / "allocator.log",
+        )  # fmt: skip
+        with svc.start(60):
+            pid = svc.proc.pid
+            stop = threading.Event()
+            clients = [
+                _Client(target, f"soak-{k}", args.prompts, stop) for k in range(args.clients)
+            ]
+            t_start = time.monotonic()
+            rss: list[tuple[float, float]] = [(0.0, _rss_mb(pid))]
+            for c in clients:
+                c.start()
+            killed_at = None
+            while (now := time.monotonic() - t_start) < seconds:
+                time.sleep(min(5.0, seconds - now))
+                rss.append((time.monotonic() - t_start, _rss_mb(pid)))
+                if killed_at is None and time.monotonic() - t_start >= seconds / 2:
+                    redis_pid = int((tmp / "redis" / "redis.pid").read_text())
+                    os.kill(redis_pid, signal.SIGKILL)
+                    killed_at = time.monotonic() - t_start
+                    console.print(f"  {killed_at:5.0f} s: killed the embedded redis-server "
+                                  f"(pid {redis_pid}) with SIGKILL", style="yellow")  # fmt: skip
+                if args.progress:
+                    done = sum(len(c.samples) for c in clients)
+                    console.print(f"  {now:5.0f} s: {done} rounds, RSS {rss[-1][1]:.1f} MB",
+                                  style="dim")  # fmt: skip
+            stop.set()
+            for c in clients:
+                c.join(60)
+            lost = doubled = 0
+            for c in clients:
+                with AllocatorClient(target, namespace=c.ns) as check:
+                    stats = {s.prompt_id: s for s in check.prompt_stats(c.ids)}
+                for pid in c.ids:
+                    got, want = stats[pid].trials, c.acked[pid]
+                    lost += max(0, want - got)
+                    doubled += max(0, got - want)
+                    doubled += max(0, stats[pid].visits - c.visits[pid])
+            restarts = (tmp / "allocator.log").read_text().count("restarting it on")
+        _report(clients, rss, t_start, seconds, lost, doubled, restarts, killed_at)
+    return 0 if lost == doubled == 0 and restarts >= 1 else 1
+
+
+def _report(clients, rss, t_start, seconds, lost, doubled, restarts, killed_at) -> None:
+    table = Table(title="latency by interval (all clients)")
+    for col in ("interval", "rounds", "Allocate p50", "Allocate p99", "Report p50", "Report p99"):
+        table.add_column(col, justify="right")
+    samples = sorted(s for c in clients for s in c.samples)
+    width = max(seconds / 10, 1.0)
+    for k in range(int(np.ceil(seconds / width))):
+        lo, hi = t_start + k * width, t_start + (k + 1) * width
+        part = np.array([s[1:] for s in samples if lo <= s[0] < hi]) * 1e3
+        if len(part) == 0:
+            continue
+        a50, a99 = np.percentile(part[:, 0], [50, 99])
+        r50, r99 = np.percentile(part[:, 1], [50, 99])
+        table.add_row(f"{k * width:.0f}-{(k + 1) * width:.0f} s", str(len(part)), f"{a50:.1f} ms",
+                      f"{a99:.1f} ms", f"{r50:.1f} ms", f"{r99:.1f} ms")  # fmt: skip
+    console.print(table)
+    t, mb = np.array(rss).T
+    warm = t >= min(60.0, seconds / 4)  # after warm-up (imports, first allocations)
+    slope = np.polyfit(t[warm] / 60, mb[warm], 1)[0] if warm.sum() >= 3 else float("nan")
+    acked = sum(sum(c.acked.values()) for c in clients)
+    errors = [e for c in clients for e in c.errors]
+    console.print(
+        f"{len(clients)} clients, {seconds / 60:.1f} min, {len(samples)} allocate+report rounds, "
+        f"{acked} rollouts acknowledged; embedded Redis killed at {killed_at or 0:.0f} s and "
+        f"restarted {restarts}x"
+    )
+    console.print(f"outcomes lost {lost}, counted twice {doubled}; client calls that failed "
+                  f"after retries {len(errors)}{(': ' + errors[0]) if errors else ''}")  # fmt: skip
+    console.print(f"allocator RSS {mb[0]:.1f} → {mb[-1]:.1f} MB (max {mb.max():.1f}); slope after "
+                  f"warm-up {slope:+.2f} MB/min")  # fmt: skip

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-redis7 test-vllm test-verl test-unit lint proto bench venv clean tools deploy-check results
+.PHONY: run test test-redis7 test-api test-vllm test-verl test-unit lint proto bench venv clean tools deploy-check results
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -44,6 +44,10 @@ REDIS_TESTS = tests/integration/test_store.py tests/integration/test_grpc_api.py
 test-redis7: $(STAMP)
 	bash scripts/system_deps.sh
 	KRL_REDIS_SERVER=$$(command -v redis-server) $(BIN)/pytest -q $(REDIS_TESTS)
+
+# A bounded schemathesis run: the allocator's OpenAPI document against the real server.
+test-api: $(STAMP)
+	bash scripts/api_fuzz.sh
 
 test-unit: $(STAMP)
 	$(BIN)/pytest -q -m "not integration and not slow"

@@ -7,13 +7,13 @@ from __future__ import annotations
 import contextlib
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 from krl import __version__
-from krl.allocator.http_write import AllocationOut, add_write_routes
-from krl.allocator.service import Allocator
+from krl.allocator.http_write import AllocationOut, Namespace, add_write_routes
+from krl.allocator.service import ALLOCATION_ID_RE, Allocator
 from krl.common.errors import Unavailable
 from krl.common.http import bearer_auth, install_problem_handlers, make_app
 
@@ -61,6 +61,11 @@ class PromptOut(BaseModel):
     recent: list[RecentOut]
 
 
+LatestOrId = Annotated[
+    str, Path(pattern=f"^(latest|{ALLOCATION_ID_RE.pattern})$", description="An id, or 'latest'.")
+]
+
+
 def _allocator(request: Request) -> Allocator:
     return request.app.state.allocator
 
@@ -70,6 +75,7 @@ AllocatorDep = Annotated[Allocator, Depends(_allocator)]
 
 def build_app(allocator: Allocator, token: str | None) -> FastAPI:
     app = make_app(
+        max_body_size=allocator.settings.max_message_bytes,
         title="knapsack-rl allocator",
         version=__version__,
         description="Allocate rollouts and report outcomes (as over gRPC), read allocation "
@@ -85,7 +91,7 @@ def build_app(allocator: Allocator, token: str | None) -> FastAPI:
         return await alloc.store.namespaces()
 
     @api.get("/namespaces/{namespace}", summary="A namespace's summary")
-    async def summary(namespace: str, alloc: AllocatorDep) -> NamespaceSummaryOut:
+    async def summary(namespace: Namespace, alloc: AllocatorDep) -> NamespaceSummaryOut:
         s = await alloc.summary(namespace)
         return NamespaceSummaryOut(**s.__dict__)
 
@@ -93,8 +99,8 @@ def build_app(allocator: Allocator, token: str | None) -> FastAPI:
         "/namespaces/{namespace}/prompts/{prompt_id}", summary="One prompt's history and posterior"
     )
     async def prompt(
-        namespace: str,
-        prompt_id: str,
+        namespace: Namespace,
+        prompt_id: Annotated[str, Path(min_length=1)],
         alloc: AllocatorDep,
         step: Annotated[int, Query(ge=0, description="Decay evidence to this step (0: last).")] = 0,
     ) -> PromptOut:
@@ -102,15 +108,18 @@ def build_app(allocator: Allocator, token: str | None) -> FastAPI:
         r = v.record
         return PromptOut(
             **{k: getattr(r, k) for k in PromptOut.model_fields if hasattr(r, k) and k != "recent"},
-            posterior_alpha=v.posterior_alpha, posterior_beta=v.posterior_beta,
+            posterior_alpha=v.posterior_alpha,
+            posterior_beta=v.posterior_beta,
             posterior_mean=v.posterior_mean,
             recent=[RecentOut(step=s, n=n, successes=k) for s, n, k in r.recent],
-        )  # fmt: skip
+        )
 
     @api.get(
         "/namespaces/{namespace}/allocations/{allocation_id}", summary="An allocation, or 'latest'"
     )
-    async def allocation(namespace: str, allocation_id: str, alloc: AllocatorDep) -> AllocationOut:
+    async def allocation(
+        namespace: Namespace, allocation_id: LatestOrId, alloc: AllocatorDep
+    ) -> AllocationOut:
         return AllocationOut(**await alloc.allocation(namespace, allocation_id))
 
     add_write_routes(api)

@@ -7,18 +7,29 @@ from __future__ import annotations
 import json
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from krl.allocator import transfer
-from krl.allocator.service import MAX_STEP, AllocateInput, Allocator
+from krl.allocator.service import (
+    ALLOCATION_ID_RE,
+    MAX_STEP,
+    NAMESPACE_RE,
+    AllocateInput,
+    Allocator,
+)
 from krl.allocator.solver import Mode
 from krl.allocator.store import Outcome
 from krl.common.errors import InvalidArgument
 
 INT32, INT64 = 2**31 - 1, 2**63 - 1
 NDJSON = "application/x-ndjson"
+# Path parameters as the OpenAPI document states them (the use cases check them again).
+Namespace = Annotated[str, Path(pattern=f"^{NAMESPACE_RE.pattern}$", description="A namespace.")]
+AllocationId = Annotated[
+    str, Path(pattern=f"^{ALLOCATION_ID_RE.pattern}$", description="32 lowercase hex digits.")
+]
 
 
 class _Strict(BaseModel):
@@ -44,7 +55,7 @@ class AllocationOut(BaseModel):
 
 
 class AllocateIn(_Strict):
-    prompt_ids: list[str] = Field(description="The batch's prompt ids, unique.")
+    prompt_ids: list[str] = Field(min_length=1, description="The batch's prompt ids, unique.")
     budget: int = Field(ge=0, le=INT64, description="Total rollouts for the batch.")
     min_n: int = Field(2, ge=0, le=INT32, description="Fewest rollouts per prompt.")
     max_n: int = Field(64, ge=0, le=INT32, description="Most rollouts per prompt.")
@@ -58,14 +69,14 @@ class AllocateIn(_Strict):
 
 
 class OutcomeIn(_Strict):
-    prompt_id: str
-    successes: int = Field(ge=-INT32, le=INT32)
-    trials: int = Field(ge=-INT32, le=INT32)
-    total_tokens: int = Field(0, ge=-INT64, le=INT64)
+    prompt_id: str = Field(min_length=1)
+    successes: int = Field(ge=0, le=INT32)
+    trials: int = Field(ge=0, le=INT32, description="Scored rollouts (0: no evidence, ignored).")
+    total_tokens: int = Field(0, ge=0, le=INT64)
 
 
 class ReportIn(_Strict):
-    outcomes: list[OutcomeIn]
+    outcomes: list[OutcomeIn] = Field(min_length=1)
 
 
 class ReportOut(BaseModel):
@@ -111,15 +122,6 @@ class ImportOut(BaseModel):
     visits: int
 
 
-async def _read_capped(request: Request, limit: int) -> bytes:
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise InvalidArgument(f"over the limit of {limit} bytes (max_message_bytes)", field="body")  # fmt: skip
-    return bytes(body)
-
-
 def parse_import(body: bytes) -> list[transfer.PromptStatsRow]:
     rows = []
     for i, line in enumerate(body.decode("utf-8", errors="strict").splitlines()):
@@ -131,7 +133,9 @@ def parse_import(body: bytes) -> list[transfer.PromptStatsRow]:
         except ValidationError as e:
             err = e.errors()[0]
             where = ".".join(str(x) for x in err["loc"])
-            raise InvalidArgument(err["msg"], field=f"lines[{i}]" + (f".{where}" if where else "")) from e  # fmt: skip
+            raise InvalidArgument(
+                err["msg"], field=f"lines[{i}]" + (f".{where}" if where else "")
+            ) from e
         except InvalidArgument as e:
             raise InvalidArgument(e.message, field=f"lines[{i}].{e.field}") from e
     return rows
@@ -146,16 +150,22 @@ def add_write_routes(api: APIRouter) -> None:
         summary="Allocate rollouts to a batch (the same solve as gRPC Allocate)",
         status_code=201,
     )
-    async def allocate(namespace: str, body: AllocateIn, request: Request) -> AllocationOut:
+    async def allocate(namespace: Namespace, body: AllocateIn, request: Request) -> AllocationOut:
         alloc = _alloc(request)
         res = await alloc.allocate(
             AllocateInput(
-                namespace=namespace, step=body.step, prompt_ids=body.prompt_ids,
-                budget=body.budget, min_n=body.min_n, max_n=body.max_n, mode=Mode(body.mode),
-                fallback=body.fallback, visit_half_life=body.visit_half_life,
+                namespace=namespace,
+                step=body.step,
+                prompt_ids=body.prompt_ids,
+                budget=body.budget,
+                min_n=body.min_n,
+                max_n=body.max_n,
+                mode=Mode(body.mode),
+                fallback=body.fallback,
+                visit_half_life=body.visit_half_life,
                 objective=body.objective,
             )
-        )  # fmt: skip
+        )
         return AllocationOut(**await alloc.allocation(namespace, res.allocation_id))
 
     @api.post(
@@ -163,7 +173,7 @@ def add_write_routes(api: APIRouter) -> None:
         summary="Report a batch's outcomes (idempotent per allocation and prompt)",
     )
     async def report(
-        namespace: str, allocation_id: str, body: ReportIn, request: Request
+        namespace: Namespace, allocation_id: AllocationId, body: ReportIn, request: Request
     ) -> ReportOut:
         res = await _alloc(request).report(
             namespace,
@@ -178,7 +188,7 @@ def add_write_routes(api: APIRouter) -> None:
 
     @api.get("/namespaces/{namespace}/prompts", summary="The namespace's prompt ids, paged")
     async def prompts(
-        namespace: str,
+        namespace: Namespace,
         request: Request,
         cursor: Annotated[int, Query(ge=0, le=INT64, description="0: the first page.")] = 0,
         limit: Annotated[int, Query(ge=1, le=10_000, description="About this many.")] = 1000,
@@ -194,7 +204,7 @@ def add_write_routes(api: APIRouter) -> None:
         response_class=StreamingResponse,
         responses={200: {"content": {NDJSON: {}}}},
     )
-    async def export(namespace: str, request: Request) -> StreamingResponse:
+    async def export(namespace: Namespace, request: Request) -> StreamingResponse:
         rows = transfer.export_rows(_alloc(request), namespace)
         first = await anext(rows, None)  # errors (unknown namespace) before the 200 is sent
 
@@ -211,9 +221,9 @@ def add_write_routes(api: APIRouter) -> None:
         summary="Add prompts' statistics from JSON lines (an export, or offline pass rates)",
         openapi_extra={"requestBody": {"content": {NDJSON: {"schema": {"type": "string"}}}}},
     )
-    async def import_(namespace: str, request: Request) -> ImportOut:
+    async def import_(namespace: Namespace, request: Request) -> ImportOut:
         alloc = _alloc(request)
-        body = await _read_capped(request, alloc.settings.max_message_bytes)
+        body = await request.body()  # capped at max_message_bytes (BodyCap: 413)
         try:
             rows = parse_import(body)
         except UnicodeDecodeError as e:

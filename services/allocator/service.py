@@ -24,13 +24,14 @@ from krl.allocator.prior import PriorConfig, RateMoments, fit_prior
 from krl.allocator.settings import AllocatorSettings
 from krl.allocator.solver import Mode
 from krl.allocator.store import HistoryStore, Outcome, ReportResult
-from krl.common.errors import InvalidArgument, KrlError, check
+from krl.common.errors import InvalidArgument, KrlError, Overloaded, check
 
 # fullmatch, not match: with match, "$" also matches before a trailing newline ("run1\n")
 NAMESPACE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 ALLOCATION_ID_RE = re.compile(r"[0-9a-f]{32}")
 MAX_STEP = 2**31 - 1  # a visit's step is stored as an int32 (history.py)
 SOLVE_IN_THREAD_ABOVE = 4096  # prompts; smaller solves take about a millisecond
+SHED_RETRY_S = 0.05  # the hint sent with a shed Allocate
 GRID_PRIORS_KEPT = 1024  # namespaces whose fitted grid prior is kept in memory
 
 
@@ -102,6 +103,7 @@ class Allocator:
         self.metrics = metrics
         self.prior_cfg = PriorConfig(settings.prior_strength_min, settings.prior_strength_max)
         self._grid_priors: OrderedDict[str, tuple[bytes, np.ndarray]] = OrderedDict()
+        self._inflight = 0  # Allocate calls being served (one event loop: no lock needed)
 
     def _check_prompt_ids(self, ids: Sequence[str], field_name: str) -> None:
         """Size limit, then non-empty, unique and short ids; the loops run only on a failure."""
@@ -169,6 +171,21 @@ class Allocator:
         return prior
 
     async def allocate(self, req: AllocateInput) -> AllocateResult:
+        limit = self.settings.max_inflight_allocations
+        if self._inflight >= limit:
+            self.metrics.shed.inc()
+            raise Overloaded(
+                f"{self._inflight} allocations in flight (max_inflight_allocations {limit}); "
+                "retry shortly",
+                retry_after_s=SHED_RETRY_S,
+            )
+        self._inflight += 1
+        try:
+            return await self._allocate(req)
+        finally:
+            self._inflight -= 1
+
+    async def _allocate(self, req: AllocateInput) -> AllocateResult:
         started = time.perf_counter()
         check_namespace(req.namespace)
         check(0 <= req.step <= MAX_STEP, "step", f"must be in [0, {MAX_STEP}], got {req.step}")
@@ -205,11 +222,19 @@ class Allocator:
         alloc_id = uuid.uuid4().hex
         n = [int(x) for x in sol.n]
         meta = {
-            "step": req.step, "mode": req.mode.value, "budget": req.budget, "min_n": req.min_n,
-            "max_n": req.max_n, "fallback": req.fallback, "objective": sol.objective,
-            "solve_ms": solve_s * 1e3, "budget_used": sol.budget_used, "gap_bound": sol.gap_bound,
-            "prompts": len(n), "created_unix": time.time(),
-        }  # fmt: skip
+            "step": req.step,
+            "mode": req.mode.value,
+            "budget": req.budget,
+            "min_n": req.min_n,
+            "max_n": req.max_n,
+            "fallback": req.fallback,
+            "objective": sol.objective,
+            "solve_ms": solve_s * 1e3,
+            "budget_used": sol.budget_used,
+            "gap_bound": sol.gap_bound,
+            "prompts": len(n),
+            "created_unix": time.time(),
+        }
         await self.store.save_allocation(
             req.namespace, alloc_id, req.step, meta, dict(zip(req.prompt_ids, n, strict=True))
         )
@@ -217,14 +242,20 @@ class Allocator:
         self.metrics.solve_seconds.labels(mode).observe(solve_s)
         self.metrics.allocations.labels(mode).inc()
         self.metrics.prompts_allocated.inc(len(n))
-        hist_n = self.metrics.rollouts_per_prompt.labels(mode)
-        for value in n:
-            hist_n.observe(value)
+        self.metrics.rollouts_per_prompt.observe_many(mode, sol.n)
         self.metrics.allocate_seconds.labels(mode).observe(time.perf_counter() - started)
         return AllocateResult(
-            alloc_id, req.prompt_ids, n, [float(x) for x in sol.p], [float(x) for x in sol.value],
-            sol.objective, solve_s * 1e3, req.mode, sol.budget_used, sol.gap_bound,
-        )  # fmt: skip
+            alloc_id,
+            req.prompt_ids,
+            n,
+            [float(x) for x in sol.p],
+            [float(x) for x in sol.value],
+            sol.objective,
+            solve_s * 1e3,
+            req.mode,
+            sol.budget_used,
+            sol.gap_bound,
+        )
 
     def _solver_batch(self, hist: BatchHistory) -> solver.Batch:
         a0, b0 = self.prior(hist.moments)
@@ -298,10 +329,17 @@ class Allocator:
         ]
         tok_w = meta.get("tok_w", 0.0)
         return NamespaceSummary(
-            namespace, int(meta["prompts"]), int(meta.get("solved", 0)), int(meta.get("unsolved", 0)),
-            int(meta.get("allocations", 0)), int(meta.get("reports", 0)), a0, b0,
-            meta.get("tok_sum", 0.0) / tok_w if tok_w > 0 else None, hist,
-        )  # fmt: skip
+            namespace,
+            int(meta["prompts"]),
+            int(meta.get("solved", 0)),
+            int(meta.get("unsolved", 0)),
+            int(meta.get("allocations", 0)),
+            int(meta.get("reports", 0)),
+            a0,
+            b0,
+            meta.get("tok_sum", 0.0) / tok_w if tok_w > 0 else None,
+            hist,
+        )
 
     async def allocation(self, namespace: str, allocation_id: str) -> dict:
         check_namespace(namespace)

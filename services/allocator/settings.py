@@ -68,12 +68,22 @@ class AllocatorSettings(ServiceSettings):
         7 * 24 * 3600, ge=60, description="How long an allocation can still take reports."
     )
     reported_allocation_ttl_s: int = Field(
-        3600, ge=1, description="Once every prompt of an allocation is reported, it is kept this "
+        3600,
+        ge=1,
+        description="Once every prompt of an allocation is reported, it is kept this "
         "long (for retried reports, which count once), then dropped.",
-    )  # fmt: skip
+    )
     max_allocations_kept: int = Field(
-        1000, ge=1, description="Allocations kept per namespace: the oldest beyond this are "
+        1000,
+        ge=1,
+        description="Allocations kept per namespace: the oldest beyond this are "
         "dropped (a report to one is NOT_FOUND). Bounds Redis memory (~80 KB per 1,024-prompt allocation with its reported set).",
-    )  # fmt: skip
+    )
+    max_inflight_allocations: int = Field(
+        16,
+        ge=1,
+        description="Allocate calls solved at once; beyond, a call is shed with "
+        "RESOURCE_EXHAUSTED (HTTP 429) and a retry hint, which clients honour.",
+    )
     max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="gRPC message limit.")
     redis_timeout_s: float = Field(2.0, gt=0, description="Redis socket timeout.")

@@ -117,3 +117,43 @@ async def test_readyz_fails_while_redis_is_down(tmp_path):
     finally:
         await app.stop()
         server.stop()
+
+
+async def test_http_refusals_are_problem_details_and_bodies_are_capped(redis_server):
+    """An unknown route, a wrong method and a body over the cap get problem details like every
+    other error (they were Starlette's plain JSON); the cap is max_message_bytes."""
+    app = AllocatorApp(make_settings(redis_server.url, max_message_bytes=64 * 1024))
+    await app.start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http.port}") as http:
+            r = await http.get("/v1/no-such-route")
+            assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+            r = await http.delete("/v1/namespaces")
+            assert r.status_code == 405 and r.json()["status"] == 405
+            assert "GET" in r.headers["allow"]
+            ids = [f"p{i:07d}" for i in range(10_000)]  # ~120 KB of JSON
+            r = await http.post(
+                "/v1/namespaces/big/allocations", json={"prompt_ids": ids, "budget": 20_000}
+            )
+            assert r.status_code == 413 and r.headers["content-type"] == "application/problem+json"
+            assert (await http.get("/v1/namespaces")).json() == []  # nothing stored
+            r = await http.post(
+                "/v1/namespaces/big/allocations", json={"prompt_ids": ids[:100], "budget": 200}
+            )
+            assert r.status_code == 201
+    finally:
+        await app.stop()
+
+
+async def test_the_openapi_document_states_problem_details_and_metrics_text(allocator):
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{allocator.http.port}") as http:
+        doc = (await http.get("/openapi.json")).json()
+    assert "Problem" in doc["components"]["schemas"]
+    ops = [(p, m, op) for p, item in doc["paths"].items() for m, op in item.items()]
+    assert all("422" not in op["responses"] for _, _, op in ops)  # we answer 400, not 422
+    report = doc["paths"]["/v1/namespaces/{namespace}/allocations/{allocation_id}/outcomes"]["post"]
+    for code in ("400", "404", "413", "503"):
+        assert "application/problem+json" in report["responses"][code]["content"], code
+    ns = next(p for p in report["parameters"] if p["name"] == "namespace")
+    assert ns["schema"]["pattern"].startswith("^") and ns["schema"]["pattern"].endswith("$")
+    assert "text/plain" in doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"]

@@ -10,6 +10,7 @@ from krl_client.errors import (  # noqa: F401 - re-exported for the services
     InvalidArgument,
     KrlError,
     NotFound,
+    Overloaded,
     ResourceExhausted,
     Unauthenticated,
     Unavailable,

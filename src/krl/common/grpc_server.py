@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import hmac
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
@@ -15,6 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from krl.common.errors import KrlError
+from krl_client.errors import RETRY_AFTER_KEY
 
 log = logging.getLogger(__name__)
 OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
@@ -103,6 +105,8 @@ async def _abort(
     counter = getattr(servicer, "error_counter", None)
     if counter is not None:
         counter.labels(method, code.name).inc()
+    if (hint := getattr(exc, "retry_after_s", None)) is not None:  # load shedding
+        context.set_trailing_metadata(((RETRY_AFTER_KEY, str(math.ceil(hint * 1000))),))
     await context.abort(code, message)
 
 

@@ -1,11 +1,13 @@
 """What every HTTP API of the project shares: RFC 9457 problem details for the project's
-exceptions and for request validation, and optional bearer-token auth as a dependency."""
+exceptions, for request validation and for HTTP-level refusals (unknown route, body too large);
+an OpenAPI document that says so; and optional bearer-token auth as a dependency."""
 
 from __future__ import annotations
 
 import hmac
 import logging
-from typing import Annotated
+import math
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -13,17 +15,141 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
 
-from krl.common.errors import KrlError, Unauthenticated
+from krl.common.errors import KrlError, Overloaded, Unauthenticated
 
 log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
 
 
-def make_app(**kw: object) -> FastAPI:
+class Problem(BaseModel):
+    """RFC 9457 problem details, as every error of these APIs is sent."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    instance: str
+    field: str | None = None
+
+
+MAX_BODY_BYTES = 1 << 20  # a default; the allocator sets its own (max_message_bytes)
+_WHY = {
+    "400": "Invalid argument: the field and the reason; nothing was stored",
+    "401": "Missing or wrong bearer token",
+    "404": "Unknown namespace, allocation, prompt or route",
+    "409": "Conflict with stored state (e.g. an import of prompts the namespace already has)",
+    "413": "Request body over the service's limit",
+    "429": "Busy (load shedding): retry after the Retry-After header's seconds",
+    "503": "A backing part (Redis, an engine) is unavailable; retry",
+}
+
+
+def make_app(*, max_body_size: int = MAX_BODY_BYTES, **kw: object) -> FastAPI:
     """A FastAPI app whose /docs (Swagger UI 5) and /redoc load their scripts from this package,
-    not from a CDN: air-gapped clusters get a working page."""
-    return FastAPIOffline(**kw)
+    not from a CDN (air-gapped clusters get a working page); request bodies are capped (413,
+    BodyCap);
+    its OpenAPI document lists the problem-details answers each route can give."""
+    app = FastAPIOffline(**kw)
+    app.add_middleware(BodyCap, limit=max_body_size)
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            _document_problems(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi
+    return app
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodyCap:
+    """ASGI middleware: a request body over `limit` bytes gets a 413 problem (by its declared
+    Content-Length before anything is read, or by counting a chunked body as it arrives)."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", ())).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(scope, receive, send)
+            return
+        seen, started = 0, False
+
+        async def counted() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return message
+
+        async def tracked(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, tracked)
+        except Exception as e:
+            too_large = isinstance(e, _TooLarge) or (
+                isinstance(e, ExceptionGroup) and e.subgroup(_TooLarge) is not None
+            )
+            if not too_large or started:
+                raise
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: dict, receive: Any, send: Any) -> None:
+        resp = problem(
+            413,
+            "Content too large",
+            f"the request body is over {self.limit} bytes",
+            scope.get("path", ""),
+        )
+        await resp(scope, receive, send)
+
+
+def _document_problems(schema: dict) -> None:
+    """400 problem details instead of FastAPI's 422; 401/404/409/413/503 where they can occur;
+    /metrics as Prometheus text."""
+    schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Problem"] = Problem.model_json_schema()
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    ref = {"$ref": "#/components/schemas/Problem"}
+    for path, ops in schema.get("paths", {}).items():
+        for method, op in ops.items():
+            responses = op.setdefault("responses", {})
+            responses.pop("422", None)
+            codes = set()
+            if op.get("parameters") or op.get("requestBody"):
+                codes.add("400")
+            if op.get("security"):
+                codes.add("401")
+            if "{" in path:
+                codes.add("404")
+            if method in ("post", "put", "patch"):
+                codes.update(("409", "413"))
+            if path.startswith("/v1") or path == "/readyz":
+                codes.add("503")
+            if path.endswith("/allocations") and method == "post":
+                codes.add("429")
+            for code in sorted(codes):
+                responses.setdefault(code, {"description": _WHY[code]})
+                responses[code]["content"] = {PROBLEM: {"schema": ref}}
+            if path == "/metrics":
+                responses["200"]["content"] = {"text/plain": {"schema": {"type": "string"}}}
 
 
 def problem(status: int, title: str, detail: str, instance: str, **extra: object) -> JSONResponse:
@@ -41,10 +167,24 @@ def problem(status: int, title: str, detail: str, instance: str, **extra: object
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(KrlError)
     async def _krl(request: Request, exc: KrlError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthenticated) else None
         resp = problem(exc.http_status, exc.title, exc.message, request.url.path, field=exc.field)
-        if headers:
-            resp.headers.update(headers)
+        if isinstance(exc, Unauthenticated):
+            resp.headers["WWW-Authenticate"] = "Bearer"
+        if isinstance(exc, Overloaded):
+            resp.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+        return resp
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        # unknown routes (404), wrong methods (405), bodies over the cap (413), ...
+        title = {404: "Not found", 405: "Method not allowed", 413: "Content too large"}
+        resp = problem(
+            exc.status_code,
+            title.get(exc.status_code, "HTTP error"),
+            str(exc.detail),
+            request.url.path,
+        )
+        resp.headers.update(exc.headers or {})  # a 405's Allow
         return resp
 
     @app.exception_handler(RequestValidationError)

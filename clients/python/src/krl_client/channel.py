@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from krl_client.errors import RETRYABLE_CODES, from_grpc_error
+from krl_client.errors import from_grpc_error, retry_after_s, retryable
 
 T = TypeVar("T")
 
@@ -50,11 +50,13 @@ class _Base:
         self.max_message_bytes = max_message_bytes
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
 
-    def _backoff(self, attempt: int) -> float:
-        return self.backoff_s * (2**attempt) * (0.5 + random.random())
+    def _backoff(self, attempt: int, err: grpc.RpcError | None = None) -> float:
+        wait = self.backoff_s * (2**attempt) * (0.5 + random.random())
+        hint = retry_after_s(err) if err is not None else None
+        return max(wait, hint * (1 + 0.2 * random.random())) if hint is not None else wait
 
     def _give_up(self, err: grpc.RpcError, attempt: int) -> bool:
-        return err.code() not in RETRYABLE_CODES or attempt >= self.retries
+        return not retryable(err) or attempt >= self.retries
 
 
 class GrpcClient(_Base):
@@ -66,8 +68,8 @@ class GrpcClient(_Base):
             target, options=channel_options(self.max_message_bytes)
         )
 
-    def _sleep_before_retry(self, attempt: int) -> None:
-        time.sleep(self._backoff(attempt))
+    def _sleep_before_retry(self, attempt: int, err: grpc.RpcError | None = None) -> None:
+        time.sleep(self._backoff(attempt, err))
 
     def _call(self, method: Callable[..., T], request: Any, timeout_s: float | None = None) -> T:
         for attempt in range(self.retries + 1):
@@ -76,7 +78,7 @@ class GrpcClient(_Base):
             except grpc.RpcError as e:
                 if self._give_up(e, attempt):
                     raise from_grpc_error(e) from e
-                self._sleep_before_retry(attempt)
+                self._sleep_before_retry(attempt, e)
         raise AssertionError("unreachable")
 
     def close(self) -> None:
@@ -109,7 +111,7 @@ class AsyncGrpcClient(_Base):
             except grpc.RpcError as e:
                 if self._give_up(e, attempt):
                     raise from_grpc_error(e) from e
-                await asyncio.sleep(self._backoff(attempt))
+                await asyncio.sleep(self._backoff(attempt, e))
         raise AssertionError("unreachable")
 
     async def close(self) -> None:

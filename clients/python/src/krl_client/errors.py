@@ -44,6 +44,15 @@ class ResourceExhausted(KrlError):
     title = "Resource exhausted"
 
 
+class Overloaded(ResourceExhausted):
+    """Load shedding: the server is busy now; it says when to try again (gRPC trailing metadata
+    `retry-after-ms`, HTTP `Retry-After`), and only this RESOURCE_EXHAUSTED is retried."""
+
+    def __init__(self, message: str, *, retry_after_s: float, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.retry_after_s = retry_after_s
+
+
 class Aborted(KrlError):
     """A conflict with state another request changed; the request can be retried as a whole."""
 
@@ -103,4 +112,28 @@ RETRYABLE_CODES = frozenset(
     }
 )
 """The only codes a client retries: the server is away, slow, or shedding load. A limit is
-INVALID_ARGUMENT and is never retried."""
+INVALID_ARGUMENT and is never retried; RESOURCE_EXHAUSTED only with a retry-after-ms hint (load
+shedding), not gRPC's own refusal of a message over the size limit."""
+RETRY_AFTER_KEY = "retry-after-ms"
+
+
+def retry_after_s(err: grpc.RpcError) -> float | None:
+    """The server's retry hint on a failed call, in seconds, or None."""
+    try:
+        metadata = err.trailing_metadata() or ()
+    except Exception:  # a channel-level error carries none
+        return None
+    for key, value in metadata:
+        if key == RETRY_AFTER_KEY:
+            try:
+                return max(0.0, int(value) / 1000)
+            except ValueError:
+                return None
+    return None
+
+
+def retryable(err: grpc.RpcError) -> bool:
+    code = err.code()
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return retry_after_s(err) is not None
+    return code in RETRYABLE_CODES

@@ -10,37 +10,26 @@ from pathlib import Path
 
 
 def _allocator_parser(sub: argparse._SubParsersAction) -> None:
+    from krl.allocator.settings import AllocatorSettings
+    from krl.common.flags import add_settings_flags
+
     p = sub.add_parser(
         "allocator",
         help="run the allocator service (gRPC + HTTP + metrics; embedded Redis if no REDIS_URL)",
         description="Run the allocator. Settings: defaults < --config TOML < KRL_ALLOCATOR_* "
-        "environment (and REDIS_URL) < these flags.",
+        "environment (and REDIS_URL) < these flags (one per setting).",
     )
     p.add_argument("--config", type=Path, help="TOML file with allocator settings")
-    p.add_argument("--host", help="bind address (default 127.0.0.1)")
-    p.add_argument("--grpc-port", type=int, help="gRPC port (default 50051; 0 = any free)")
-    p.add_argument("--http-port", type=int, help="HTTP port (default 8000; 0 = any free)")
-    p.add_argument("--redis-url", help="Redis URL (default: start an embedded redis-server)")
-    p.add_argument("--data-dir", type=Path, help="embedded Redis data folder (default .krl/redis)")
-    p.add_argument("--half-life-steps", type=float,
-                   help="explicit evidence half-life in steps (default 0: off)")  # fmt: skip
-    p.add_argument("--visit-half-life", type=float,
-                   help="mode eb: evidence halves every this many visits of a prompt "
-                   "(default 0: never)")  # fmt: skip
-    p.add_argument("--log-level", help="DEBUG, INFO, WARNING...")
-    p.set_defaults(func=_run_allocator)
+    names = add_settings_flags(p, AllocatorSettings)
+    p.set_defaults(func=_run_allocator, setting_names=names)
 
 
 def _run_allocator(args: argparse.Namespace) -> int:
     from krl.allocator.app import serve
     from krl.allocator.settings import AllocatorSettings
+    from krl.common.flags import given
 
-    overrides = {
-        "host": args.host, "grpc_port": args.grpc_port, "http_port": args.http_port,
-        "redis_url": args.redis_url, "data_dir": args.data_dir,
-        "half_life_steps": args.half_life_steps, "log_level": args.log_level,
-        "visit_half_life": args.visit_half_life,
-    }  # fmt: skip
+    overrides = given(args, args.setting_names)
     return _serve("allocator", AllocatorSettings, serve, args.config, overrides)
 
 
@@ -64,96 +53,66 @@ def _serve(name: str, settings_cls, serve, config: Path | None, overrides: dict)
 
 
 def _rollout_parser(sub: argparse._SubParsersAction) -> None:
+    from krl.common.flags import add_settings_flags
+    from krl.rollout.settings import RolloutSettings
+
     p = sub.add_parser(
         "rollout",
         help="run the rollout service (engines hf | vllm | openai; gRPC + /metrics)",
         description="Run the rollout service. Settings: defaults < --config TOML < KRL_ROLLOUT_* "
-        "environment (engine fields as KRL_ROLLOUT_ENGINE__MODEL etc.) < these flags. With no "
-        "engine given: hf on the tiny model in .krl/models/tiny (built there if missing).",
+        "environment (engine fields as KRL_ROLLOUT_ENGINE__MODEL etc.) < these flags (one per "
+        "setting; the engine's through the shortcuts below). With no engine given: hf on the "
+        "tiny model in .krl/models/tiny (built there if missing).",
     )
     p.add_argument("--config", type=Path, help="TOML file with rollout settings ([engine] table)")
-    p.add_argument("--host", help="bind address (default 127.0.0.1)")
-    p.add_argument("--grpc-port", type=int, help="gRPC port (default 50052; 0 = any free)")
-    p.add_argument("--http-port", type=int, help="HTTP port for /metrics (default 8001)")
-    p.add_argument("--engine", choices=["hf", "vllm", "openai"], help="engine type")
-    p.add_argument("--model", help="local model folder (hf, vllm) or served model name (openai)")
-    p.add_argument("--base-url", help="openai engine: server root, e.g. http://host:8000/v1")
-    p.add_argument("--tokenizer", type=Path, help="openai engine: local tokenizer folder")
-    p.add_argument("--replicas", type=int, help="engine replicas (worker processes)")
-    p.add_argument("--max-n", type=int, help="largest n for one prompt (default 512)")
-    p.add_argument("--log-level", help="DEBUG, INFO, WARNING...")
-    p.set_defaults(func=_run_rollout)
+    names = add_settings_flags(p, RolloutSettings)
+    e = p.add_argument_group("engine (the [engine] table; other engine fields: TOML or env)")
+    e.add_argument("--engine", choices=["hf", "vllm", "openai"], help="engine type")
+    e.add_argument("--model", help="local model folder (hf, vllm) or served model name (openai)")
+    e.add_argument("--base-url", help="openai engine: server root, e.g. http://host:8000/v1")
+    e.add_argument("--tokenizer", type=Path, help="openai engine: local tokenizer folder")
+    p.set_defaults(func=_run_rollout, setting_names=names)
 
 
 def _run_rollout(args: argparse.Namespace) -> int:
+    from krl.common.flags import given
     from krl.rollout.app import serve
     from krl.rollout.settings import RolloutSettings
 
     engine = {
-        k: v
-        for k, v in {
-            "type": args.engine, "model": args.model, "base_url": args.base_url,
-            "tokenizer": args.tokenizer,
-        }.items()
-        if v is not None
-    }  # fmt: skip
-    overrides = {
-        "host": args.host, "grpc_port": args.grpc_port, "http_port": args.http_port,
-        "replicas": args.replicas, "max_n": args.max_n, "log_level": args.log_level,
-        "engine": engine or None,
-    }  # fmt: skip
+        "type": args.engine,
+        "model": args.model,
+        "base_url": args.base_url,
+        "tokenizer": args.tokenizer,
+    }
+    overrides = given(args, args.setting_names)
+    if engine := {k: v for k, v in engine.items() if v is not None}:
+        overrides["engine"] = engine
     return _serve("rollout", RolloutSettings, serve, args.config, overrides)
 
 
-TRAIN_FLAGS = (
-    # flag, type, help
-    ("--run-dir", Path, "run folder (default runs/<time>-<strategy>)"),
-    ("--steps", int, "training steps (default 400)"),
-    ("--rollout-budget", int, "also stop after this many rollouts (default 0: no limit)"),
-    (
-        "--strategy",
-        str,
-        "knapsack-eb (default) | knapsack-paper | knapsack-bayes | uniform | dapo | knapsack-dapo",
-    ),
-    ("--dapo-max-rounds", int, "dapo: most batches of M prompts per update (default 8)"),
-    ("--task", str, "reverse (default) | arithmetic | jsonl:PATH | reasoning_gym:DATASET"),
-    ("--model", str, "'tiny' (default, built in code) or a local HF model folder"),
-    ("--seed", int, "data order and sampling seed (default 0)"),
-    (
-        "--warmup-seed",
-        int,
-        "task data, tiny model and warm-up seed, shared across seeds (default 0)",
-    ),
-    ("--prompts-per-step", int, "prompts per step M (default 64)"),
-    ("--rollouts-per-prompt", int, "budget per step = M x this (default 8)"),
-    ("--min-n", int, "fewest rollouts per prompt (default 2)"),
-    ("--max-n", int, "most rollouts per prompt (default 64)"),
-    ("--lr", float, "AdamW learning rate (default 2e-4)"),
-    ("--warmup-steps", int, "supervised warm-up steps (default 150 for tiny)"),
-    ("--eval-every", int, "held-out eval every E steps (default 20)"),
-    ("--checkpoint-every", int, "checkpoint every C steps (default 50)"),
-    ("--push-every", int, "push weights every K steps (default 1)"),
-    ("--max-new-tokens", int, "longest completion (default 24)"),
-    ("--threads", int, "torch threads of the trainer (default: torch's)"),
-)
+# Set by `krl up` itself for the trainer it starts (ports, targets), so not flags of `up`.
+UP_SETS = frozenset({"host", "grpc_port", "http_port", "allocator", "rollout", "grace_s"})
 
 
-def _train_flags(p: argparse.ArgumentParser) -> None:
+def _train_flags(p: argparse.ArgumentParser, skip: frozenset[str] = frozenset()) -> None:
+    from krl.common.flags import add_settings_flags
+    from krl.trainer.settings import TrainerSettings
+
     p.add_argument("--config", type=Path, help="TOML file with trainer settings")
-    for flag, typ, text in TRAIN_FLAGS:
-        p.add_argument(flag, type=typ, help=text)
-    p.add_argument("--resume", action="store_true", default=None,
-                   help="continue the run in --run-dir from its latest checkpoint")  # fmt: skip
-    p.add_argument("--log-level", help="DEBUG, INFO, WARNING...")
+    names = add_settings_flags(
+        p,
+        TrainerSettings,
+        skip=skip,
+        help_overrides={"run_dir": "run folder (default runs/<time>-<strategy>)"},
+    )
+    p.set_defaults(setting_names=names)
 
 
 def _train_overrides(args: argparse.Namespace) -> dict:
-    out = {
-        f[0][2:].replace("-", "_"): getattr(args, f[0][2:].replace("-", "_")) for f in TRAIN_FLAGS
-    }
-    out["resume"] = args.resume
-    out["log_level"] = args.log_level
-    return out
+    from krl.common.flags import given
+
+    return given(args, args.setting_names)
 
 
 def _trainer_settings(config: Path | None, overrides: dict):
@@ -192,11 +151,6 @@ def _trainer_parser(sub: argparse._SubParsersAction) -> None:
     )
     _train_flags(p)
     p.add_argument("--settings-json", type=Path, help="settings saved by krl up (internal)")
-    p.add_argument("--host", help="bind address of the control API (default 127.0.0.1)")
-    p.add_argument("--grpc-port", type=int, help="control gRPC port (default 50053; 0 = any)")
-    p.add_argument("--http-port", type=int, help="HTTP port: /metrics, /v1/status (default 8002)")
-    p.add_argument("--allocator", help="allocator target host:port (default 127.0.0.1:50051)")
-    p.add_argument("--rollout", help="rollout target host:port (default 127.0.0.1:50052)")
     p.set_defaults(func=_run_trainer)
 
 
@@ -206,10 +160,7 @@ def _run_trainer(args: argparse.Namespace) -> int:
     from krl.common.config import load_settings
     from krl.common.logs import setup_logging
 
-    overrides = {
-        **_train_overrides(args), "host": args.host, "grpc_port": args.grpc_port,
-        "http_port": args.http_port, "allocator": args.allocator, "rollout": args.rollout,
-    }  # fmt: skip
+    overrides = _train_overrides(args)
     try:
         if args.settings_json is not None:
             from krl.trainer.settings import TrainerSettings
@@ -237,11 +188,15 @@ def _up_parser(sub: argparse._SubParsersAction) -> None:
         "the run folder. Ctrl-C stops it after a checkpoint; --resume --run-dir continues it. "
         "Trainer settings as for `krl trainer` (--config, KRL_TRAINER_*, flags).",
     )
-    _train_flags(p)
+    _train_flags(p, skip=UP_SETS)
     p.add_argument("--replicas", type=int, default=1, help="rollout engine replicas (default 1)")
-    p.add_argument("--half-life-steps", type=float, default=0.0,
-                   help="allocator: explicit evidence half-life in steps (default 0: off; "
-                   "evidence is counted per visit of a prompt, which survives any dataset size)")  # fmt: skip
+    p.add_argument(
+        "--half-life-steps",
+        type=float,
+        default=0.0,
+        help="allocator: explicit evidence half-life in steps (default 0: off; "
+        "evidence is counted per visit of a prompt, which survives any dataset size)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress display")
     p.set_defaults(func=_run_up)
 

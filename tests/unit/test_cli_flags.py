@@ -1,0 +1,83 @@
+"""The services' flags are generated from their settings models: every setting has one, with
+the Field's words as help, and a flag given lands in the resolved settings."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import BaseModel, SecretStr
+
+from krl.allocator.settings import AllocatorSettings
+from krl.cli import UP_SETS, build_parser
+from krl.common.config import load_settings
+from krl.common.flags import given
+from krl.rollout.settings import RolloutSettings
+from krl.trainer.settings import TrainerSettings
+
+SERVICES = {"allocator": AllocatorSettings, "rollout": RolloutSettings, "trainer": TrainerSettings}
+
+
+def _flags(command: str) -> set[str]:
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    return {o for a in sub.choices[command]._actions for o in a.option_strings}
+
+
+def _plain_fields(model: type[BaseModel]) -> set[str]:
+    """Fields a flag can carry (no nested model, no inline secret)."""
+    out = set()
+    for name, f in model.model_fields.items():
+        text = repr(f.annotation)
+        if (
+            "SecretStr" in text
+            or "Config" in text
+            or (isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel | SecretStr))
+        ):
+            continue
+        out.add(name)
+    return out
+
+
+@pytest.mark.parametrize("command", sorted(SERVICES))
+def test_every_setting_has_a_flag(command: str) -> None:
+    flags = _flags(command)
+    missing = {
+        n for n in _plain_fields(SERVICES[command]) if "--" + n.replace("_", "-") not in flags
+    }
+    assert not missing, missing
+    assert "--auth-token" not in flags  # a secret on a command line is visible in ps
+
+
+def test_up_takes_the_trainer_flags_it_does_not_set_itself() -> None:
+    flags = _flags("up")
+    for name in _plain_fields(TrainerSettings) - UP_SETS:
+        assert "--" + name.replace("_", "-") in flags, name
+    assert "--grpc-port" not in flags and "--replicas" in flags
+
+
+def test_flags_land_in_the_settings_and_unknown_choices_are_refused(tmp_path) -> None:
+    args = build_parser().parse_args(
+        [
+            "allocator",
+            "--max-allocations-kept",
+            "7",
+            "--redis-timeout-s",
+            "0.5",
+            "--data-dir",
+            str(tmp_path),
+        ]
+    )
+    s = load_settings(AllocatorSettings, None, given(args, args.setting_names))
+    assert (s.max_allocations_kept, s.redis_timeout_s, s.data_dir) == (7, 0.5, tmp_path)
+    args = build_parser().parse_args(["trainer", "--strategy", "uniform", "--resume"])
+    assert given(args, args.setting_names) == {"strategy": "uniform", "resume": True}
+    args = build_parser().parse_args(["rollout", "--verify-workers", "3", "--engine", "hf"])
+    assert given(args, args.setting_names) == {"verify_workers": 3}
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["trainer", "--strategy", "magic"])
+
+
+def test_help_is_the_fields_description() -> None:
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    action = next(
+        a for a in sub.choices["rollout"]._actions if "--verify-timeout-s" in a.option_strings
+    )
+    assert action.help.startswith(RolloutSettings.model_fields["verify_timeout_s"].description[:30])

@@ -41,6 +41,7 @@ class PromptSpec:
     token_ids: tuple[int, ...] = ()
 
 
+# Completion and Group are the one definition: the service builds them, the client returns them.
 @dataclass(frozen=True)
 class Completion:
     text: str
@@ -81,8 +82,7 @@ class RolloutClient(GrpcClient):
 
     def info(self) -> Info:
         r = self._call(self._stub.GetInfo, pb.GetInfoRequest(), timeout_s=10.0)
-        return Info(r.engine, r.model, r.policy_version, r.replicas, r.max_n,
-                    r.max_context_tokens)  # fmt: skip
+        return Info(r.engine, r.model, r.policy_version, r.replicas, r.max_n, r.max_context_tokens)
 
     def generate(
         self,
@@ -95,14 +95,20 @@ class RolloutClient(GrpcClient):
         seed: int | None = None,
         min_policy_version: int = 0,
     ) -> Iterator[Group]:
-        sampling = pb.SamplingParams(temperature=temperature, top_p=top_p,
-                                     max_new_tokens=max_new_tokens, stop=list(stop), seed=seed)  # fmt: skip
+        sampling = pb.SamplingParams(
+            temperature=temperature,
+            top_p=top_p,
+            max_new_tokens=max_new_tokens,
+            stop=list(stop),
+            seed=seed,
+        )
         left = list(range(len(prompts)))
         for attempt in range(self.retries + 1):
             req = pb.GenerateRequest(
-                prompts=[_to_pb(prompts[i]) for i in left], sampling=sampling,
+                prompts=[_to_pb(prompts[i]) for i in left],
+                sampling=sampling,
                 min_policy_version=min_policy_version,
-            )  # fmt: skip
+            )
             delivered: set[int] = set()
             try:
                 for res in self._stub.Generate(
@@ -118,8 +124,9 @@ class RolloutClient(GrpcClient):
                     raise from_grpc_error(e) from e
                 self._sleep_before_retry(attempt)
 
-    def push_weights(self, version: int, *, payload: bytes | None = None,
-                     checkpoint_path: str | None = None) -> float:  # fmt: skip
+    def push_weights(
+        self, version: int, *, payload: bytes | None = None, checkpoint_path: str | None = None
+    ) -> float:
         """Send new weights (inline safetensors bytes, or a path the service can read); returns
         the service's load time in seconds. A retried push of the same version is a no-op."""
 
@@ -133,12 +140,15 @@ class RolloutClient(GrpcClient):
             )
             view = memoryview(payload or b"")
             for start in range(0, len(view), CHUNK_BYTES):
-                yield pb.UpdateWeightsRequest(safetensors_chunk=bytes(view[start:start + CHUNK_BYTES]))  # fmt: skip
+                yield pb.UpdateWeightsRequest(
+                    safetensors_chunk=bytes(view[start : start + CHUNK_BYTES])
+                )
 
         for attempt in range(self.retries + 1):
             try:
-                res = self._stub.UpdateWeights(messages(), timeout=self.timeout_s,
-                                               metadata=self._metadata)  # fmt: skip
+                res = self._stub.UpdateWeights(
+                    messages(), timeout=self.timeout_s, metadata=self._metadata
+                )
                 return res.load_s
             except grpc.RpcError as e:
                 if e.code() not in PUSH_RETRYABLE or attempt == self.retries:
@@ -158,8 +168,14 @@ class RolloutClient(GrpcClient):
 
 
 def _to_pb(p: PromptSpec) -> pb.PromptRequest:
-    return pb.PromptRequest(prompt_id=p.prompt_id, n=p.n, text=p.text, token_ids=list(p.token_ids),
-                            answer=p.answer, verifier=p.verifier)  # fmt: skip
+    return pb.PromptRequest(
+        prompt_id=p.prompt_id,
+        n=p.n,
+        text=p.text,
+        token_ids=list(p.token_ids),
+        answer=p.answer,
+        verifier=p.verifier,
+    )
 
 
 def _group(res: pb.GenerateResponse, index: int) -> Group:

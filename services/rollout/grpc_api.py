@@ -10,8 +10,9 @@ from krl.api.rollout.v1 import rollout_pb2 as pb
 from krl.api.rollout.v1 import rollout_pb2_grpc as pb_grpc
 from krl.common.errors import InvalidArgument
 from krl.common.grpc_server import stream_errors, unary_errors
+from krl.rollout.client import Group
 from krl.rollout.engines.base import Sampling
-from krl.rollout.service import Group, PromptIn, Rollout
+from krl.rollout.service import PromptIn, Rollout
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RolloutService"].full_name
 FINISH = {"stop": pb.FINISH_REASON_STOP, "length": pb.FINISH_REASON_LENGTH}
@@ -64,9 +65,10 @@ class RolloutServicer(pb_grpc.RolloutServiceServicer):
 
     @unary_errors
     async def UpdateWeights(
-        self, request_iterator: AsyncIterator[pb.UpdateWeightsRequest],
+        self,
+        request_iterator: AsyncIterator[pb.UpdateWeightsRequest],
         context: grpc.aio.ServicerContext,
-    ) -> pb.UpdateWeightsResponse:  # fmt: skip
+    ) -> pb.UpdateWeightsResponse:
         limit = self.rollout.settings.max_weights_bytes
         header: pb.WeightsHeader | None = None
         chunks: list[bytes] = []
@@ -79,8 +81,9 @@ class RolloutServicer(pb_grpc.RolloutServiceServicer):
                 if header.total_bytes > limit:
                     raise InvalidArgument(
                         f"{header.total_bytes} bytes; the most inline is {limit} (send a "
-                        "checkpoint_path instead)", field="header.total_bytes",
-                    )  # fmt: skip
+                        "checkpoint_path instead)",
+                        field="header.total_bytes",
+                    )
             elif header is None:
                 raise InvalidArgument("the first message must be the header", field="header")
             else:

@@ -13,6 +13,7 @@ from typing import Any
 from krl.common.errors import FailedPrecondition, InvalidArgument, Unavailable
 from krl.model.weights import check_against, from_bytes, shapes_in_files, shapes_of
 from krl.rollout import planning, verifiers
+from krl.rollout.client import Completion, Group
 from krl.rollout.engines.base import Sample, Sampling
 from krl.rollout.gate import VersionGate
 from krl.rollout.metrics import RolloutMetrics
@@ -31,25 +32,6 @@ class PromptIn:
     verifier: str = "exact"
 
 
-@dataclass(frozen=True)
-class Completion:
-    text: str
-    token_ids: list[int]
-    logprobs: list[float]
-    reward: float
-    success: bool
-    finish: str
-
-
-@dataclass
-class Group:
-    prompt_id: str
-    index: int
-    completions: list[Completion]
-    policy_version: int
-    latency_s: float
-
-
 @dataclass
 class _Pending:
     prompt: PromptIn
@@ -58,8 +40,14 @@ class _Pending:
 
 
 class Rollout:
-    def __init__(self, pool: ReplicaPool, tokenizer: Any, settings: RolloutSettings,
-                 metrics: RolloutMetrics, scoring: ScoringPool) -> None:  # fmt: skip
+    def __init__(
+        self,
+        pool: ReplicaPool,
+        tokenizer: Any,
+        settings: RolloutSettings,
+        metrics: RolloutMetrics,
+        scoring: ScoringPool,
+    ) -> None:
         self.pool = pool
         self.scoring = scoring
         self.tokenizer = tokenizer
@@ -147,8 +135,9 @@ class Rollout:
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
 
-    async def generate(self, prompts: list[PromptIn], sampling: Sampling,
-                       min_policy_version: int = 0) -> AsyncIterator[Group]:  # fmt: skip
+    async def generate(
+        self, prompts: list[PromptIn], sampling: Sampling, min_policy_version: int = 0
+    ) -> AsyncIterator[Group]:
         sp = self.check_sampling(sampling)
         ids = self.check_prompts(prompts, sp)
         t0 = time.perf_counter()
@@ -161,16 +150,20 @@ class Rollout:
                 if self.version < min_policy_version:
                     raise FailedPrecondition(
                         f"serving policy version {self.version}, older than the "
-                        f"{min_policy_version} asked for", field="min_policy_version",
-                    )  # fmt: skip
+                        f"{min_policy_version} asked for",
+                        field="min_policy_version",
+                    )
                 version = self.version
                 for i in [i for i, p in pending.items() if p.prompt.n == 0]:
                     yield await self._finish(i, pending.pop(i), version, t0)
                 parts = planning.split(
-                    [(pending[i].ids, pending[i].prompt.n) if i in pending else ((), 0)
-                     for i in range(len(prompts))],
-                    len(self.pool.replicas), sp.max_new_tokens,
-                )  # fmt: skip
+                    [
+                        (pending[i].ids, pending[i].prompt.n) if i in pending else ((), 0)
+                        for i in range(len(prompts))
+                    ],
+                    len(self.pool.replicas),
+                    sp.max_new_tokens,
+                )
                 try:
                     async for (i, _part), samples in self.pool.generate(parts, sp):
                         pend = pending[i]
@@ -193,8 +186,16 @@ class Rollout:
         rewards = await self.scoring.run(p.verifier, p.answer, texts) if texts else []
         out = []
         for s, text, reward in zip(pend.samples, texts, rewards, strict=True):
-            out.append(Completion(text, s.token_ids, s.logprobs, reward,
-                                  reward >= self.settings.success_threshold, s.finish))  # fmt: skip
+            out.append(
+                Completion(
+                    text,
+                    s.token_ids,
+                    s.logprobs,
+                    reward,
+                    reward >= self.settings.success_threshold,
+                    s.finish,
+                )
+            )
             m.tokens.inc(len(s.token_ids))
             m.completions.labels(s.finish).inc()
             m.reward.observe(reward)
@@ -212,8 +213,9 @@ class Rollout:
         if root is None:
             raise FailedPrecondition(
                 "checkpoint_path pushes are off on this service (set checkpoint_root); "
-                "send the weights inline", field="header.checkpoint_path",
-            )  # fmt: skip
+                "send the weights inline",
+                field="header.checkpoint_path",
+            )
         root = root.resolve()
         full = (root / path).resolve()
         if not full.is_relative_to(root):
@@ -222,13 +224,15 @@ class Rollout:
             )
         return full
 
-    async def update_weights(self, version: int, payload: bytes | None,
-                             checkpoint_path: str | None) -> tuple[int, float]:  # fmt: skip
+    async def update_weights(
+        self, version: int, payload: bytes | None, checkpoint_path: str | None
+    ) -> tuple[int, float]:
         if version <= 0:
             raise InvalidArgument("must be > 0", field="header.version")
         if (payload is None) == (checkpoint_path is None):
-            raise InvalidArgument("give inline weights or a checkpoint_path, not both or neither",
-                                  field="header")  # fmt: skip
+            raise InvalidArgument(
+                "give inline weights or a checkpoint_path, not both or neither", field="header"
+            )
         if self.pool.spec is None:
             raise FailedPrecondition(
                 f"the {self.pool.info.engine} engine does not take weight updates; update the "

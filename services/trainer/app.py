@@ -11,8 +11,9 @@ import signal
 from krl.common.grpc_server import GrpcServer
 from krl.common.http_server import HttpServer
 from krl.trainer import grpc_api
+from krl.trainer.control import FAILED
 from krl.trainer.http_api import build_app
-from krl.trainer.loop import FAILED, Trainer
+from krl.trainer.loop import Trainer
 from krl.trainer.settings import TrainerSettings
 
 log = logging.getLogger(__name__)
@@ -22,15 +23,25 @@ async def serve(settings: TrainerSettings) -> int:
     trainer = Trainer(settings)
     token = settings.token()
     grpc_server = GrpcServer(
-        host=settings.host, port=settings.grpc_port, service_names=[grpc_api.SERVICE_NAME],
-        register=grpc_api.register(trainer), token=token,
-    )  # fmt: skip
+        host=settings.host,
+        port=settings.grpc_port,
+        service_names=[grpc_api.SERVICE_NAME],
+        register=grpc_api.register(trainer),
+        token=token,
+    )
     await grpc_server.start()
-    http = HttpServer(build_app(trainer, token), settings.host, settings.http_port,
-                      log_level="warning")  # fmt: skip
+    http = HttpServer(
+        build_app(trainer, token), settings.host, settings.http_port, log_level="warning"
+    )
     await http.start()
-    log.info("trainer control: gRPC %s:%d, HTTP http://%s:%d (/v1/status, /metrics); run %s",
-             settings.host, grpc_server.port, settings.host, http.port, trainer.run_dir)  # fmt: skip
+    log.info(
+        "trainer control: gRPC %s:%d, HTTP http://%s:%d (/v1/status, /metrics); run %s",
+        settings.host,
+        grpc_server.port,
+        settings.host,
+        http.port,
+        trainer.run_dir,
+    )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, lambda: trainer.control.stop(checkpoint=True))

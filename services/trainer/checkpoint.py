@@ -33,14 +33,23 @@ class TrainerState:
             self.batches = self.step
 
     def as_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "policy_version": self.policy_version,
-                "cursor": list(self.cursor), "seed": self.seed, "namespace": self.namespace,
-                "batches": self.batches, "rollouts": self.rollouts}  # fmt: skip
+        return {
+            "step": self.step,
+            "policy_version": self.policy_version,
+            "cursor": list(self.cursor),
+            "seed": self.seed,
+            "namespace": self.namespace,
+            "batches": self.batches,
+            "rollouts": self.rollouts,
+        }
 
 
 def rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(),
-            "torch": torch.get_rng_state()}  # fmt: skip
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
 
 
 def set_rng_state(s: dict[str, Any]) -> None:
@@ -77,8 +86,15 @@ def latest(root: Path) -> Path | None:
 
 def load_state(path: Path) -> TrainerState:
     d = json.loads((path / "state.json").read_text())
-    return TrainerState(d["step"], d["policy_version"], tuple(d["cursor"]), d["seed"],
-                        d["namespace"], d.get("batches", -1), d.get("rollouts", 0))  # fmt: skip
+    return TrainerState(
+        d["step"],
+        d["policy_version"],
+        tuple(d["cursor"]),
+        d["seed"],
+        d["namespace"],
+        d.get("batches", -1),
+        d.get("rollouts", 0),
+    )
 
 
 def load_trainer_parts(path: Path, optimizer) -> None:

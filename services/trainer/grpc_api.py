@@ -10,19 +10,23 @@ from krl.api.trainer.v1 import trainer_pb2 as pb
 from krl.api.trainer.v1 import trainer_pb2_grpc as pb_grpc
 from krl.common.errors import FailedPrecondition
 from krl.common.grpc_server import unary_errors
-from krl.trainer import loop
+from krl.trainer.control import FAILED, FINISHED, PAUSED, RUNNING, STARTING, STOPPING
+from krl.trainer.loop import Trainer
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TrainerService"].full_name
 STATES = {
-    loop.STARTING: pb.TRAINER_STATE_STARTING, loop.RUNNING: pb.TRAINER_STATE_RUNNING,
-    loop.PAUSED: pb.TRAINER_STATE_PAUSED, loop.STOPPING: pb.TRAINER_STATE_STOPPING,
-    loop.FINISHED: pb.TRAINER_STATE_FINISHED, loop.FAILED: pb.TRAINER_STATE_FAILED,
-}  # fmt: skip
-DONE = (loop.FINISHED, loop.FAILED)
+    STARTING: pb.TRAINER_STATE_STARTING,
+    RUNNING: pb.TRAINER_STATE_RUNNING,
+    PAUSED: pb.TRAINER_STATE_PAUSED,
+    STOPPING: pb.TRAINER_STATE_STOPPING,
+    FINISHED: pb.TRAINER_STATE_FINISHED,
+    FAILED: pb.TRAINER_STATE_FAILED,
+}
+DONE = (FINISHED, FAILED)
 
 
 class TrainerServicer(pb_grpc.TrainerServiceServicer):
-    def __init__(self, trainer: loop.Trainer) -> None:
+    def __init__(self, trainer: Trainer) -> None:
         self.trainer = trainer
         self.control = trainer.control
 
@@ -34,11 +38,17 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
         t = self.trainer
         st = t.status
         return pb.GetStatusResponse(
-            state=self._state(), step=st.step, total_steps=st.total_steps,
-            namespace=t.s.run_namespace, strategy=t.s.strategy, policy_version=st.policy_version,
-            mean_reward=st.mean_reward, effective_rollout_ratio=st.effective_rollout_ratio,
-            heldout_accuracy=st.heldout_accuracy, last_checkpoint=self.control.last_checkpoint,
-        )  # fmt: skip
+            state=self._state(),
+            step=st.step,
+            total_steps=st.total_steps,
+            namespace=t.s.run_namespace,
+            strategy=t.s.strategy,
+            policy_version=st.policy_version,
+            mean_reward=st.mean_reward,
+            effective_rollout_ratio=st.effective_rollout_ratio,
+            heldout_accuracy=st.heldout_accuracy,
+            last_checkpoint=self.control.last_checkpoint,
+        )
 
     @unary_errors
     async def PauseTraining(self, request, context):
@@ -57,9 +67,9 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
     @unary_errors
     async def SaveCheckpoint(self, request, context):
         """Checkpoint after the step in progress and answer with its path (waits for it)."""
-        if self.control.state in DONE or self.control.state == loop.STARTING:
+        if self.control.state in DONE or self.control.state == STARTING:
             raise FailedPrecondition(f"the run is {self.control.state}; nothing to checkpoint")
-        if self.control.state == loop.PAUSED:
+        if self.control.state == PAUSED:
             path = await asyncio.to_thread(self.trainer.save_checkpoint)
             return pb.SaveCheckpointResponse(path=str(path), step=self.trainer.step)
         ev = self.control.request_checkpoint()
@@ -75,7 +85,7 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
         return pb.StopTrainingResponse(state=self._state())
 
 
-def register(trainer: loop.Trainer):
+def register(trainer: Trainer):
     def add(server: grpc.aio.Server) -> None:
         pb_grpc.add_TrainerServiceServicer_to_server(TrainerServicer(trainer), server)
 

@@ -142,8 +142,9 @@ def _pad(samples: Sequence[Sample], pad_id: int) -> tuple[torch.Tensor, ...]:
     return ids, attn, cmask, old, adv
 
 
-def token_logprobs(model: torch.nn.Module, ids: torch.Tensor, attn: torch.Tensor,
-                   temperature: float) -> torch.Tensor:  # fmt: skip
+def token_logprobs(
+    model: torch.nn.Module, ids: torch.Tensor, attn: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """log p(token t+1 | tokens <= t) under softmax(logits / T), shape (rows, width - 1)."""
     logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float()
     logp = torch.log_softmax(logits / temperature, dim=-1)

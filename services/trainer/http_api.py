@@ -19,18 +19,27 @@ from krl.trainer.runlog import json_safe
 
 
 def build_app(trainer: Trainer, token: str | None) -> FastAPI:
-    app = make_app(title="knapsack-rl trainer", version=__version__,
-                  description="Status, health and metrics of the training loop.")  # fmt: skip
+    app = make_app(
+        title="knapsack-rl trainer",
+        version=__version__,
+        description="Status, health and metrics of the training loop.",
+    )
     install_problem_handlers(app)
     api = APIRouter(prefix="/v1", dependencies=[Depends(bearer_auth(token))])
 
     @api.get("/status", summary="State, step, reward, effective ratio, held-out accuracy")
     async def status() -> dict[str, Any]:
-        return json_safe({"state": trainer.control.state, "error": trainer.control.error,
-                       "run_dir": str(trainer.run_dir), "namespace": trainer.s.run_namespace,
-                       "strategy": trainer.s.strategy,
-                       "last_checkpoint": trainer.control.last_checkpoint,
-                       **asdict(trainer.status)})  # fmt: skip
+        return json_safe(
+            {
+                "state": trainer.control.state,
+                "error": trainer.control.error,
+                "run_dir": str(trainer.run_dir),
+                "namespace": trainer.s.run_namespace,
+                "strategy": trainer.s.strategy,
+                "last_checkpoint": trainer.control.last_checkpoint,
+                **asdict(trainer.status),
+            }
+        )
 
     app.include_router(api)
     install_liveness_and_metrics(app, trainer.metrics.registry)

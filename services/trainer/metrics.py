@@ -14,17 +14,20 @@ class TrainerMetrics:
         self.registry = r = registry or CollectorRegistry()
         self.step = Gauge("krl_trainer_step", "Training steps completed.", registry=r)
         self.policy_version = Gauge(
-            "krl_trainer_policy_version", "Last weight version pushed to the rollout service.",
+            "krl_trainer_policy_version",
+            "Last weight version pushed to the rollout service.",
             registry=r,
-        )  # fmt: skip
+        )
         self.effective_rollout_ratio = Gauge(
             "krl_trainer_effective_rollout_ratio",
-            "Share of the step's rollouts in groups with non-zero reward variance.", registry=r,
-        )  # fmt: skip
+            "Share of the step's rollouts in groups with non-zero reward variance.",
+            registry=r,
+        )
         self.effective_prompt_ratio = Gauge(
             "krl_trainer_effective_prompt_ratio",
-            "Share of the step's prompts whose group has non-zero reward variance.", registry=r,
-        )  # fmt: skip
+            "Share of the step's prompts whose group has non-zero reward variance.",
+            registry=r,
+        )
         self.all_correct = Gauge(
             "krl_trainer_all_correct_ratio", "Share of the step's prompts all correct.", registry=r
         )
@@ -33,9 +36,11 @@ class TrainerMetrics:
         )
         self.reward = Gauge("krl_trainer_reward_mean", "Mean reward of the step.", registry=r)
         self.heldout = Gauge(
-            "krl_trainer_heldout_accuracy_ratio", "Held-out greedy accuracy, by level ('all').",
-            ["level"], registry=r,
-        )  # fmt: skip
+            "krl_trainer_heldout_accuracy_ratio",
+            "Held-out greedy accuracy, by level ('all').",
+            ["level"],
+            registry=r,
+        )
         self.loss = Gauge("krl_trainer_loss", "Policy loss of the last step.", registry=r)
         self.rollouts = Counter("krl_trainer_rollouts_total", "Rollouts trained on.", registry=r)
         self.tokens = Counter(
@@ -43,8 +48,9 @@ class TrainerMetrics:
         )
         self.zero_variance_groups = Counter(
             "krl_trainer_zero_variance_groups_total",
-            "Groups with equal rewards (no gradient).", registry=r,
-        )  # fmt: skip
+            "Groups with equal rewards (no gradient).",
+            registry=r,
+        )
         self.rollouts_per_step = Gauge(
             "krl_trainer_rollouts_per_step", "Rollouts of the last step.", registry=r
         )
@@ -55,20 +61,28 @@ class TrainerMetrics:
             "krl_trainer_max_n", "Largest n given to one prompt in the last step.", registry=r
         )
         self.n_per_prompt = Histogram(
-            "krl_trainer_n_per_prompt", "Rollouts given to each prompt.", buckets=N_BUCKETS,
+            "krl_trainer_n_per_prompt",
+            "Rollouts given to each prompt.",
+            buckets=N_BUCKETS,
             registry=r,
-        )  # fmt: skip
+        )
         self.phase_seconds = Histogram(
-            "krl_trainer_phase_seconds", "Time of each phase of a step.", ["phase"],
-            buckets=STEP_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.step_seconds = Histogram(
-            "krl_trainer_step_seconds", "Wall time of a whole step.", buckets=STEP_BUCKETS,
+            "krl_trainer_phase_seconds",
+            "Time of each phase of a step.",
+            ["phase"],
+            buckets=STEP_BUCKETS,
             registry=r,
-        )  # fmt: skip
+        )
+        self.step_seconds = Histogram(
+            "krl_trainer_step_seconds",
+            "Wall time of a whole step.",
+            buckets=STEP_BUCKETS,
+            registry=r,
+        )
         self.retries = Counter(
             "krl_trainer_recoveries_total",
-            "Times the loop re-pushed weights or resumed after a service restart.", registry=r,
-        )  # fmt: skip
+            "Times the loop re-pushed weights or resumed after a service restart.",
+            registry=r,
+        )
         for p in PHASES:
             self.phase_seconds.labels(p)

@@ -66,8 +66,9 @@ def warm_up(
     losses: list[float] = []
     model.train()
     for step in range(1, steps + 1):
-        ids, attn, mask = sft_batch(rng.sample(list(tasks), min(batch_size, len(tasks))),
-                                    tokenizer, pad)  # fmt: skip
+        ids, attn, mask = sft_batch(
+            rng.sample(list(tasks), min(batch_size, len(tasks))), tokenizer, pad
+        )
         logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float()
         logp = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
         loss = -(logp * mask).sum() / mask.sum()
@@ -105,8 +106,14 @@ def prepare_policy(
         src = check_model_dir(model)
         if warmup_steps == 0:
             return src
-    key = _key(model=str(model), task=task_name, seed=seed, steps=warmup_steps, lr=warmup_lr,
-               shape=TinyShape().__dict__ if model == TINY else None)  # fmt: skip
+    key = _key(
+        model=str(model),
+        task=task_name,
+        seed=seed,
+        steps=warmup_steps,
+        lr=warmup_lr,
+        shape=TinyShape().__dict__ if model == TINY else None,
+    )
     name = "tiny" if model == TINY else Path(model).name
     out = Path(cache_dir) / f"{name}-warm-{key}"
     if (out / "warmup.json").is_file():
@@ -121,16 +128,32 @@ def prepare_policy(
     net = load_model(tmp)
     tok = load_tokenizer(tmp)
     t0 = time.monotonic()
-    losses = warm_up(net, tok, tasks, steps=warmup_steps, lr=warmup_lr, seed=seed,
-                     progress=progress)  # fmt: skip
+    losses = warm_up(
+        net, tok, tasks, steps=warmup_steps, lr=warmup_lr, seed=seed, progress=progress
+    )
     net.save_pretrained(tmp)
-    (tmp / "warmup.json").write_text(json.dumps({
-        "task": task_name, "steps": warmup_steps, "lr": warmup_lr, "seed": seed,
-        "seconds": round(time.monotonic() - t0, 2),
-        "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
-    }, indent=1))  # fmt: skip
+    (tmp / "warmup.json").write_text(
+        json.dumps(
+            {
+                "task": task_name,
+                "steps": warmup_steps,
+                "lr": warmup_lr,
+                "seed": seed,
+                "seconds": round(time.monotonic() - t0, 2),
+                "loss_first": losses[0] if losses else None,
+                "loss_last": losses[-1] if losses else None,
+            },
+            indent=1,
+        )
+    )
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
-    log.info("warmed up the policy for %d steps in %.1fs (loss %.3f -> %.3f): %s", warmup_steps,
-             time.monotonic() - t0, losses[0] if losses else 0, losses[-1] if losses else 0, out)  # fmt: skip
+    log.info(
+        "warmed up the policy for %d steps in %.1fs (loss %.3f -> %.3f): %s",
+        warmup_steps,
+        time.monotonic() - t0,
+        losses[0] if losses else 0,
+        losses[-1] if losses else 0,
+        out,
+    )
     return out

@@ -57,22 +57,38 @@ def plot_run(run_dir: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(7, 4))
     if evals:
         ex = [r["step"] for r in evals]
-        keys = sorted({k for r in evals for k in r["accuracy"] if k != "all"},
-                      key=lambda s: int(s[1:]) if s[1:].isdigit() else 0)  # fmt: skip
+        keys = sorted(
+            {k for r in evals for k in r["accuracy"] if k != "all"},
+            key=lambda s: int(s[1:]) if s[1:].isdigit() else 0,
+        )
         for key in keys:
-            ax.plot(ex, [r["accuracy"].get(key, np.nan) for r in evals], marker=".", alpha=0.6,
-                    label=key)  # fmt: skip
-        ax.plot(ex, [r["accuracy"].get("all", np.nan) for r in evals], marker="o", color="black",
-                linewidth=2.5, label="all")  # fmt: skip
+            ax.plot(
+                ex,
+                [r["accuracy"].get(key, np.nan) for r in evals],
+                marker=".",
+                alpha=0.6,
+                label=key,
+            )
+        ax.plot(
+            ex,
+            [r["accuracy"].get("all", np.nan) for r in evals],
+            marker="o",
+            color="black",
+            linewidth=2.5,
+            label="all",
+        )
         ax.set_ylim(-0.02, 1.02)
         ax.legend(ncol=2, fontsize=8)
     ax.set(xlabel="step", ylabel="greedy accuracy", title=f"Held-out accuracy - {title}")
     save(fig, "heldout_accuracy.png")
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    for key, label in (("effective_rollout_ratio", "effective rollouts"),
-                       ("effective_prompt_ratio", "effective prompts"),
-                       ("all_correct", "all-correct prompts"), ("all_wrong", "all-wrong prompts")):  # fmt: skip
+    for key, label in (
+        ("effective_rollout_ratio", "effective rollouts"),
+        ("effective_prompt_ratio", "effective prompts"),
+        ("all_correct", "all-correct prompts"),
+        ("all_wrong", "all-wrong prompts"),
+    ):
         y = np.array([r[key] for r in steps])
         ax.plot(x, _smooth(y, k), label=label)
     ax.set_ylim(-0.02, 1.02)
@@ -91,11 +107,15 @@ def plot_run(run_dir: Path) -> list[Path]:
             for n, c in steps[i]["n_counts"].items():
                 grid[int(n), j] += c
         grid[:, j] /= max(grid[:, j].sum(), 1)
-    im = ax.imshow(grid, aspect="auto", origin="lower", cmap="viridis",
-                   extent=(x[0], x[-1], -0.5, nmax + 0.5))  # fmt: skip
+    im = ax.imshow(
+        grid, aspect="auto", origin="lower", cmap="viridis", extent=(x[0], x[-1], -0.5, nmax + 0.5)
+    )
     fig.colorbar(im, ax=ax, label="share of prompts")
-    ax.set(xlabel="step", ylabel="rollouts given to a prompt (n)",
-           title="Distribution of n over training")  # fmt: skip
+    ax.set(
+        xlabel="step",
+        ylabel="rollouts given to a prompt (n)",
+        title="Distribution of n over training",
+    )
     total = np.zeros(nmax + 1)
     for r in steps:
         for n, c in r["n_counts"].items():
@@ -118,10 +138,14 @@ def summarize(run_dir: Path, wall_s: float | None = None) -> dict:
         settings = json.loads((run_dir / "settings.json").read_text())
     tail = steps[-max(1, len(steps) // 5) :]
     head = steps[: max(1, len(steps) // 5)]
-    phases = {p: sum(r.get(f"t_{p}", 0) or 0 for r in steps)
-              for p in ("allocate", "generate", "train", "weight_sync")}  # fmt: skip
+    phases = {
+        p: sum(r.get(f"t_{p}", 0) or 0 for r in steps)
+        for p in ("allocate", "generate", "train", "weight_sync")
+    }
     out = {
-        "run": run_dir.name, "strategy": settings.get("strategy"), "task": settings.get("task"),
+        "run": run_dir.name,
+        "strategy": settings.get("strategy"),
+        "task": settings.get("task"),
         "steps": steps[-1]["step"] if steps else 0,
         "wall_s": round(wall_s, 1) if wall_s else None,
         "heldout_before": evals[0]["accuracy"] if evals else None,
@@ -130,13 +154,14 @@ def summarize(run_dir: Path, wall_s: float | None = None) -> dict:
         "effective_rollout_ratio_first_fifth": _mean(head, "effective_rollout_ratio"),
         "effective_rollout_ratio_last_fifth": _mean(tail, "effective_rollout_ratio"),
         "effective_prompt_ratio": _mean(steps, "effective_prompt_ratio"),
-        "reward_first_fifth": _mean(head, "reward"), "reward_last_fifth": _mean(tail, "reward"),
+        "reward_first_fifth": _mean(head, "reward"),
+        "reward_last_fifth": _mean(tail, "reward"),
         "rollouts": int(sum(r["rollouts"] for r in steps)),
         "tokens": int(sum(r["tokens"] for r in steps)),
         "max_n": max((r["max_n"] for r in steps), default=0),
         "phase_seconds": {k: round(v, 1) for k, v in phases.items()},
         "rollouts_per_s": _mean(steps, "rollouts_per_s"),
-    }  # fmt: skip
+    }
     (run_dir / "summary.json").write_text(json.dumps(out, indent=1))
     (run_dir / "summary.md").write_text(_markdown(out))
     return out
@@ -147,9 +172,13 @@ def _pct(v: float | None) -> str:
 
 
 def _markdown(s: dict) -> str:
-    lines = [f"# Run {s['run']}", "",
-             f"- strategy **{s['strategy']}**, task {s['task']}, {s['steps']} steps"
-             + (f", wall time {s['wall_s'] / 60:.1f} min" if s["wall_s"] else ""), ""]  # fmt: skip
+    lines = [
+        f"# Run {s['run']}",
+        "",
+        f"- strategy **{s['strategy']}**, task {s['task']}, {s['steps']} steps"
+        + (f", wall time {s['wall_s'] / 60:.1f} min" if s["wall_s"] else ""),
+        "",
+    ]
     b, a = s["heldout_before"] or {}, s["heldout_after"] or {}
     if a:
         lines += ["| held-out greedy accuracy | before | after |", "| --- | --- | --- |"]
@@ -165,7 +194,9 @@ def _markdown(s: dict) -> str:
         "(first fifth -> last fifth)",
         f"- rollouts {s['rollouts']:,}, completion tokens {s['tokens']:,}, largest n {s['max_n']}",
         "- time in allocate / generate / train / weight sync: "
-        + " / ".join(f"{v:.1f}s" for v in s["phase_seconds"].values()), "",
-        "Plots: " + ", ".join(f"[{p}]({p})" for p in PLOTS), "",
-    ]  # fmt: skip
+        + " / ".join(f"{v:.1f}s" for v in s["phase_seconds"].values()),
+        "",
+        "Plots: " + ", ".join(f"[{p}]({p})" for p in PLOTS),
+        "",
+    ]
     return "\n".join(lines)

@@ -24,11 +24,28 @@ STRATEGIES: tuple[str, ...] = (
 )
 
 # Fields that may differ between a run and its resumption (where to find things, not what to do).
-RESUMABLE_CHANGES = frozenset({
-    "host", "grpc_port", "http_port", "auth_token", "auth_token_file", "log_level", "grace_s",
-    "allocator", "rollout", "peer_token", "peer_token_file", "resume", "steps", "threads",
-    "client_retries", "client_backoff_s", "run_dir", "rollout_budget",
-})  # fmt: skip
+RESUMABLE_CHANGES = frozenset(
+    {
+        "host",
+        "grpc_port",
+        "http_port",
+        "auth_token",
+        "auth_token_file",
+        "log_level",
+        "grace_s",
+        "allocator",
+        "rollout",
+        "peer_token",
+        "peer_token_file",
+        "resume",
+        "steps",
+        "threads",
+        "client_retries",
+        "client_backoff_s",
+        "run_dir",
+        "rollout_budget",
+    }
+)
 
 
 class TrainerSettings(ServiceSettings):
@@ -144,8 +161,10 @@ class TrainerSettings(ServiceSettings):
                 "(no config.json there)"
             )
         kind, _, arg = self.task.partition(":")
-        if not ((kind in ("reverse", "arithmetic") and not arg)
-                or (kind in ("jsonl", "reasoning_gym") and arg)):  # fmt: skip
+        if not (
+            (kind in ("reverse", "arithmetic") and not arg)
+            or (kind in ("jsonl", "reasoning_gym") and arg)
+        ):
             raise ValueError(
                 f"unknown task {self.task!r}: use reverse, arithmetic, jsonl:PATH or "
                 "reasoning_gym:DATASET"

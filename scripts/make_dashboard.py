@@ -16,30 +16,53 @@ def target(expr: str, legend: str = "", fmt: str = "time_series", ref: str = "A"
     return {"datasource": DS, "expr": expr, "legendFormat": legend, "format": fmt, "refId": ref}
 
 
-def timeseries(title: str, targets: list[dict], unit: str = "short", desc: str = "",
-               maxv: float | None = None) -> dict:  # fmt: skip
+def timeseries(
+    title: str, targets: list[dict], unit: str = "short", desc: str = "", maxv: float | None = None
+) -> dict:
     defaults: dict = {"unit": unit, "custom": {"lineWidth": 2, "fillOpacity": 10}}
     if maxv is not None:
         defaults.update(min=0, max=maxv)
-    return {"type": "timeseries", "title": title, "description": desc, "datasource": DS,
-            "targets": targets, "fieldConfig": {"defaults": defaults, "overrides": []},
-            "options": {"legend": {"displayMode": "list", "placement": "bottom"},
-                        "tooltip": {"mode": "multi"}}}  # fmt: skip
+    return {
+        "type": "timeseries",
+        "title": title,
+        "description": desc,
+        "datasource": DS,
+        "targets": targets,
+        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "options": {
+            "legend": {"displayMode": "list", "placement": "bottom"},
+            "tooltip": {"mode": "multi"},
+        },
+    }
 
 
 def heatmap(title: str, expr: str, desc: str) -> dict:
-    return {"type": "heatmap", "title": title, "description": desc, "datasource": DS,
-            "targets": [target(expr, "{{le}}", "heatmap")],
-            "options": {"calculate": False, "yAxis": {"unit": "short"},
-                        "color": {"scheme": "Oranges", "mode": "scheme"},
-                        "cellGap": 1, "tooltip": {"show": True, "yHistogram": True}},
-            "fieldConfig": {"defaults": {}, "overrides": []}}  # fmt: skip
+    return {
+        "type": "heatmap",
+        "title": title,
+        "description": desc,
+        "datasource": DS,
+        "targets": [target(expr, "{{le}}", "heatmap")],
+        "options": {
+            "calculate": False,
+            "yAxis": {"unit": "short"},
+            "color": {"scheme": "Oranges", "mode": "scheme"},
+            "cellGap": 1,
+            "tooltip": {"show": True, "yHistogram": True},
+        },
+        "fieldConfig": {"defaults": {}, "overrides": []},
+    }
 
 
 def stat(title: str, expr: str, unit: str = "short") -> dict:
-    return {"type": "stat", "title": title, "datasource": DS, "targets": [target(expr)],
-            "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
-            "options": {"reduceOptions": {"calcs": ["lastNotNull"]}, "colorMode": "value"}}  # fmt: skip
+    return {
+        "type": "stat",
+        "title": title,
+        "datasource": DS,
+        "targets": [target(expr)],
+        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+        "options": {"reduceOptions": {"calcs": ["lastNotNull"]}, "colorMode": "value"},
+    }
 
 
 RATE = "$__rate_interval"
@@ -201,13 +224,29 @@ def dashboard() -> dict:
         x += w
         row_h = max(row_h, h)
     return {
-        "uid": "knapsack-rl", "title": "knapsack-rl: allocation state", "tags": ["knapsack-rl"],
-        "schemaVersion": 39, "version": 1, "editable": True, "refresh": "30s",
-        "time": {"from": "now-3h", "to": "now"}, "timezone": "browser",
-        "templating": {"list": [{"name": "datasource", "type": "datasource", "query": "prometheus",
-                                 "label": "Prometheus", "current": {}}]},
-        "annotations": {"list": []}, "panels": panels,
-    }  # fmt: skip
+        "uid": "knapsack-rl",
+        "title": "knapsack-rl: allocation state",
+        "tags": ["knapsack-rl"],
+        "schemaVersion": 39,
+        "version": 1,
+        "editable": True,
+        "refresh": "30s",
+        "time": {"from": "now-3h", "to": "now"},
+        "timezone": "browser",
+        "templating": {
+            "list": [
+                {
+                    "name": "datasource",
+                    "type": "datasource",
+                    "query": "prometheus",
+                    "label": "Prometheus",
+                    "current": {},
+                }
+            ]
+        },
+        "annotations": {"list": []},
+        "panels": panels,
+    }
 
 
 def render() -> str:

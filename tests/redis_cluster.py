@@ -40,12 +40,33 @@ class Cluster:
         d = self.folder / str(port)
         d.mkdir(parents=True, exist_ok=True)
         self.procs[port] = subprocess.Popen(
-            [binary("redis-server"), "--port", str(port), "--bind", "127.0.0.1",
-             "--dir", str(d), "--cluster-enabled", "yes", "--cluster-port", str(free_port()), "--cluster-config-file", "nodes.conf",
-             "--cluster-node-timeout", "1000", "--appendonly", "yes", "--save", "",
-             "--logfile", str(d / "redis.log")],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            [
+                binary("redis-server"),
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(d),
+                "--cluster-enabled",
+                "yes",
+                "--cluster-port",
+                str(free_port()),
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "1000",
+                "--appendonly",
+                "yes",
+                "--save",
+                "",
+                "--logfile",
+                str(d / "redis.log"),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         for _ in range(200):
             if self.procs[port].poll() is not None:
                 raise RuntimeError((d / "redis.log").read_text()[-1000:])
@@ -61,10 +82,19 @@ class Cluster:
         for port in self.ports:
             self.start_node(port)
         subprocess.run(
-            [binary("redis-cli"), "--cluster", "create",
-             *(f"127.0.0.1:{p}" for p in self.ports), "--cluster-replicas", "1", "--cluster-yes"],
-            check=True, capture_output=True, timeout=60,
-        )  # fmt: skip
+            [
+                binary("redis-cli"),
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{p}" for p in self.ports),
+                "--cluster-replicas",
+                "1",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
         self.wait_ok()
         return self
 

@@ -38,8 +38,13 @@ def build_model(folder: Path, seed: int = 0, **shape: object) -> Path:
     return build_tiny_model(folder, TinyShape(initializer_range=0.2, **shape), seed=seed)
 
 
-def start_rollout(tmp: Path, *args: str, env: dict[str, str] | None = None,
-                  python: str | None = None, timeout_s: float = 120.0) -> RolloutProc:  # fmt: skip
+def start_rollout(
+    tmp: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    python: str | None = None,
+    timeout_s: float = 120.0,
+) -> RolloutProc:
     grpc_port, http_port = free_port(), free_port()
     proc = ServiceProcess(
         ["rollout", "--grpc-port", str(grpc_port), "--http-port", str(http_port), *args],
@@ -59,13 +64,18 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def rollout_service(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path
-                    ) -> Iterator[RolloutProc]:  # fmt: skip
+def rollout_service(
+    tmp_path_factory: pytest.TempPathFactory, tiny_model: Path
+) -> Iterator[RolloutProc]:
     tmp = tmp_path_factory.mktemp("rollout")
     svc = start_rollout(
-        tmp, "--model", str(tiny_model), "--max-n", "64",
+        tmp,
+        "--model",
+        str(tiny_model),
+        "--max-n",
+        "64",
         env={"KRL_ROLLOUT_ENGINE__MAX_BATCH_ROWS": "8"},
-    )  # fmt: skip
+    )
     yield svc
     assert svc.proc.stop() == 0
     log = next(tmp.glob("rollout-*.log")).read_text()

@@ -63,8 +63,12 @@ class AllocatorApp:
         await self.http.start()
         log.info(
             "allocator ready: gRPC %s:%d, HTTP http://%s:%d (docs /docs, metrics /metrics), auth %s",
-            s.host, self.grpc.port, s.host, self.http.port, "on" if token else "off",
-        )  # fmt: skip
+            s.host,
+            self.grpc.port,
+            s.host,
+            self.http.port,
+            "on" if token else "off",
+        )
 
     async def stop(self) -> None:
         if self.grpc is not None:

@@ -111,9 +111,20 @@ def _seeded_server(stack: ExitStack, target: str | None) -> tuple[str, Path | No
     gport, hport = free_port(), free_port()
     target = f"127.0.0.1:{gport}"
     proc = ServiceProcess(
-        ["allocator", "--grpc-port", str(gport), "--http-port", str(hport), "--data-dir", str(tmp / "redis"),
-         "--log-level", "WARNING"], target, log_file=tmp / "allocator.log",
-    )  # fmt: skip
+        [
+            "allocator",
+            "--grpc-port",
+            str(gport),
+            "--http-port",
+            str(hport),
+            "--data-dir",
+            str(tmp / "redis"),
+            "--log-level",
+            "WARNING",
+        ],
+        target,
+        log_file=tmp / "allocator.log",
+    )
     stack.enter_context(proc)
     console.print(f"started an allocator (embedded Redis) at {target}", style="dim")
     return target, tmp / "redis" / "redis.sock"

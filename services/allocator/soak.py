@@ -56,8 +56,11 @@ class _Client(threading.Thread):
                     t0 = time.perf_counter()
                     a = c.allocate(ids, 8 * batch, step=step, min_n=2, max_n=64)
                     t1 = time.perf_counter()
-                    out = {pid: (int(self.rng.binomial(n, self.p[i])), n, 50 * n)
-                           for i, pid in zip(pick, ids, strict=True) if (n := a.n[pid])}  # fmt: skip
+                    out = {
+                        pid: (int(self.rng.binomial(n, self.p[i])), n, 50 * n)
+                        for i, pid in zip(pick, ids, strict=True)
+                        if (n := a.n[pid])
+                    }
                     res = c.report(a.allocation_id, out)
                     t2 = time.perf_counter()
                 except Exception as e:  # counted and shown; the soak goes on
@@ -81,10 +84,20 @@ def bench_soak(args: argparse.Namespace) -> int:
         gport, hport = free_port(), free_port()
         target = f"127.0.0.1:{gport}"
         svc = ServiceProcess(
-            ["allocator", "--grpc-port", str(gport), "--http-port", str(hport),
-             "--data-dir", str(tmp / "redis"), "--log-level", "WARNING"],
-            target, log_file=tmp / "allocator.log",
-        )  # fmt: skip
+            [
+                "allocator",
+                "--grpc-port",
+                str(gport),
+                "--http-port",
+                str(hport),
+                "--data-dir",
+                str(tmp / "redis"),
+                "--log-level",
+                "WARNING",
+            ],
+            target,
+            log_file=tmp / "allocator.log",
+        )
         with svc.start(60):
             pid = svc.proc.pid
             stop = threading.Event()
@@ -103,12 +116,16 @@ def bench_soak(args: argparse.Namespace) -> int:
                     redis_pid = int((tmp / "redis" / "redis.pid").read_text())
                     os.kill(redis_pid, signal.SIGKILL)
                     killed_at = time.monotonic() - t_start
-                    console.print(f"  {killed_at:5.0f} s: killed the embedded redis-server "
-                                  f"(pid {redis_pid}) with SIGKILL", style="yellow")  # fmt: skip
+                    console.print(
+                        f"  {killed_at:5.0f} s: killed the embedded redis-server "
+                        f"(pid {redis_pid}) with SIGKILL",
+                        style="yellow",
+                    )
                 if args.progress:
                     done = sum(len(c.samples) for c in clients)
-                    console.print(f"  {now:5.0f} s: {done} rounds, RSS {rss[-1][1]:.1f} MB",
-                                  style="dim")  # fmt: skip
+                    console.print(
+                        f"  {now:5.0f} s: {done} rounds, RSS {rss[-1][1]:.1f} MB", style="dim"
+                    )
             stop.set()
             for c in clients:
                 c.join(60)
@@ -139,8 +156,14 @@ def _report(clients, rss, t_start, seconds, lost, doubled, restarts, killed_at) 
             continue
         a50, a99 = np.percentile(part[:, 0], [50, 99])
         r50, r99 = np.percentile(part[:, 1], [50, 99])
-        table.add_row(f"{k * width:.0f}-{(k + 1) * width:.0f} s", str(len(part)), f"{a50:.1f} ms",
-                      f"{a99:.1f} ms", f"{r50:.1f} ms", f"{r99:.1f} ms")  # fmt: skip
+        table.add_row(
+            f"{k * width:.0f}-{(k + 1) * width:.0f} s",
+            str(len(part)),
+            f"{a50:.1f} ms",
+            f"{a99:.1f} ms",
+            f"{r50:.1f} ms",
+            f"{r99:.1f} ms",
+        )
     console.print(table)
     t, mb = np.array(rss).T
     warm = t >= min(60.0, seconds / 4)  # after warm-up (imports, first allocations)
@@ -152,7 +175,11 @@ def _report(clients, rss, t_start, seconds, lost, doubled, restarts, killed_at) 
         f"{acked} rollouts acknowledged; embedded Redis killed at {killed_at or 0:.0f} s and "
         f"restarted {restarts}x"
     )
-    console.print(f"outcomes lost {lost}, counted twice {doubled}; client calls that failed "
-                  f"after retries {len(errors)}{(': ' + errors[0]) if errors else ''}")  # fmt: skip
-    console.print(f"allocator RSS {mb[0]:.1f} → {mb[-1]:.1f} MB (max {mb.max():.1f}); slope after "
-                  f"warm-up {slope:+.2f} MB/min")  # fmt: skip
+    console.print(
+        f"outcomes lost {lost}, counted twice {doubled}; client calls that failed "
+        f"after retries {len(errors)}{(': ' + errors[0]) if errors else ''}"
+    )
+    console.print(
+        f"allocator RSS {mb[0]:.1f} → {mb[-1]:.1f} MB (max {mb.max():.1f}); slope after "
+        f"warm-up {slope:+.2f} MB/min"
+    )

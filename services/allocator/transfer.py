@@ -72,23 +72,37 @@ async def export_rows(allocator: Allocator, namespace: str) -> AsyncIterator[dic
 
 def _validate(allocator: Allocator, rows: Sequence[PromptStatsRow]) -> None:
     limit = allocator.settings.max_import_prompts
-    check(0 < len(rows) <= limit, "lines", f"{len(rows)} prompts; between 1 and {limit} (max_import_prompts)")  # fmt: skip
+    check(
+        0 < len(rows) <= limit,
+        "lines",
+        f"{len(rows)} prompts; between 1 and {limit} (max_import_prompts)",
+    )
     seen: set[str] = set()
     max_bytes = allocator.settings.max_prompt_id_bytes
     for i, row in enumerate(rows):
         at = f"lines[{i}]"
         pid = row.prompt_id
-        check(bool(pid) and len(pid.encode()) <= max_bytes, f"{at}.prompt_id",
-              f"must be 1 to {max_bytes} bytes")  # fmt: skip
+        check(
+            bool(pid) and len(pid.encode()) <= max_bytes,
+            f"{at}.prompt_id",
+            f"must be 1 to {max_bytes} bytes",
+        )
         check(pid not in seen, f"{at}.prompt_id", f"duplicate prompt id {pid!r}")
         seen.add(pid)
         check(len(row.visits) > 0, f"{at}.visits", "is empty")
-        check(math.isfinite(row.mean_tokens) and 0 <= row.mean_tokens <= allocator.settings.max_tokens_per_rollout,
-              f"{at}.mean_tokens", "must be a finite number of tokens >= 0")  # fmt: skip
+        check(
+            math.isfinite(row.mean_tokens)
+            and 0 <= row.mean_tokens <= allocator.settings.max_tokens_per_rollout,
+            f"{at}.mean_tokens",
+            "must be a finite number of tokens >= 0",
+        )
         for j, v in enumerate(row.visits):
             check(0 <= v.step <= MAX_STEP, f"{at}.visits[{j}].step", f"must be in [0, {MAX_STEP}]")
-            check(1 <= v.n <= allocator.settings.max_n_limit, f"{at}.visits[{j}].n",
-                  f"must be in [1, {allocator.settings.max_n_limit}]")  # fmt: skip
+            check(
+                1 <= v.n <= allocator.settings.max_n_limit,
+                f"{at}.visits[{j}].n",
+                f"must be in [1, {allocator.settings.max_n_limit}]",
+            )
             check(0 <= v.successes <= v.n, f"{at}.visits[{j}].successes", f"must be in [0, {v.n}]")
 
 
@@ -110,10 +124,8 @@ async def import_rows(allocator: Allocator, namespace: str, rows: Sequence[Promp
     # visit j of every prompt, in step order; one internal allocation per (step, j) and chunk,
     # so each prompt's visits are applied oldest first and no allocation holds a prompt twice
     events = sorted(
-        (v.step, j, r.prompt_id, v, r.mean_tokens)
-        for r in rows
-        for j, v in enumerate(r.visits)
-    )  # fmt: skip
+        (v.step, j, r.prompt_id, v, r.mean_tokens) for r in rows for j, v in enumerate(r.visits)
+    )
     groups: list[list[tuple]] = []
     for e in events:
         if not groups or groups[-1][0][:2] != e[:2] or len(groups[-1]) >= chunk:

@@ -53,30 +53,45 @@ class RolloutApp:
         threads = s.threads_per_replica or max(1, (os.cpu_count() or 1) // s.replicas)
         metrics = RolloutMetrics()
         self.pool = ReplicaPool(
-            s.engine.model_dump_json(), s.replicas, threads, s.log_level,
-            start_timeout_s=s.start_timeout_s, metrics=metrics,
-        )  # fmt: skip
+            s.engine.model_dump_json(),
+            s.replicas,
+            threads,
+            s.log_level,
+            start_timeout_s=s.start_timeout_s,
+            metrics=metrics,
+        )
         tokenizer = await asyncio.to_thread(_tokenizer, s)
         self.scoring = ScoringPool(s.verify_workers, s.verify_timeout_s)
         await asyncio.gather(self.pool.start(), self.scoring.warm())
         self.rollout = Rollout(self.pool, tokenizer, s, metrics, self.scoring)
         token = s.token()
         self.grpc = GrpcServer(
-            host=s.host, port=s.grpc_port, service_names=[grpc_api.SERVICE_NAME],
-            register=grpc_api.register(self.rollout), token=token,
+            host=s.host,
+            port=s.grpc_port,
+            service_names=[grpc_api.SERVICE_NAME],
+            register=grpc_api.register(self.rollout),
+            token=token,
             max_message_bytes=s.max_message_bytes,
-        )  # fmt: skip
+        )
         await self.grpc.start()
-        self.http = HttpServer(build_app(self.rollout, token), s.host, s.http_port,
-                               log_level="warning")  # fmt: skip
+        self.http = HttpServer(
+            build_app(self.rollout, token), s.host, s.http_port, log_level="warning"
+        )
         await self.http.start()
         info = self.pool.info
         log.info(
             "rollout ready: engine %s (%s), %d replica(s) x %d threads, gRPC %s:%d, "
             "HTTP http://%s:%d (metrics /metrics), auth %s",
-            info.engine, info.model, s.replicas, threads, s.host, self.grpc.port,
-            s.host, self.http.port, "on" if token else "off",
-        )  # fmt: skip
+            info.engine,
+            info.model,
+            s.replicas,
+            threads,
+            s.host,
+            self.grpc.port,
+            s.host,
+            self.http.port,
+            "on" if token else "off",
+        )
 
     async def stop(self) -> None:
         if self.grpc is not None:

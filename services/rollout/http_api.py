@@ -19,8 +19,11 @@ from krl.rollout.service import Rollout
 
 
 def build_app(rollout: Rollout, token: str | None) -> FastAPI:
-    app = make_app(title="knapsack-rl rollout", version=__version__,
-                  description="Engine info, health and metrics of the rollout service.")  # fmt: skip
+    app = make_app(
+        title="knapsack-rl rollout",
+        version=__version__,
+        description="Engine info, health and metrics of the rollout service.",
+    )
     app.state.rollout = rollout
     install_problem_handlers(app)
     api = APIRouter(prefix="/v1", dependencies=[Depends(bearer_auth(token))])
@@ -29,12 +32,15 @@ def build_app(rollout: Rollout, token: str | None) -> FastAPI:
     async def info() -> dict[str, Any]:
         i = rollout.pool.info
         return {
-            "engine": i.engine, "model": i.model, "policy_version": rollout.version,
-            "replicas": len(rollout.pool.replicas), "max_n": rollout.settings.max_n,
+            "engine": i.engine,
+            "model": i.model,
+            "policy_version": rollout.version,
+            "replicas": len(rollout.pool.replicas),
+            "max_n": rollout.settings.max_n,
             "max_context_tokens": i.max_context_tokens,
             "replicas_ready": sum(r.ready.is_set() for r in rollout.pool.replicas),
             "replica_pids": [r.pid for r in rollout.pool.replicas],
-        }  # fmt: skip
+        }
 
     app.include_router(api)
 

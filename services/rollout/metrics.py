@@ -16,15 +16,18 @@ class RolloutMetrics:
             "krl_rollout_generated_tokens_total", "Completion tokens generated.", registry=r
         )
         self.completions = Counter(
-            "krl_rollout_completions_total", "Completions generated, by finish reason.",
-            ["finish_reason"], registry=r,
-        )  # fmt: skip
+            "krl_rollout_completions_total",
+            "Completions generated, by finish reason.",
+            ["finish_reason"],
+            registry=r,
+        )
         self.groups = Counter("krl_rollout_groups_total", "Prompt groups delivered.", registry=r)
         self.group_seconds = Histogram(
             "krl_rollout_group_latency_seconds",
             "Time from the Generate call to a group's delivery.",
-            buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.queue_prompts = Gauge(
             "krl_rollout_queue_prompts", "Prompts accepted and not yet delivered.", registry=r
         )
@@ -38,9 +41,11 @@ class RolloutMetrics:
             "krl_rollout_policy_version", "Policy version being served.", registry=r
         )
         self.weight_load_seconds = Histogram(
-            "krl_rollout_weight_load_duration_seconds", "Time to swap in new weights.",
-            buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            "krl_rollout_weight_load_duration_seconds",
+            "Time to swap in new weights.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.engine_errors = Counter(
             "krl_rollout_engine_errors_total", "Engine failures during generation.", registry=r
         )
@@ -50,8 +55,10 @@ class RolloutMetrics:
             registry=r,
         )
         self.errors = Counter(
-            "krl_rollout_errors_total", "Requests that failed, by gRPC code.",
-            ["method", "code"], registry=r,
-        )  # fmt: skip
+            "krl_rollout_errors_total",
+            "Requests that failed, by gRPC code.",
+            ["method", "code"],
+            registry=r,
+        )
         for reason in ("stop", "length"):
             self.completions.labels(reason)

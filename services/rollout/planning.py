@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from krl.rollout.engines.base import GenItem
 
 
-def split(prompts: Sequence[tuple[tuple[int, ...], int]], replicas: int,
-          max_new_tokens: int) -> list[list[GenItem]]:  # fmt: skip
+def split(
+    prompts: Sequence[tuple[tuple[int, ...], int]], replicas: int, max_new_tokens: int
+) -> list[list[GenItem]]:
     """prompts[i] = (token ids, n). Returns one item list per replica; item keys are
     (i, part) and the parts of prompt i add up to its n exactly."""
     parts: list[list[GenItem]] = [[] for _ in range(replicas)]
@@ -23,8 +24,9 @@ def split(prompts: Sequence[tuple[tuple[int, ...], int]], replicas: int,
     total = sum(c * n for c, (_, n) in zip(cost, prompts, strict=True))
     share = total / replicas
     heap = [(0.0, r) for r in range(replicas)]
-    order = sorted((i for i, (_, n) in enumerate(prompts) if n > 0),
-                   key=lambda i: -cost[i] * prompts[i][1])  # fmt: skip
+    order = sorted(
+        (i for i, (_, n) in enumerate(prompts) if n > 0), key=lambda i: -cost[i] * prompts[i][1]
+    )
     for i in order:
         ids, left = prompts[i]
         part = 0

@@ -26,8 +26,9 @@ _jobs = itertools.count(1)
 class Replica:
     """One worker process and the reader thread that turns its messages into asyncio events."""
 
-    def __init__(self, index: int, config_json: str, threads: int, log_level: str,
-                 on_death: Any) -> None:  # fmt: skip
+    def __init__(
+        self, index: int, config_json: str, threads: int, log_level: str, on_death: Any
+    ) -> None:
         self.index = index
         self._args = (config_json, threads, log_level)
         self._on_death = on_death
@@ -48,8 +49,12 @@ class Replica:
         parent, child = ctx.Pipe()
         self.conn = parent
         self.ready.clear()
-        self.proc = ctx.Process(target=worker.run, args=(child, *self._args), daemon=True,
-                                name=f"krl-rollout-replica-{self.index}")  # fmt: skip
+        self.proc = ctx.Process(
+            target=worker.run,
+            args=(child, *self._args),
+            daemon=True,
+            name=f"krl-rollout-replica-{self.index}",
+        )
         self.proc.start()
         child.close()
         first: asyncio.Future = loop.create_future()
@@ -113,8 +118,15 @@ def _set_exc(fut: asyncio.Future, exc: BaseException) -> None:
 
 
 class ReplicaPool:
-    def __init__(self, config_json: str, replicas: int, threads: int, log_level: str = "WARNING",
-                 start_timeout_s: float = 600.0, metrics: Any = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        config_json: str,
+        replicas: int,
+        threads: int,
+        log_level: str = "WARNING",
+        start_timeout_s: float = 600.0,
+        metrics: Any = None,
+    ) -> None:
         self.replicas = [
             Replica(i, config_json, threads, log_level, self._restart_later)
             for i in range(replicas)

@@ -28,8 +28,9 @@ def _score(fn: Callable[..., list[float]], *args: Any) -> tuple[str, Any]:
 
 
 class ScoringPool:
-    def __init__(self, workers: int, timeout_s: float,
-                 fn: Callable[..., list[float]] = verifiers.score_group) -> None:  # fmt: skip
+    def __init__(
+        self, workers: int, timeout_s: float, fn: Callable[..., list[float]] = verifiers.score_group
+    ) -> None:
         self.workers, self.timeout_s, self.fn = workers, timeout_s, fn
         self.restarts = 0
         self._slots = asyncio.Semaphore(workers)  # the timeout counts work, not queueing

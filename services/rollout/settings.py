@@ -46,9 +46,11 @@ class RolloutSettings(ServiceSettings):
         1, ge=1, le=64, description="Worker processes that score completions, off the event loop."
     )
     verify_timeout_s: float = Field(
-        30.0, gt=0, description="Longest one group's verification may take; its workers are then "
+        30.0,
+        gt=0,
+        description="Longest one group's verification may take; its workers are then "
         "replaced and the call fails with DEADLINE_EXCEEDED.",
-    )  # fmt: skip
+    )
     success_threshold: float = Field(
         0.5, ge=0, le=1, description="A completion succeeds when its reward is at least this."
     )
@@ -56,8 +58,9 @@ class RolloutSettings(ServiceSettings):
         4 << 30, ge=1024, description="Largest inline weight payload (use a checkpoint path above)."
     )
     checkpoint_root: Path | None = Field(
-        None, description="Folder a checkpoint_path weight push must resolve inside (symlinks "
+        None,
+        description="Folder a checkpoint_path weight push must resolve inside (symlinks "
         "followed; relative paths are taken from it). Unset: checkpoint_path pushes are refused.",
-    )  # fmt: skip
+    )
     start_timeout_s: float = Field(600.0, gt=0, description="Time an engine replica has to start.")
     max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="gRPC message limit.")

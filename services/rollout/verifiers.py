@@ -120,8 +120,10 @@ def reasoning_gym(completion: str, answer: str) -> float:
 
 
 PREPARE: dict[str, Callable[[str], Scorer]] = {
-    "exact": exact_for, "math": math_for, "reasoning_gym": reasoning_gym_for,
-}  # fmt: skip
+    "exact": exact_for,
+    "math": math_for,
+    "reasoning_gym": reasoning_gym_for,
+}
 VERIFIERS: dict[str, Verifier] = {"exact": exact, "math": math, "reasoning_gym": reasoning_gym}
 
 

@@ -45,8 +45,14 @@ def _follow(run_dir: Path, proc, settings) -> None:
 
     console = Console()
     live_ok = console.is_terminal
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), TextColumn("{task.fields[stats]}"), console=console)  # fmt: skip
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[stats]}"),
+        console=console,
+    )
     warm = progress.add_task("warm-up", total=max(settings.warmup(), 1), stats="", visible=False)
     train = progress.add_task("train", total=settings.steps, stats="starting services...")
     last_print = 0
@@ -57,11 +63,14 @@ def _follow(run_dir: Path, proc, settings) -> None:
         nonlocal last_print, acc
         for e in events.new_rows():
             if e["event"] == "warmup":
-                progress.update(warm, completed=e["step"], visible=True,
-                                stats=f"loss {e['loss']:.3f}")  # fmt: skip
+                progress.update(
+                    warm, completed=e["step"], visible=True, stats=f"loss {e['loss']:.3f}"
+                )
             elif not live_ok and e["event"] in ("checkpoint", "resumed", "failed", "finished"):
-                console.print(f"[{e['event']}] " + json.dumps({k: v for k, v in e.items()
-                                                               if k not in ("event", "time")}))  # fmt: skip
+                console.print(
+                    f"[{e['event']}] "
+                    + json.dumps({k: v for k, v in e.items() if k not in ("event", "time")})
+                )
         rows = metrics.new_rows()
         steps = [r for r in rows if r["kind"] == "step"]
         evals = [r for r in rows if r["kind"] == "eval"]
@@ -69,9 +78,11 @@ def _follow(run_dir: Path, proc, settings) -> None:
             acc = f"{100 * evals[-1]['accuracy'].get('all', 0):.1f}%"
         if steps:
             r = steps[-1]
-            stats = (f"reward {r['reward']:.3f}  eff {100 * r['effective_rollout_ratio']:.0f}%  "
-                     f"held-out {acc}  {r['rollouts_per_s'] or 0:.0f} rollouts/s  "
-                     f"max n {r['max_n']}")  # fmt: skip
+            stats = (
+                f"reward {r['reward']:.3f}  eff {100 * r['effective_rollout_ratio']:.0f}%  "
+                f"held-out {acc}  {r['rollouts_per_s'] or 0:.0f} rollouts/s  "
+                f"max n {r['max_n']}"
+            )
             progress.update(train, completed=r["step"], stats=stats)
             due = r["step"] - last_print >= 10 or r["step"] == settings.steps
             if not live_ok and due and r["step"] != last_print:
@@ -107,8 +118,10 @@ def up(settings, *, replicas: int = 1, half_life_steps: float = 0.0, progress: b
         if stack.trainer is not None and stack.trainer.proc is not None:
             stack.trainer.proc.send_signal(signal.SIGTERM)
         if len(interrupted) == 1:
-            print("\nstopping: the trainer finishes its step and checkpoints "
-                  "(Ctrl-C again to hurry)", file=sys.stderr)  # fmt: skip
+            print(
+                "\nstopping: the trainer finishes its step and checkpoints (Ctrl-C again to hurry)",
+                file=sys.stderr,
+            )
         else:
             raise KeyboardInterrupt
 
@@ -121,24 +134,44 @@ def up(settings, *, replicas: int = 1, half_life_steps: float = 0.0, progress: b
         a_port, r_port, t_port = free_port(), free_port(), free_port()
         common = ["--http-port", "0"]
         stack.allocator = ServiceProcess(
-            ["allocator", "--grpc-port", str(a_port), "--redis-url", stack.redis.url,
-             "--half-life-steps", str(half_life_steps), *common],
-            f"127.0.0.1:{a_port}", logs / "allocator.log", new_session=True,
-        ).start(timeout_s=60)  # fmt: skip
+            [
+                "allocator",
+                "--grpc-port",
+                str(a_port),
+                "--redis-url",
+                stack.redis.url,
+                "--half-life-steps",
+                str(half_life_steps),
+                *common,
+            ],
+            f"127.0.0.1:{a_port}",
+            logs / "allocator.log",
+            new_session=True,
+        ).start(timeout_s=60)
         print(f"allocator  127.0.0.1:{a_port}", flush=True)
-        rollout_args = ["rollout", "--grpc-port", str(r_port), "--replicas", str(replicas),
-                        *common]  # fmt: skip
+        rollout_args = ["rollout", "--grpc-port", str(r_port), "--replicas", str(replicas), *common]
         if settings.model != "tiny":
             rollout_args += ["--model", str(settings.model)]
-        stack.rollout = ServiceProcess(rollout_args, f"127.0.0.1:{r_port}", logs / "rollout.log",
-                                       new_session=True).start(timeout_s=600)  # fmt: skip
+        stack.rollout = ServiceProcess(
+            rollout_args, f"127.0.0.1:{r_port}", logs / "rollout.log", new_session=True
+        ).start(timeout_s=600)
         print(f"rollout    127.0.0.1:{r_port}", flush=True)
-        trainer_args = ["trainer", "--settings-json", str(run_dir / "settings.json"),
-                        "--grpc-port", str(t_port), "--allocator", f"127.0.0.1:{a_port}",
-                        "--rollout", f"127.0.0.1:{r_port}", *common]  # fmt: skip
+        trainer_args = [
+            "trainer",
+            "--settings-json",
+            str(run_dir / "settings.json"),
+            "--grpc-port",
+            str(t_port),
+            "--allocator",
+            f"127.0.0.1:{a_port}",
+            "--rollout",
+            f"127.0.0.1:{r_port}",
+            *common,
+        ]
         # a resumed run with a step or two left may finish before its health is polled
-        stack.trainer = ServiceProcess(trainer_args, f"127.0.0.1:{t_port}", logs / "trainer.log",
-                                       new_session=True).start(timeout_s=120, exit_ok=True)  # fmt: skip
+        stack.trainer = ServiceProcess(
+            trainer_args, f"127.0.0.1:{t_port}", logs / "trainer.log", new_session=True
+        ).start(timeout_s=120, exit_ok=True)
         print(f"trainer    127.0.0.1:{t_port}", flush=True)
         if progress:
             _follow(run_dir, stack.trainer.proc, settings)

@@ -20,8 +20,12 @@ def tool(name: str) -> str:
 
 
 def helm_template(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run([tool("helm"), "template", "krl", str(CHART), *args],
-                          capture_output=True, text=True, check=check)  # fmt: skip
+    return subprocess.run(
+        [tool("helm"), "template", "krl", str(CHART), *args],
+        capture_output=True,
+        text=True,
+        check=check,
+    )
 
 
 def render(*args: str) -> dict[tuple[str, str], dict]:

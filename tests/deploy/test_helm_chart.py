@@ -51,8 +51,11 @@ def test_defaults_bundle_redis_and_wire_every_service():
     # CPU rollout, no GPU asked for
     roll = _container(m[("Deployment", f"{P}-rollout")])
     assert roll["image"].endswith(":0.1.0-cpu") and "nvidia.com/gpu" not in str(roll)
-    for kind, name in [("Deployment", f"{P}-allocator"), ("Deployment", f"{P}-rollout"),
-                       ("Job", f"{P}-trainer")]:  # fmt: skip
+    for kind, name in [
+        ("Deployment", f"{P}-allocator"),
+        ("Deployment", f"{P}-rollout"),
+        ("Job", f"{P}-trainer"),
+    ]:
         spec = m[(kind, name)]["spec"]["template"]["spec"]
         assert spec["securityContext"]["runAsNonRoot"] is True
         c = spec["containers"][0]
@@ -101,14 +104,17 @@ def test_gpu_rollout_with_four_replicas():
     assert "--steps 2000" in args
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--set", "redis.enabled=false"], "redis.url / redis.existingSecret"),
-    (["--set", "rollout.engine=vllm"], "rollout.engine=vllm needs rollout.model"),
-    (["--set", "rollout.replicas=0"], "replicas"),
-    (["--set", "trainer.strategy=greedy"], "strategy"),
-    (["--set", "redis.enabled=false", "--set", "redis.url=http://x"], "url"),
-    (["--set", "allocatr.replicas=3"], "allocatr"),  # a typo is refused, not ignored
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "redis.enabled=false"], "redis.url / redis.existingSecret"),
+        (["--set", "rollout.engine=vllm"], "rollout.engine=vllm needs rollout.model"),
+        (["--set", "rollout.replicas=0"], "replicas"),
+        (["--set", "trainer.strategy=greedy"], "strategy"),
+        (["--set", "redis.enabled=false", "--set", "redis.url=http://x"], "url"),
+        (["--set", "allocatr.replicas=3"], "allocatr"),  # a typo is refused, not ignored
+    ],
+)
 def test_bad_values_are_refused_with_the_reason(args, message):
     res = helm_template(*args, check=False)
     assert res.returncode != 0

@@ -22,8 +22,7 @@ DASHBOARD = ROOT / "deploy/grafana/dashboards/knapsack-rl.json"
 
 def _known_metrics() -> set[str]:
     """Series names each service can export (labelled metrics have no samples until used)."""
-    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"),
-                "gauge": ("",)}  # fmt: skip
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
     names = set()
     for m in (AllocatorMetrics(), RolloutMetrics(), TrainerMetrics()):
         for fam in m.registry.collect():
@@ -36,8 +35,12 @@ def _used(text: str) -> set[str]:
 
 
 def test_the_dashboard_is_generated_from_its_script():
-    out = subprocess.run([sys.executable, str(ROOT / "scripts/make_dashboard.py"), "--print"],
-                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/make_dashboard.py"), "--print"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert out == DASHBOARD.read_text(), "run python scripts/make_dashboard.py"
 
 
@@ -50,15 +53,29 @@ def test_dashboard_and_alerts_use_only_metrics_the_services_export():
         unknown = _used(text) - known
         assert not unknown, f"{where} uses metrics no service exports: {sorted(unknown)}"
     titles = {p["title"] for p in dash["panels"]}
-    for want in ("Rollouts per prompt (n)", "Effective-rollout ratio", "Allocate and solve latency",
-                 "Prompts solved / unsolved"):  # fmt: skip
+    for want in (
+        "Rollouts per prompt (n)",
+        "Effective-rollout ratio",
+        "Allocate and solve latency",
+        "Prompts solved / unsolved",
+    ):
         assert want in titles
 
 
 def test_compose_and_prometheus_agree_on_services_and_ports():
-    res = subprocess.run([tool("docker-compose"), "-f", str(ROOT / "docker-compose.yml"),
-                          "config", "--format", "json"], capture_output=True, text=True,
-                         check=True)  # fmt: skip
+    res = subprocess.run(
+        [
+            tool("docker-compose"),
+            "-f",
+            str(ROOT / "docker-compose.yml"),
+            "config",
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     compose = json.loads(res.stdout)["services"]
     assert {"redis", "allocator", "rollout", "trainer", "prometheus", "grafana"} <= set(compose)
     assert "rollout-gpu" not in compose  # behind the gpu profile
@@ -75,8 +92,22 @@ def test_compose_and_prometheus_agree_on_services_and_ports():
             assert p["host_ip"] == "127.0.0.1"
     env = compose["trainer"]["environment"]
     assert env["KRL_TRAINER_ALLOCATOR"] == "allocator:50051"
-    gpu = json.loads(subprocess.run([tool("docker-compose"), "-f", str(ROOT / "docker-compose.yml"),
-                                     "--profile", "gpu", "config", "--format", "json"],
-                                    capture_output=True, text=True, check=True).stdout)  # fmt: skip
+    gpu = json.loads(
+        subprocess.run(
+            [
+                tool("docker-compose"),
+                "-f",
+                str(ROOT / "docker-compose.yml"),
+                "--profile",
+                "gpu",
+                "config",
+                "--format",
+                "json",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     dev = gpu["services"]["rollout-gpu"]["deploy"]["resources"]["reservations"]["devices"][0]
     assert dev["capabilities"] == ["gpu"] and dev["driver"] == "nvidia"

@@ -29,9 +29,19 @@ def _query(base: str, q: str) -> list[dict]:
 
 def test_prometheus_scrapes_the_allocator_with_the_shipped_config(tmp_path):
     gport, hport, pport = free_port(), free_port(), free_port()
-    alloc = ServiceProcess(["allocator", "--grpc-port", str(gport), "--http-port", str(hport),
-                            "--data-dir", str(tmp_path / "redis")],
-                           f"127.0.0.1:{gport}", tmp_path / "allocator.log").start(60)  # fmt: skip
+    alloc = ServiceProcess(
+        [
+            "allocator",
+            "--grpc-port",
+            str(gport),
+            "--http-port",
+            str(hport),
+            "--data-dir",
+            str(tmp_path / "redis"),
+        ],
+        f"127.0.0.1:{gport}",
+        tmp_path / "allocator.log",
+    ).start(60)
     prom = None
     try:
         with AllocatorClient(f"127.0.0.1:{gport}", namespace="prom") as c:
@@ -49,10 +59,15 @@ def test_prometheus_scrapes_the_allocator_with_the_shipped_config(tmp_path):
         conf.write_text(yaml.safe_dump(cfg))
         log = open(tmp_path / "prometheus.log", "wb")  # noqa: SIM115
         prom = subprocess.Popen(
-            [tool("prometheus"), f"--config.file={conf}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{pport}"],
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [
+                tool("prometheus"),
+                f"--config.file={conf}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{pport}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         base = f"http://127.0.0.1:{pport}"
         deadline, got = time.monotonic() + 60, []
         while time.monotonic() < deadline and not got:
@@ -68,8 +83,12 @@ def test_prometheus_scrapes_the_allocator_with_the_shipped_config(tmp_path):
         # the shipped alert rules are loaded and evaluated
         rules = json.load(urllib.request.urlopen(f"{base}/api/v1/rules", timeout=5))
         names = {r["name"] for g in rules["data"]["groups"] for r in g["rules"]}
-        assert names == {"KrlAllocatorDown", "KrlAllocateLatencyHigh",
-                         "KrlEffectiveRolloutRatioCollapsing", "KrlReportsRejected"}  # fmt: skip
+        assert names == {
+            "KrlAllocatorDown",
+            "KrlAllocateLatencyHigh",
+            "KrlEffectiveRolloutRatioCollapsing",
+            "KrlReportsRejected",
+        }
     finally:
         if prom is not None:
             prom.terminate()

@@ -33,8 +33,20 @@ from krl_client import AllocatorClient
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 M, PER_LEVEL = 16, 8  # 48 training prompts: an epoch is 3 steps, so histories get revisited
-TRAIN = ["--prompts-per-step", str(M), "--rollouts-per-prompt", "4", "--max-n", "16",
-         "--warmup-steps", "60", "--eval-every", "3", "--max-new-tokens", "16"]  # fmt: skip
+TRAIN = [
+    "--prompts-per-step",
+    str(M),
+    "--rollouts-per-prompt",
+    "4",
+    "--max-n",
+    "16",
+    "--warmup-steps",
+    "60",
+    "--eval-every",
+    "3",
+    "--max-new-tokens",
+    "16",
+]
 
 
 class Stack:
@@ -47,15 +59,37 @@ class Stack:
         self.rollout = self._rollout().start(180)
 
     def _allocator(self) -> ServiceProcess:
-        return ServiceProcess(["allocator", "--grpc-port", str(self.a_port), "--http-port", "0",
-                               "--redis-url", self.redis.url],
-                              f"127.0.0.1:{self.a_port}", self.tmp / "allocator.log")  # fmt: skip
+        return ServiceProcess(
+            [
+                "allocator",
+                "--grpc-port",
+                str(self.a_port),
+                "--http-port",
+                "0",
+                "--redis-url",
+                self.redis.url,
+            ],
+            f"127.0.0.1:{self.a_port}",
+            self.tmp / "allocator.log",
+        )
 
     def _rollout(self) -> ServiceProcess:
-        return ServiceProcess(["rollout", "--grpc-port", str(self.r_port), "--http-port", "0",
-                               "--model", str(self.model), "--max-n", "64"],
-                              f"127.0.0.1:{self.r_port}", self.tmp / "rollout.log",
-                              env={"KRL_ROLLOUT_GRACE_S": "0.5"})  # fmt: skip
+        return ServiceProcess(
+            [
+                "rollout",
+                "--grpc-port",
+                str(self.r_port),
+                "--http-port",
+                "0",
+                "--model",
+                str(self.model),
+                "--max-n",
+                "64",
+            ],
+            f"127.0.0.1:{self.r_port}",
+            self.tmp / "rollout.log",
+            env={"KRL_ROLLOUT_GRACE_S": "0.5"},
+        )
 
     def restart_allocator(self) -> None:
         self.allocator.proc.kill()
@@ -69,12 +103,31 @@ class Stack:
 
     def trainer(self, run_dir: Path, *extra: str, cache: Path) -> tuple[subprocess.Popen, str, str]:
         g, h = free_port(), free_port()
-        args = [sys.executable, "-m", "krl.cli", "trainer", "--run-dir", str(run_dir),
-                "--allocator", f"127.0.0.1:{self.a_port}", "--rollout", f"127.0.0.1:{self.r_port}",
-                "--grpc-port", str(g), "--http-port", str(h), *TRAIN, *extra]  # fmt: skip
-        env = {**os.environ, "KRL_TRAINER_CACHE_DIR": str(cache),
-               "KRL_TRAINER_TRAIN_PER_LEVEL": str(PER_LEVEL), "KRL_TRAINER_EVAL_PER_LEVEL": "8",
-               "KRL_TRAINER_CLIENT_BACKOFF_S": "0.2"}  # fmt: skip
+        args = [
+            sys.executable,
+            "-m",
+            "krl.cli",
+            "trainer",
+            "--run-dir",
+            str(run_dir),
+            "--allocator",
+            f"127.0.0.1:{self.a_port}",
+            "--rollout",
+            f"127.0.0.1:{self.r_port}",
+            "--grpc-port",
+            str(g),
+            "--http-port",
+            str(h),
+            *TRAIN,
+            *extra,
+        ]
+        env = {
+            **os.environ,
+            "KRL_TRAINER_CACHE_DIR": str(cache),
+            "KRL_TRAINER_TRAIN_PER_LEVEL": str(PER_LEVEL),
+            "KRL_TRAINER_EVAL_PER_LEVEL": "8",
+            "KRL_TRAINER_CLIENT_BACKOFF_S": "0.2",
+        }
         log = open(run_dir.parent / f"{run_dir.name}-trainer.log", "ab")  # noqa: SIM115
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
         return proc, f"127.0.0.1:{g}", f"http://127.0.0.1:{h}"
@@ -172,8 +225,18 @@ def test_dapo_fills_batches_with_informative_groups_and_stops_at_the_budget(
     keep the informative groups, round after round, and stop at the equal-compute budget."""
     run = tmp_path / f"e2e-{strategy}"
     budget = 7 * M * 4  # seven batches of M prompts x 4
-    proc, _, _ = stack.trainer(run, "--strategy", strategy, "--steps", "100", "--rollout-budget",
-                               str(budget), "--dapo-max-rounds", "3", cache=stack.cache)  # fmt: skip
+    proc, _, _ = stack.trainer(
+        run,
+        "--strategy",
+        strategy,
+        "--steps",
+        "100",
+        "--rollout-budget",
+        str(budget),
+        "--dapo-max-rounds",
+        "3",
+        cache=stack.cache,
+    )
     log = run.parent / f"e2e-{strategy}-trainer.log"
     assert proc.wait(timeout=400) == 0, log.read_text()[-3000:]
     rows = _steps(run)
@@ -190,13 +253,17 @@ def test_dapo_fills_batches_with_informative_groups_and_stops_at_the_budget(
     # every generated group was reported once, under one allocation per batch
     journal = [json.loads(x) for x in (run / "allocations.jsonl").read_text().splitlines()]
     assert [j["step"] for j in journal] == list(range(1, 8))
-    sampler = EpochSampler([t.id for t in ReverseSource(seed=0, train_per_level=PER_LEVEL).train],
-                           M, 0)  # fmt: skip
+    sampler = EpochSampler(
+        [t.id for t in ReverseSource(seed=0, train_per_level=PER_LEVEL).train], M, 0
+    )
     assert [list(j["n"]) for j in journal] == [sampler.batch(b) for b in range(7)]
     trials, _ = _redis_trials(stack, run.name)
     assert trials == budget
-    state = json.loads((run / "checkpoints" / (run / "checkpoints" / "latest").read_text()
-                        / "state.json").read_text())  # fmt: skip
+    state = json.loads(
+        (
+            run / "checkpoints" / (run / "checkpoints" / "latest").read_text() / "state.json"
+        ).read_text()
+    )
     assert state["batches"] == 7 and state["rollouts"] == budget and state["step"] == len(rows)
     evals = [r for r in read_rows(run / "metrics.jsonl") if r["kind"] == "eval"]
     assert evals[-1]["rollouts_total"] == budget
@@ -204,8 +271,16 @@ def test_dapo_fills_batches_with_informative_groups_and_stops_at_the_budget(
 
 def test_control_api_and_prometheus_metrics(stack, tmp_path):
     run = tmp_path / "e2e-control"
-    proc, target, http = stack.trainer(run, "--steps", "200", "--strategy", "knapsack-paper",
-                                       "--checkpoint-every", "0", cache=stack.cache)  # fmt: skip
+    proc, target, http = stack.trainer(
+        run,
+        "--steps",
+        "200",
+        "--strategy",
+        "knapsack-paper",
+        "--checkpoint-every",
+        "0",
+        cache=stack.cache,
+    )
     try:
         _wait_step(run, proc, 1)
         text = urllib.request.urlopen(f"{http}/metrics", timeout=5).read().decode()
@@ -236,8 +311,11 @@ def test_control_api_and_prometheus_metrics(stack, tmp_path):
             _wait_step(run, proc, at + 1)
             stub.StopTraining(tpb.StopTrainingRequest(checkpoint=True), timeout=5)
         assert proc.wait(timeout=120) == 0
-        state = json.loads((run / "checkpoints" / (run / "checkpoints" / "latest").read_text()
-                            / "state.json").read_text())  # fmt: skip
+        state = json.loads(
+            (
+                run / "checkpoints" / (run / "checkpoints" / "latest").read_text() / "state.json"
+            ).read_text()
+        )
         assert state["step"] == _steps(run)[-1]["step"] > at
     finally:
         if proc.poll() is None:
@@ -269,13 +347,15 @@ def test_allocator_and_rollout_restarts_lose_and_double_count_nothing(stack, tmp
 
 def test_a_killed_trainer_resumes_with_the_same_data_order_and_no_double_count(stack, tmp_path):
     run = tmp_path / "e2e-resume"
-    proc, target, _ = stack.trainer(run, "--steps", "7", "--checkpoint-every", "0",
-                                    cache=stack.cache)  # fmt: skip
+    proc, target, _ = stack.trainer(
+        run, "--steps", "7", "--checkpoint-every", "0", cache=stack.cache
+    )
     try:
         _wait_step(run, proc, 2)
         with grpc.insecure_channel(target) as ch:
-            saved = tpb_grpc.TrainerServiceStub(ch).SaveCheckpoint(tpb.SaveCheckpointRequest(),
-                                                                   timeout=120)  # fmt: skip
+            saved = tpb_grpc.TrainerServiceStub(ch).SaveCheckpoint(
+                tpb.SaveCheckpointRequest(), timeout=120
+            )
         _wait_step(run, proc, saved.step + 1)  # at least one reported step after it: redone
     finally:
         proc.send_signal(signal.SIGKILL)
@@ -295,8 +375,9 @@ def test_a_killed_trainer_resumes_with_the_same_data_order_and_no_double_count(s
     # the data order is the uninterrupted one
     journal = [json.loads(x) for x in (run / "allocations.jsonl").read_text().splitlines()]
     assert sorted(j["step"] for j in journal) == list(range(1, 8))
-    sampler = EpochSampler([t.id for t in ReverseSource(seed=0, train_per_level=PER_LEVEL).train],
-                           M, seed=0)  # fmt: skip
+    sampler = EpochSampler(
+        [t.id for t in ReverseSource(seed=0, train_per_level=PER_LEVEL).train], M, seed=0
+    )
     for j in journal:
         assert list(j["n"]) == sampler.batch(j["step"] - 1)
     events = read_rows(run / "events.jsonl")

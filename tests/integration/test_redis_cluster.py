@@ -30,10 +30,18 @@ def allocator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("alloc")
     gport, hport = free_port(), free_port()
     svc = ServiceProcess(
-        ["allocator", "--grpc-port", str(gport), "--http-port", str(hport),
-         "--redis-url", cluster.url],
-        f"127.0.0.1:{gport}", log_file=tmp / "allocator.log",
-    )  # fmt: skip
+        [
+            "allocator",
+            "--grpc-port",
+            str(gport),
+            "--http-port",
+            str(hport),
+            "--redis-url",
+            cluster.url,
+        ],
+        f"127.0.0.1:{gport}",
+        log_file=tmp / "allocator.log",
+    )
     svc.start(60)
     yield f"127.0.0.1:{gport}", f"http://127.0.0.1:{hport}", tmp / "allocator.log"
     svc.stop()
@@ -85,8 +93,10 @@ def _run_load(target: str, namespaces: list[str], during) -> tuple[dict[str, Cou
     stop = threading.Event()
     acked = {ns: Counter() for ns in namespaces}
     errors: list[str] = []
-    threads = [threading.Thread(target=_load, args=(target, ns, stop, acked[ns], errors))
-               for ns in namespaces]  # fmt: skip
+    threads = [
+        threading.Thread(target=_load, args=(target, ns, stop, acked[ns], errors))
+        for ns in namespaces
+    ]
     for t in threads:
         t.start()
     try:

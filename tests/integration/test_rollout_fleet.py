@@ -26,7 +26,9 @@ def _groups_served(svc) -> float:
     raise AssertionError("no krl_rollout_groups_total")
 
 
-def test_two_rollout_processes_behind_one_target_both_serve(tmp_path: Path, tiny_model: Path) -> None:  # fmt: skip
+def test_two_rollout_processes_behind_one_target_both_serve(
+    tmp_path: Path, tiny_model: Path
+) -> None:
     a = start_rollout(tmp_path, "--model", str(tiny_model))
     b = start_rollout(tmp_path, "--model", str(tiny_model))
     try:

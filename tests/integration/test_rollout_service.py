@@ -36,9 +36,14 @@ def prompts(k: int, n: int | list[int]) -> list[PromptSpec]:
 
 def greedy_hf(model: torch.nn.Module, tok, text: str, max_new: int) -> list[int]:
     ids = tok(text, add_special_tokens=False)["input_ids"]
-    out = model.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=max_new,
-                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)  # fmt: skip
-    return out[0, len(ids):].tolist()  # fmt: skip
+    out = model.generate(
+        torch.tensor([ids]),
+        do_sample=False,
+        max_new_tokens=max_new,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    return out[0, len(ids) :].tolist()
 
 
 def test_groups_stream_back_with_exactly_n_each(rollout_service) -> None:
@@ -93,10 +98,16 @@ def test_rewards_follow_the_verifier(rollout_service, tiny_model: Path) -> None:
 
 def test_same_seed_same_samples(rollout_service) -> None:
     with RolloutClient(rollout_service.target) as c:
-        a = [x.token_ids for g in c.generate(prompts(3, 4), max_new_tokens=6, seed=11)
-             for x in g.completions]  # fmt: skip
-        b = [x.token_ids for g in c.generate(prompts(3, 4), max_new_tokens=6, seed=11)
-             for x in g.completions]  # fmt: skip
+        a = [
+            x.token_ids
+            for g in c.generate(prompts(3, 4), max_new_tokens=6, seed=11)
+            for x in g.completions
+        ]
+        b = [
+            x.token_ids
+            for g in c.generate(prompts(3, 4), max_new_tokens=6, seed=11)
+            for x in g.completions
+        ]
     assert a == b
 
 
@@ -192,8 +203,9 @@ def test_weight_update_changes_outputs_and_bad_updates_are_refused(
         version = c.info().policy_version + 2  # leaves room for an older version below
 
         def served() -> list[int]:
-            (g,) = list(c.generate([PromptSpec("q", 1, "3+4=", "7")], temperature=0,
-                                   max_new_tokens=8))  # fmt: skip
+            (g,) = list(
+                c.generate([PromptSpec("q", 1, "3+4=", "7")], temperature=0, max_new_tokens=8)
+            )
             return g.completions[0].token_ids
 
         before = served()
@@ -303,15 +315,18 @@ def test_unavailable_maps_from_grpc() -> None:
         c.info()
 
 
-def test_a_weight_push_refused_for_its_size_is_not_sent_again(rollout_service, tiny_model: Path) -> None:  # fmt: skip
+def test_a_weight_push_refused_for_its_size_is_not_sent_again(
+    rollout_service, tiny_model: Path
+) -> None:
     """gRPC refuses a message over the limit with RESOURCE_EXHAUSTED; re-sending the same
     payload cannot change that, so the push fails at once instead of after backoffs."""
     from krl.common.errors import ResourceExhausted
 
     payload = to_bytes(load_model(tiny_model))
     # a 1 s backoff: one retry would take at least 0.5 s
-    with RolloutClient(rollout_service.target, max_message_bytes=64 * 1024, retries=3,
-                       backoff_s=1.0) as c:  # fmt: skip
+    with RolloutClient(
+        rollout_service.target, max_message_bytes=64 * 1024, retries=3, backoff_s=1.0
+    ) as c:
         version = c.info().policy_version
         started = time.monotonic()
         with pytest.raises(ResourceExhausted):
@@ -320,15 +335,18 @@ def test_a_weight_push_refused_for_its_size_is_not_sent_again(rollout_service, t
         assert c.info().policy_version == version
 
 
-def test_checkpoint_paths_are_confined_to_the_checkpoint_root(tmp_path: Path, tiny_model: Path) -> None:  # fmt: skip
+def test_checkpoint_paths_are_confined_to_the_checkpoint_root(
+    tmp_path: Path, tiny_model: Path
+) -> None:
     """D8: a checkpoint_path to a non-safetensors file returned INTERNAL and told whether the
     file existed; paths were not confined to a configured root."""
     root = tmp_path / "ckpt"
     ckpt = build_model(root / "v2", seed=8)
     (root / "notes.txt").write_text("not a checkpoint")
     (root / "escape").symlink_to(tiny_model)  # a link out of the root
-    svc = start_rollout(tmp_path, "--model", str(tiny_model),
-                        env={"KRL_ROLLOUT_CHECKPOINT_ROOT": str(root)})  # fmt: skip
+    svc = start_rollout(
+        tmp_path, "--model", str(tiny_model), env={"KRL_ROLLOUT_CHECKPOINT_ROOT": str(root)}
+    )
     try:
         with RolloutClient(svc.target, retries=0) as c:
             messages = []
@@ -344,8 +362,9 @@ def test_checkpoint_paths_are_confined_to_the_checkpoint_root(tmp_path: Path, ti
             assert c.info().policy_version == 0
             assert c.push_weights(1, checkpoint_path="v2") >= 0  # relative to the root
             assert c.info().policy_version == 1
-            (g,) = list(c.generate([PromptSpec("q", 1, "3+4=", "7")], temperature=0,
-                                   max_new_tokens=8))  # fmt: skip
+            (g,) = list(
+                c.generate([PromptSpec("q", 1, "3+4=", "7")], temperature=0, max_new_tokens=8)
+            )
             got = g.completions[0].token_ids
             assert got == greedy_hf(load_model(ckpt), load_tokenizer(ckpt), "3+4=", 8)[: len(got)]
     finally:

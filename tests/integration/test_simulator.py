@@ -20,9 +20,17 @@ from krl.sim.population import Difficulty, Population, expected_effective_ratio
 
 pytestmark = pytest.mark.integration
 
-STATIC = SimConfig(difficulty="beta:0.5,0.5", prompts=256, heldout=64, prompts_per_step=32,
-                   rollouts_per_prompt=8, steps=160, eval_every=40, lr_shared=0.0,
-                   lr_own=0.0)  # fmt: skip
+STATIC = SimConfig(
+    difficulty="beta:0.5,0.5",
+    prompts=256,
+    heldout=64,
+    prompts_per_step=32,
+    rollouts_per_prompt=8,
+    steps=160,
+    eval_every=40,
+    lr_shared=0.0,
+    lr_own=0.0,
+)
 
 
 @pytest.fixture(scope="module")
@@ -93,9 +101,21 @@ def test_dapo_trains_on_full_batches_of_informative_groups(backend):
 def test_the_service_backend_gives_the_same_run_as_in_process(tmp_path, backend):
     redis = EmbeddedRedis(tmp_path / "redis").start()
     port = free_port()
-    proc = ServiceProcess(["allocator", "--grpc-port", str(port), "--http-port", "0",
-                           "--redis-url", redis.url, "--half-life-steps", "20"],
-                          f"127.0.0.1:{port}", tmp_path / "allocator.log").start(60)  # fmt: skip
+    proc = ServiceProcess(
+        [
+            "allocator",
+            "--grpc-port",
+            str(port),
+            "--http-port",
+            "0",
+            "--redis-url",
+            redis.url,
+            "--half-life-steps",
+            "20",
+        ],
+        f"127.0.0.1:{port}",
+        tmp_path / "allocator.log",
+    ).start(60)
     service = ServiceAllocator(f"127.0.0.1:{port}")
     try:
         cfg = replace(STATIC, steps=30, lr_shared=0.05, lr_own=0.2)
@@ -112,8 +132,23 @@ def test_the_service_backend_gives_the_same_run_as_in_process(tmp_path, backend)
 
 def test_experiment_writes_results_and_resumes(tmp_path, capsys):
     out = tmp_path / "exp"
-    args = ["experiment", "--steps", "30", "--seeds", "2", "--prompts", "128", "--heldout", "32",
-            "--prompts-per-step", "16", "--eval-every", "5", "--out", str(out)]  # fmt: skip
+    args = [
+        "experiment",
+        "--steps",
+        "30",
+        "--seeds",
+        "2",
+        "--prompts",
+        "128",
+        "--heldout",
+        "32",
+        "--prompts-per-step",
+        "16",
+        "--eval-every",
+        "5",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     res = json.loads((out / "results.json").read_text())
     names = [s["strategy"] for s in res["strategies"]]
@@ -142,15 +177,18 @@ def test_experiment_writes_results_and_resumes(tmp_path, capsys):
     assert (out / "runs/dapo-seed1/metrics.jsonl").read_text() == before
 
 
-@pytest.mark.parametrize("argv, word", [
-    (["experiment", "--strategies", "uniform,greedy"], "unknown strategy"),
-    (["experiment", "--task", "reverse"], "--task applies to --backend loop only"),
-    (["experiment", "--backend", "loop", "--difficulty", "beta:1,1"], "--difficulty applies"),
-    (["simulate", "--difficulty", "beta:1"], "beta:A,B"),
-    (["simulate", "--min-n", "9"], "min_n"),
-    (["experiment", "--seeds", "0,0"], "distinct"),
-    (["experiment", "--baseline-factor", "0.5"], "--baseline-factor must be >= 1"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "argv, word",
+    [
+        (["experiment", "--strategies", "uniform,greedy"], "unknown strategy"),
+        (["experiment", "--task", "reverse"], "--task applies to --backend loop only"),
+        (["experiment", "--backend", "loop", "--difficulty", "beta:1,1"], "--difficulty applies"),
+        (["simulate", "--difficulty", "beta:1"], "beta:A,B"),
+        (["simulate", "--min-n", "9"], "min_n"),
+        (["experiment", "--seeds", "0,0"], "distinct"),
+        (["experiment", "--baseline-factor", "0.5"], "--baseline-factor must be >= 1"),
+    ],
+)
 def test_bad_flags_are_refused(argv, word, capsys, tmp_path):
     out = tmp_path / "x"
     try:

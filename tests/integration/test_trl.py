@@ -33,24 +33,42 @@ def _train(target: str, tmp_path) -> dict:
         return [1.0 if rng.random() < r else 0.0 for r in rate]
 
     client = AllocatorClient(target, namespace="trl")
-    session = AllocationSession(client, budget_per_prompt=4, min_n=2, max_n=G,
-                                journal=tmp_path / "allocations.jsonl")  # fmt: skip
+    session = AllocationSession(
+        client, budget_per_prompt=4, min_n=2, max_n=G, journal=tmp_path / "allocations.jsonl"
+    )
     knap = KnapsackGRPO(session, [success], num_generations=G)
     args = GRPOConfig(
-        output_dir=str(tmp_path / "out"), num_generations=G, per_device_train_batch_size=4 * G,
-        max_steps=8, max_completion_length=4, learning_rate=1e-4, logging_steps=1,
-        report_to=[], use_cpu=True, save_strategy="no", seed=0, shuffle_dataset=True,
-    )  # fmt: skip
+        output_dir=str(tmp_path / "out"),
+        num_generations=G,
+        per_device_train_batch_size=4 * G,
+        max_steps=8,
+        max_completion_length=4,
+        learning_rate=1e-4,
+        logging_steps=1,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+        seed=0,
+        shuffle_dataset=True,
+    )
     trainer = GRPOTrainer(
-        model=load_model(folder), processing_class=load_tokenizer(folder),
-        reward_funcs=knap.reward_funcs, args=args, train_dataset=Dataset.from_list(rows),
+        model=load_model(folder),
+        processing_class=load_tokenizer(folder),
+        reward_funcs=knap.reward_funcs,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
         rollout_func=knap.rollout_func,
-    )  # fmt: skip
+    )
     trainer.train()
     advantages = list(trainer._logs["advantages"])[-4 * G :]
     stats = client.prompt_stats(sorted({p for plan in knap.plans for p in plan.n}))
     client.close()
-    return {"knap": knap, "advantages": advantages, "stats": stats, "log": trainer.state.log_history}  # fmt: skip
+    return {
+        "knap": knap,
+        "advantages": advantages,
+        "stats": stats,
+        "log": trainer.state.log_history,
+    }
 
 
 async def test_grpo_trainer_runs_with_allocated_group_sizes(allocator, tmp_path):

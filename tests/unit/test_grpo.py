@@ -21,8 +21,9 @@ def test_advantages_use_each_groups_own_statistics():
     assert [len(a) for a in ga.advantages] == [3, 2, 8, 1]
     # group of 3: mean 1/3, population std sqrt(2)/3
     std = np.sqrt(2) / 3
-    np.testing.assert_allclose(ga.advantages[0], [(2 / 3) / std, (-1 / 3) / std, (-1 / 3) / std],
-                               rtol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        ga.advantages[0], [(2 / 3) / std, (-1 / 3) / std, (-1 / 3) / std], rtol=1e-5
+    )
     # group of 8 with half successes: +-1 exactly
     np.testing.assert_allclose(ga.advantages[2], [-1, 1, 1, 1, -1, -1, -1, 1], rtol=1e-5)
     assert ga.zero_variance == [False, True, False, True]
@@ -73,8 +74,10 @@ def _sample(p: int, c: int, adv: float) -> grpo.Sample:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.integers(1, 12), st.integers(1, 12)), min_size=1, max_size=40),
-       st.integers(8, 200))  # fmt: skip
+@given(
+    st.lists(st.tuples(st.integers(1, 12), st.integers(1, 12)), min_size=1, max_size=40),
+    st.integers(8, 200),
+)
 def test_micro_batches_keep_every_sample_within_the_token_limit(shapes, limit):
     samples = [_sample(p, c, 1.0) for p, c in shapes]
     batches = grpo.micro_batches(samples, limit)
@@ -112,8 +115,9 @@ def test_kl_term_is_zero_at_the_reference_and_needs_it():
     x = torch.tensor([[-1.0, -2.0]])
     loss, stats = grpo.clipped_loss_sum(x, x, torch.tensor([[0.0]]), torch.ones(1, 2), cfg, ref=x)
     assert stats["ref_kl_sum"] == pytest.approx(0.0)
-    loss2, stats2 = grpo.clipped_loss_sum(x, x, torch.tensor([[0.0]]), torch.ones(1, 2), cfg,
-                                          ref=x + 0.5)  # fmt: skip
+    loss2, stats2 = grpo.clipped_loss_sum(
+        x, x, torch.tensor([[0.0]]), torch.ones(1, 2), cfg, ref=x + 0.5
+    )
     assert stats2["ref_kl_sum"] > 0 and float(loss2) > float(loss)
     with pytest.raises(ValueError, match="reference"):
         grpo.clipped_loss_sum(x, x, torch.tensor([[0.0]]), torch.ones(1, 2), cfg)
@@ -121,8 +125,11 @@ def test_kl_term_is_zero_at_the_reference_and_needs_it():
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    folder = build_tiny_model(tmp_path_factory.mktemp("m"), TinyShape(hidden_size=32,
-                              num_hidden_layers=1, intermediate_size=64), seed=1)  # fmt: skip
+    folder = build_tiny_model(
+        tmp_path_factory.mktemp("m"),
+        TinyShape(hidden_size=32, num_hidden_layers=1, intermediate_size=64),
+        seed=1,
+    )
     return load_model(folder)
 
 
@@ -137,8 +144,13 @@ def _on_policy(model, specs, temperature=1.0):
     return out
 
 
-SPECS = [([5, 6, 7], [10, 11, 2], 1.2), ([8, 9], [12, 2], -0.7), ([5, 9, 9, 9], [2], 0.4),
-         ([6], [13, 14, 15, 16, 2], -1.1), ([7, 7], [10, 2], 0.0)]  # fmt: skip
+SPECS = [
+    ([5, 6, 7], [10, 11, 2], 1.2),
+    ([8, 9], [12, 2], -0.7),
+    ([5, 9, 9, 9], [2], 0.4),
+    ([6], [13, 14, 15, 16, 2], -1.1),
+    ([7, 7], [10, 2], 0.0),
+]
 
 
 def test_micro_batched_update_equals_full_batch_update(tiny):
@@ -147,8 +159,9 @@ def test_micro_batched_update_equals_full_batch_update(tiny):
     for max_tokens in (10_000, 8, 1):
         m = copy.deepcopy(tiny)
         opt = torch.optim.SGD(m.parameters(), lr=0.1)
-        res = grpo.train_step(m, opt, samples, grpo.LossConfig(), max_tokens=max_tokens,
-                              max_grad_norm=1e9)  # fmt: skip
+        res = grpo.train_step(
+            m, opt, samples, grpo.LossConfig(), max_tokens=max_tokens, max_grad_norm=1e9
+        )
         results.append((res, torch.cat([p.detach().flatten() for p in m.parameters()])))
     (full, w_full), (_, w_mid), (one, w_one) = results
     assert full.micro_batches == 1 and one.micro_batches == 4  # the A = 0 sample is left out
@@ -169,8 +182,10 @@ def test_an_update_raises_good_completions_and_lowers_bad_ones(tiny):
     opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
     for _ in range(3):
         grpo.train_step(m, opt, samples, grpo.LossConfig(eps_low=10, eps_high=10))
-    after = [sum(s.behaviour_logprobs) for s in _on_policy(m, [([5, 6], [10, 11, 2], 1.0),
-                                                                ([5, 6], [12, 13, 2], -1.0)])]  # fmt: skip
+    after = [
+        sum(s.behaviour_logprobs)
+        for s in _on_policy(m, [([5, 6], [10, 11, 2], 1.0), ([5, 6], [12, 13, 2], -1.0)])
+    ]
     assert after[0] > before[0] and after[1] < before[1]
 
 

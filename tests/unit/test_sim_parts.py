@@ -27,9 +27,14 @@ def test_difficulty_specs():
     assert list(Difficulty.parse("levels:0.1,0.9").sample(rng, 5)) == [0.1, 0.9, 0.1, 0.9, 0.1]
     assert set(Difficulty.parse("fixed:0.3").sample(rng, 4)) == {0.3}
     assert str(Difficulty.parse("beta:0.2,0.4")) == "beta:0.2,0.4"
-    for bad, word in [("beta:1", "beta:A,B"), ("beta:0,1", "A, B > 0"), ("levels:1.5", "[0, 1]"),
-                      ("fixed:0.1,0.2", "fixed:P"), ("gauss:1", "unknown"),
-                      ("beta:a,b", "numbers")]:  # fmt: skip
+    for bad, word in [
+        ("beta:1", "beta:A,B"),
+        ("beta:0,1", "A, B > 0"),
+        ("levels:1.5", "[0, 1]"),
+        ("fixed:0.1,0.2", "fixed:P"),
+        ("gauss:1", "unknown"),
+        ("beta:a,b", "numbers"),
+    ]:
         with pytest.raises(ValueError, match=word):
             Difficulty.parse(bad)
 
@@ -44,8 +49,9 @@ def test_expected_effective_ratio_by_hand():
 
 
 def _pop(agg: str, d=(0.0, 0.0, 0.0), lr=(0.1, 0.2)) -> Population:
-    return Population(np.array(d, dtype=float), np.array([0.0, 1.0]),
-                      LearningModel(lr[0], lr[1], agg))  # type: ignore[arg-type]  # fmt: skip
+    return Population(
+        np.array(d, dtype=float), np.array([0.0, 1.0]), LearningModel(lr[0], lr[1], agg)
+    )  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("agg", ["constant", "token-mean", "group-mean"])
@@ -82,9 +88,13 @@ def test_dapo_keeps_the_first_informative_groups_up_to_the_room():
 
 def test_sim_config_errors_name_the_field():
     SimConfig().validate()
-    for kw, word in [({"prompts": 10}, "prompts"), ({"min_n": 9}, "min_n"),
-                     ({"loss_agg": "sum"}, "loss_agg"), ({"difficulty": "x"}, "difficulty"),
-                     ({"dapo_max_rounds": 0}, "dapo_max_rounds")]:  # fmt: skip
+    for kw, word in [
+        ({"prompts": 10}, "prompts"),
+        ({"min_n": 9}, "min_n"),
+        ({"loss_agg": "sum"}, "loss_agg"),
+        ({"difficulty": "x"}, "difficulty"),
+        ({"dapo_max_rounds": 0}, "dapo_max_rounds"),
+    ]:
         with pytest.raises(ValueError, match=word):
             SimConfig(**kw).validate()
 
@@ -105,8 +115,17 @@ def _run(strategy, seed, eff, accs, step_rollouts=10):
     rows.append({"kind": "eval", "step": 0, "rollouts_total": 0, "accuracy": {"all": accs[0]}})
     for i, a in enumerate(accs[1:], start=1):
         total += step_rollouts
-        rows.append({"kind": "step", "step": i, "rollouts": step_rollouts, "rollouts_total": total,
-                     "effective_rollout_ratio": eff, "max_n": 8, "n_counts": {"8": 2}})  # fmt: skip
+        rows.append(
+            {
+                "kind": "step",
+                "step": i,
+                "rollouts": step_rollouts,
+                "rollouts_total": total,
+                "effective_rollout_ratio": eff,
+                "max_n": 8,
+                "n_counts": {"8": 2},
+            }
+        )
         rows.append({"kind": "eval", "step": i, "rollouts_total": total, "accuracy": {"all": a}})
     return RunCurves.from_rows(strategy, seed, rows)
 
@@ -127,5 +146,12 @@ def test_summary_pairs_seeds_and_reads_the_compute_multiplier():
     # uniform's ratio counts only the rows within the equal budget
     assert out["uniform"].effective_ratio.values == pytest.approx([0.4, 0.5])
     assert out["uniform"].final_accuracy.values == pytest.approx([0.3, 0.1])
-    assert effective_ratio([{"rollouts": 10, "effective_rollout_ratio": 1.0},
-                            {"rollouts": 30, "effective_rollout_ratio": 0.0}]) == 0.25  # fmt: skip
+    assert (
+        effective_ratio(
+            [
+                {"rollouts": 10, "effective_rollout_ratio": 1.0},
+                {"rollouts": 30, "effective_rollout_ratio": 0.0},
+            ]
+        )
+        == 0.25
+    )

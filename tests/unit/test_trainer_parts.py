@@ -24,8 +24,14 @@ from krl_client.session import Journal
 
 
 def test_batch_stats_by_hand():
-    groups = [GroupOutcome(8, 8), GroupOutcome(4, 0), GroupOutcome(2, 1), GroupOutcome(10, 3),
-              GroupOutcome(0, 0), GroupOutcome(1, 1)]  # fmt: skip
+    groups = [
+        GroupOutcome(8, 8),
+        GroupOutcome(4, 0),
+        GroupOutcome(2, 1),
+        GroupOutcome(10, 3),
+        GroupOutcome(0, 0),
+        GroupOutcome(1, 1),
+    ]
     s = batch_stats(groups)
     assert s.prompts == 5 and s.zero_rollout_prompts == 1
     assert s.rollouts == 25
@@ -38,8 +44,9 @@ def test_batch_stats_by_hand():
 
 
 def test_accuracy_by_level():
-    acc = accuracy_by_level({"a": True, "b": False, "c": True, "d": True},
-                            {"a": 1, "b": 1, "c": 2, "d": None})  # fmt: skip
+    acc = accuracy_by_level(
+        {"a": True, "b": False, "c": True, "d": True}, {"a": 1, "b": 1, "c": 2, "d": None}
+    )
     assert acc == {"all": 0.75, "L1": 0.5, "L2": 1.0}
 
 
@@ -71,8 +78,11 @@ def test_data_order_is_a_pure_function_of_seed_and_step():
 
 
 def test_strategies_share_one_code_path():
-    assert strategy_args("knapsack-bayes", 512, 64, 2, 64) == {"mode": "bayes", "min_n": 2,
-                                                                "max_n": 64}  # fmt: skip
+    assert strategy_args("knapsack-bayes", 512, 64, 2, 64) == {
+        "mode": "bayes",
+        "min_n": 2,
+        "max_n": 64,
+    }
     assert strategy_args("knapsack-paper", 512, 64, 2, 64)["mode"] == "paper"
     assert strategy_args("uniform", 512, 64, 2, 64) == {"mode": "bayes", "min_n": 8, "max_n": 8}
     assert strategy_args("uniform", 100, 64, 2, 64) == {"mode": "bayes", "min_n": 1, "max_n": 2}
@@ -115,8 +125,9 @@ def _tiny(tmp_path: Path):
     from krl.model.loading import load_model, load_tokenizer
     from krl.model.tiny import TinyShape, build_tiny_model
 
-    f = build_tiny_model(tmp_path / "m", TinyShape(hidden_size=32, num_hidden_layers=1,
-                                                    intermediate_size=64))  # fmt: skip
+    f = build_tiny_model(
+        tmp_path / "m", TinyShape(hidden_size=32, num_hidden_layers=1, intermediate_size=64)
+    )
     return load_model(f), load_tokenizer(f)
 
 
@@ -127,8 +138,10 @@ def test_checkpoint_round_trip_restores_model_optimiser_and_rngs(tmp_path):
     opt.step()
     root = tmp_path / "ck"
     random.seed(5), np.random.seed(5), torch.manual_seed(5)
-    paths = [ckpt.save(root, model, tok, opt, ckpt.TrainerState(s, s + 1, (0, s * 8), 0, "ns"),
-                       keep=2) for s in (1, 2, 3)]  # fmt: skip
+    paths = [
+        ckpt.save(root, model, tok, opt, ckpt.TrainerState(s, s + 1, (0, s * 8), 0, "ns"), keep=2)
+        for s in (1, 2, 3)
+    ]
     expect = (random.random(), np.random.rand(), torch.rand(1).item())
     assert not paths[0].exists() and paths[1].exists()  # only the newest two kept
     assert ckpt.latest(root) == paths[2]
@@ -168,8 +181,9 @@ def test_run_folder_checks_and_resume_rules(tmp_path):
     with pytest.raises(ValueError, match="already holds a run"):
         resolve_run(TrainerSettings(run_dir=run), {"run_dir"})
     # resume takes the saved settings; steps may change, lr may not
-    r = resolve_run(TrainerSettings(run_dir=run, resume=True, steps=7), {"run_dir", "resume",
-                                                                           "steps"})  # fmt: skip
+    r = resolve_run(
+        TrainerSettings(run_dir=run, resume=True, steps=7), {"run_dir", "resume", "steps"}
+    )
     assert r.lr == 1e-3 and r.steps == 7 and r.resume
     with pytest.raises(ValueError, match="lr"):
         resolve_run(TrainerSettings(run_dir=run, resume=True, lr=5e-4), {"run_dir", "resume", "lr"})
@@ -180,15 +194,34 @@ def test_run_folder_checks_and_resume_rules(tmp_path):
 def _rows(n_steps: int) -> list[dict]:
     rows = [{"kind": "eval", "step": 0, "accuracy": {"all": 0.2, "L1": 0.5, "L2": 0.0}}]
     for k in range(1, n_steps + 1):
-        rows.append({"kind": "step", "step": k, "reward": k / n_steps, "rollouts": 16,
-                     "tokens": 40, "effective_rollout_ratio": 0.5, "effective_prompt_ratio": 0.4,
-                     "all_correct": 0.1, "all_wrong": 0.5, "max_n": 2 + k % 5,
-                     "n_counts": {"2": 4, str(2 + k % 5): 1}, "t_allocate": 0.01,
-                     "t_generate": 0.5, "t_train": 0.3, "t_weight_sync": 0.02,
-                     "rollouts_per_s": 30.0})  # fmt: skip
+        rows.append(
+            {
+                "kind": "step",
+                "step": k,
+                "reward": k / n_steps,
+                "rollouts": 16,
+                "tokens": 40,
+                "effective_rollout_ratio": 0.5,
+                "effective_prompt_ratio": 0.4,
+                "all_correct": 0.1,
+                "all_wrong": 0.5,
+                "max_n": 2 + k % 5,
+                "n_counts": {"2": 4, str(2 + k % 5): 1},
+                "t_allocate": 0.01,
+                "t_generate": 0.5,
+                "t_train": 0.3,
+                "t_weight_sync": 0.02,
+                "rollouts_per_s": 30.0,
+            }
+        )
         if k % 5 == 0:
-            rows.append({"kind": "eval", "step": k, "accuracy": {"all": 0.2 + k / 100,
-                                                                 "L1": 0.6, "L2": 0.1}})  # fmt: skip
+            rows.append(
+                {
+                    "kind": "eval",
+                    "step": k,
+                    "accuracy": {"all": 0.2 + k / 100, "L1": 0.6, "L2": 0.1},
+                }
+            )
     return rows
 
 

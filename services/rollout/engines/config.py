@@ -75,8 +75,9 @@ def make_engine(cfg: HfEngineConfig | VllmEngineConfig | OpenAIEngineConfig) -> 
     if cfg.type == "hf":
         from krl.rollout.engines.hf import HfEngine
 
-        return HfEngine(cfg.model, dtype=cfg.dtype, max_batch_rows=cfg.max_batch_rows,
-                        device=cfg.device)  # fmt: skip
+        return HfEngine(
+            cfg.model, dtype=cfg.dtype, max_batch_rows=cfg.max_batch_rows, device=cfg.device
+        )
     if cfg.type == "vllm":
         from krl.rollout.engines.vllm import VllmEngine
 

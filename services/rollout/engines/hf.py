@@ -18,8 +18,9 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 class HfEngine(Engine):
-    def __init__(self, model: Path, *, dtype: str = "float32", max_batch_rows: int = 256,
-                 device: str = "cpu") -> None:  # fmt: skip
+    def __init__(
+        self, model: Path, *, dtype: str = "float32", max_batch_rows: int = 256, device: str = "cpu"
+    ) -> None:
         self.path = Path(model)
         self.device = torch.device(device)
         self.tokenizer = load_tokenizer(self.path)
@@ -68,8 +69,9 @@ class HfEngine(Engine):
                 yield it.key, done.pop(it.key)
 
     @torch.no_grad()
-    def _generate_rows(self, prompts: list[tuple[int, ...]], sp: Sampling,
-                       seed: int | None) -> list[Sample]:  # fmt: skip
+    def _generate_rows(
+        self, prompts: list[tuple[int, ...]], sp: Sampling, seed: int | None
+    ) -> list[Sample]:
         pad = self.tokenizer.pad_token_id
         width = max(len(p) for p in prompts)
         ids = torch.full((len(prompts), width), pad, dtype=torch.long)

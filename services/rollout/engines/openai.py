@@ -25,13 +25,15 @@ class OpenAIEngine(Engine):
         headers = (
             {"Authorization": f"Bearer {cfg.api_key.get_secret_value()}"} if cfg.api_key else {}
         )
-        self.http = httpx.Client(base_url=cfg.base_url.rstrip("/"), headers=headers,
-                                 timeout=cfg.timeout_s)  # fmt: skip
+        self.http = httpx.Client(
+            base_url=cfg.base_url.rstrip("/"), headers=headers, timeout=cfg.timeout_s
+        )
         self.pool = ThreadPoolExecutor(cfg.max_concurrency, thread_name_prefix="krl-openai")
 
     def info(self) -> EngineInfo:
-        return EngineInfo("openai", f"{self.cfg.model} @ {self.cfg.base_url}",
-                          self.cfg.max_context_tokens)  # fmt: skip
+        return EngineInfo(
+            "openai", f"{self.cfg.model} @ {self.cfg.base_url}", self.cfg.max_context_tokens
+        )
 
     def generate(
         self, items: list[GenItem], sampling: Sampling

@@ -141,8 +141,7 @@ class VllmEngine(Engine):
 
         prompts = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in PROBES]
         params = SamplingParams(temperature=0.0, max_tokens=8)
-        outs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], params,
-                                 use_tqdm=False)  # fmt: skip
+        outs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
         with torch.no_grad():
             for prompt, out in zip(prompts, outs, strict=True):
                 gen = list(out.outputs[0].token_ids)
@@ -160,6 +159,8 @@ class VllmEngine(Engine):
 
 def _sample(c) -> Sample:  # c: vllm CompletionOutput
     tokens = list(c.token_ids)
-    lps = [float(d[t].logprob) if d and t in d else float("nan")
-           for t, d in zip(tokens, c.logprobs or [{}] * len(tokens), strict=True)]  # fmt: skip
+    lps = [
+        float(d[t].logprob) if d and t in d else float("nan")
+        for t, d in zip(tokens, c.logprobs or [{}] * len(tokens), strict=True)
+    ]
     return Sample(tokens, lps, "length" if c.finish_reason == "length" else "stop")

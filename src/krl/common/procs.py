@@ -50,8 +50,14 @@ def wait_serving(
 
 
 class ServiceProcess:
-    def __init__(self, args: Sequence[str], grpc_target: str, log_file: Path | None = None,
-                 env: dict[str, str] | None = None, new_session: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        args: Sequence[str],
+        grpc_target: str,
+        log_file: Path | None = None,
+        env: dict[str, str] | None = None,
+        new_session: bool = False,
+    ) -> None:
         self.new_session = new_session
         self.args = [sys.executable, "-m", "krl.cli", *args]
         self.target = grpc_target
@@ -61,8 +67,13 @@ class ServiceProcess:
 
     def start(self, timeout_s: float = 60.0, exit_ok: bool = False) -> ServiceProcess:
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, env=self.env,
-                                     start_new_session=self.new_session)  # fmt: skip
+        self.proc = subprocess.Popen(
+            self.args,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            start_new_session=self.new_session,
+        )
         wait_serving(self.target, timeout_s, self.proc, exit_ok)
         return self
 

@@ -122,8 +122,9 @@ class EmbeddedRedis:
         is_redis = exe == ours or exe.endswith(("redis-server", "redis-check-rdb"))
         if not is_redis or Path(cwd) != self.data_dir:
             return  # the pid was reused by something else
-        log.warning("stopping redis-server pid %d, orphaned on %s by an earlier run", pid,
-                    self.data_dir)  # fmt: skip
+        log.warning(
+            "stopping redis-server pid %d, orphaned on %s by an earlier run", pid, self.data_dir
+        )
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 10
         while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
@@ -144,17 +145,27 @@ class EmbeddedRedis:
             self.socket_path.unlink()
         args = [
             redis_server_binary(),
-            "--dir", str(self.data_dir),
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--unixsocket", str(self.socket_path),
-            "--unixsocketperm", "700",
-            "--appendonly", "yes" if self.appendonly else "no",
-            "--save", "",
-            "--daemonize", "no",
-            "--logfile", str(self.data_dir / "redis.log"),
-            "--pidfile", str(self.pid_file),
-        ]  # fmt: skip
+            "--dir",
+            str(self.data_dir),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--unixsocket",
+            str(self.socket_path),
+            "--unixsocketperm",
+            "700",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(self.data_dir / "redis.log"),
+            "--pidfile",
+            str(self.pid_file),
+        ]
         parent = os.getpid()
         self.proc = subprocess.Popen(
             args,
@@ -200,8 +211,12 @@ class EmbeddedRedis:
             await asyncio.sleep(interval_s)
             if self.proc is None or self.alive():
                 continue
-            log.error("embedded redis-server (pid %d) exited with %s; restarting it on %s",
-                      self.proc.pid, self.proc.returncode, self.data_dir)  # fmt: skip
+            log.error(
+                "embedded redis-server (pid %d) exited with %s; restarting it on %s",
+                self.proc.pid,
+                self.proc.returncode,
+                self.data_dir,
+            )
             try:
                 self.spawn()  # from the service's loop thread, which lives as long as it
                 await asyncio.to_thread(self.wait_ready)

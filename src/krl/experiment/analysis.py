@@ -26,8 +26,12 @@ class RunCurves:
 
     @classmethod
     def from_rows(cls, strategy: str, seed: int, rows: Sequence[Mapping]) -> RunCurves:
-        return cls(strategy, seed, [dict(r) for r in rows if r.get("kind") == "step"],
-                   [dict(r) for r in rows if r.get("kind") == "eval"])  # fmt: skip
+        return cls(
+            strategy,
+            seed,
+            [dict(r) for r in rows if r.get("kind") == "step"],
+            [dict(r) for r in rows if r.get("kind") == "eval"],
+        )
 
     def within(self, budget: int) -> list[dict]:
         return [r for r in self.steps if r["rollouts_total"] <= budget]
@@ -35,8 +39,10 @@ class RunCurves:
     def accuracy(self, budget: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(rollouts, held-out accuracy) of the evaluations up to `budget`."""
         ev = [e for e in self.evals if budget is None or e["rollouts_total"] <= budget]
-        return (np.array([e["rollouts_total"] for e in ev], dtype=np.float64),
-                np.array([e["accuracy"]["all"] for e in ev], dtype=np.float64))  # fmt: skip
+        return (
+            np.array([e["rollouts_total"] for e in ev], dtype=np.float64),
+            np.array([e["accuracy"]["all"] for e in ev], dtype=np.float64),
+        )
 
 
 def effective_ratio(rows: Sequence[Mapping], key: str = "effective_rollout_ratio") -> float:
@@ -134,15 +140,28 @@ def summarize(
     base = by.get(baseline, {})
     out = []
     for strategy, seeds in by.items():
-        s = StrategySummary(strategy, len(seeds), Spread(), Spread(), Spread(), Spread(), Spread(),
-                            Spread(), Spread(), Spread(), 0, Counter())  # fmt: skip
+        s = StrategySummary(
+            strategy,
+            len(seeds),
+            Spread(),
+            Spread(),
+            Spread(),
+            Spread(),
+            Spread(),
+            Spread(),
+            Spread(),
+            Spread(),
+            0,
+            Counter(),
+        )
         for seed, run in sorted(seeds.items()):
             rows = run.within(budget)
             eff = effective_ratio(rows)
             s.effective_ratio.values.append(eff)
             if rows and "expected_effective_ratio" in rows[0]:
                 s.expected_effective_ratio.values.append(
-                    effective_ratio(rows, "expected_effective_ratio"))  # fmt: skip
+                    effective_ratio(rows, "expected_effective_ratio")
+                )
             s.max_n.values.append(float(max((r["max_n"] for r in rows), default=0)))
             for r in rows:
                 for n, c in r["n_counts"].items():
@@ -165,7 +184,8 @@ def summarize(
                 s.accuracy_vs_uniform.values.append(float(acc[-1] - bacc_eq[-1]))
             if strategy != "dapo" and rows and "expected_value" in rows[0]:
                 s.objective_vs_uniform.values.append(
-                    _value_per_rollout(rows) / _value_per_rollout(b.within(budget)) - 1.0)  # fmt: skip
+                    _value_per_rollout(rows) / _value_per_rollout(b.within(budget)) - 1.0
+                )
             if acc.size:
                 mine = rollouts_to_reach(x, acc, float(acc[-1]))
                 bx, bacc = b.accuracy()
@@ -208,8 +228,14 @@ def markdown_table(summaries: Sequence[StrategySummary]) -> str:
     cols = ["strategy", "seeds", "effective-rollout ratio", "vs uniform"]
     if sim:
         cols.append("paper objective at true p, vs uniform")
-    cols += ["after epoch 1, vs uniform (95% CI)", "largest n", "held-out acc. (final)",
-             "acc. − uniform's (95% CI, points)", "peak", "uniform's rollouts to match"]  # fmt: skip
+    cols += [
+        "after epoch 1, vs uniform (95% CI)",
+        "largest n",
+        "held-out acc. (final)",
+        "acc. − uniform's (95% CI, points)",
+        "peak",
+        "uniform's rollouts to match",
+    ]
     lines = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
     for s in summaries:
         base = s.strategy == "uniform"
@@ -217,14 +243,21 @@ def markdown_table(summaries: Sequence[StrategySummary]) -> str:
         mult = "1×" if base else (mult + "×" if mult != "-" else "-")
         if s.multiplier_lower_bounds and not base:
             mult += f" (≥ on {s.multiplier_lower_bounds} seed(s): uniform never got there)"
-        cells = [s.strategy, str(s.seeds), fmt_spread(s.effective_ratio, pct=True),
-                 "-" if base else fmt_spread(s.vs_uniform, pct=True, signed=True)]  # fmt: skip
+        cells = [
+            s.strategy,
+            str(s.seeds),
+            fmt_spread(s.effective_ratio, pct=True),
+            "-" if base else fmt_spread(s.vs_uniform, pct=True, signed=True),
+        ]
         if sim:
             cells.append("-" if base else fmt_spread(s.objective_vs_uniform, pct=True, signed=True))
-        cells += ["-" if base else fmt_ci(s.after_epoch1_vs_uniform),
-                  f"{fmt_spread(s.max_n, digits=0)} (max {max(s.max_n.values, default=0):.0f})",
-                  fmt_spread(s.final_accuracy, pct=True),
-                  "-" if base else fmt_ci(s.accuracy_vs_uniform).replace("%", ""),
-                  fmt_spread(s.peak_accuracy, pct=True), mult]  # fmt: skip
+        cells += [
+            "-" if base else fmt_ci(s.after_epoch1_vs_uniform),
+            f"{fmt_spread(s.max_n, digits=0)} (max {max(s.max_n.values, default=0):.0f})",
+            fmt_spread(s.final_accuracy, pct=True),
+            "-" if base else fmt_ci(s.accuracy_vs_uniform).replace("%", ""),
+            fmt_spread(s.peak_accuracy, pct=True),
+            mult,
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

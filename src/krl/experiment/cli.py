@@ -38,16 +38,21 @@ LOOP_ONLY = ("task", "lr", "threads", "warmup_steps", "max_new_tokens")
 def _sim_flags(p: argparse.ArgumentParser) -> None:
     for f in fields(SimConfig):
         kind = float if f.default is None else type(f.default)
-        p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None,
-                       help=f"{SIM_HELP[f.name]} (default {f.default})")  # fmt: skip
+        p.add_argument(
+            "--" + f.name.replace("_", "-"),
+            type=kind,
+            default=None,
+            help=f"{SIM_HELP[f.name]} (default {f.default})",
+        )
 
 
 def _strategies(text: str) -> tuple[str, ...]:
     out = tuple(s.strip() for s in text.split(",") if s.strip())
     bad = [s for s in out if s not in STRATEGIES]
     if bad or not out:
-        raise argparse.ArgumentTypeError(f"unknown strategy {bad or text!r}: use any of "
-                                         f"{','.join(STRATEGIES)}")  # fmt: skip
+        raise argparse.ArgumentTypeError(
+            f"unknown strategy {bad or text!r}: use any of {','.join(STRATEGIES)}"
+        )
     return out
 
 
@@ -67,8 +72,11 @@ def _seeds(text: str) -> tuple[int, ...]:
 
 
 def _sim_config(args: argparse.Namespace) -> SimConfig:
-    given = {f.name: getattr(args, f.name) for f in fields(SimConfig)
-             if getattr(args, f.name, None) is not None}  # fmt: skip
+    given = {
+        f.name: getattr(args, f.name)
+        for f in fields(SimConfig)
+        if getattr(args, f.name, None) is not None
+    }
     cfg = SimConfig(**given)
     cfg.validate()
     return cfg
@@ -89,37 +97,56 @@ def _backend_factory(args: argparse.Namespace, cfg: SimConfig):
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "simulate", help="simulate strategies on a population of prompts (seconds, no model)",
+        "simulate",
+        help="simulate strategies on a population of prompts (seconds, no model)",
         description="Simulate training on a population of prompts with latent success "
         "probabilities and Bernoulli rewards; the real allocator code (in process over an "
         "embedded Redis, or --allocator) decides n per prompt. Prints, per strategy, the "
         "effective-rollout ratio (drawn and closed-form expected), the largest n and the "
         "held-out accuracy of the learning model. See docs/SIMULATOR.md.",
-    )  # fmt: skip
+    )
     _sim_flags(p)
-    p.add_argument("--strategies", type=_strategies, default=STRATEGIES,
-                   help=f"comma list (default {','.join(STRATEGIES)})")  # fmt: skip
+    p.add_argument(
+        "--strategies",
+        type=_strategies,
+        default=STRATEGIES,
+        help=f"comma list (default {','.join(STRATEGIES)})",
+    )
     p.add_argument("--seed", type=int, default=0, help="population, data order and rewards")
     _allocator_flags(p)
     p.set_defaults(func=run_simulate)
 
     e = sub.add_parser(
-        "experiment", help="strategies x seeds at equal rollout budgets: table and plots",
+        "experiment",
+        help="strategies x seeds at equal rollout budgets: table and plots",
         description="Run uniform, knapsack-paper, knapsack-bayes and dapo over several seeds at "
         "equal rollout budgets, on the simulator (--backend sim) or on the real tiny-model loop "
         "(--backend loop: one `krl up` per run), and write OUT/results.md, results.json and the "
         "plots. Running the same command again skips finished runs and resumes the others.",
-    )  # fmt: skip
+    )
     e.add_argument("--backend", choices=("sim", "loop"), default="sim")
-    e.add_argument("--strategies", type=_strategies, default=STRATEGIES,
-                   help=f"comma list (default {','.join(STRATEGIES)})")  # fmt: skip
-    e.add_argument("--seeds", type=_seeds, default=(0, 1, 2),
-                   help="a count (3 = seeds 0,1,2; the default) or a list 0,4,5")  # fmt: skip
-    e.add_argument("--out", type=Path, help="experiment folder (default runs/experiments/<time>-"
-                   "<backend>)")  # fmt: skip
-    e.add_argument("--baseline-factor", type=float, default=None,
-                   help="uniform runs this many times the budget, to read the compute it needs "
-                   "to match (default 3 on sim, 1 on loop)")  # fmt: skip
+    e.add_argument(
+        "--strategies",
+        type=_strategies,
+        default=STRATEGIES,
+        help=f"comma list (default {','.join(STRATEGIES)})",
+    )
+    e.add_argument(
+        "--seeds",
+        type=_seeds,
+        default=(0, 1, 2),
+        help="a count (3 = seeds 0,1,2; the default) or a list 0,4,5",
+    )
+    e.add_argument(
+        "--out", type=Path, help="experiment folder (default runs/experiments/<time>-<backend>)"
+    )
+    e.add_argument(
+        "--baseline-factor",
+        type=float,
+        default=None,
+        help="uniform runs this many times the budget, to read the compute it needs "
+        "to match (default 3 on sim, 1 on loop)",
+    )
     e.add_argument("--title", help="title of the plots and results.md")
     _sim_flags(e)
     loop = e.add_argument_group("loop backend (trainer settings; see krl up)")
@@ -133,8 +160,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _allocator_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--allocator", help="use a running allocator service (host:port) instead of "
-                   "the in-process one (its half-life is the service's)")  # fmt: skip
+    p.add_argument(
+        "--allocator",
+        help="use a running allocator service (host:port) instead of "
+        "the in-process one (its half-life is the service's)",
+    )
     p.add_argument("--allocator-token-file", type=Path, help="bearer token for --allocator")
 
 
@@ -159,19 +189,25 @@ def run_simulate(args: argparse.Namespace) -> int:
     finally:
         backend.close()
     base = {s: effective_ratio(r.steps) for s, r, _, _ in rows}.get("uniform")
-    print(f"population {cfg.difficulty}, {cfg.prompts} prompts, M={cfg.prompts_per_step}, "
-          f"B={cfg.budget}, {cfg.steps} steps (equal rollout budget), seed {args.seed}, "
-          f"learning lr_shared={cfg.lr_shared} lr_own={cfg.lr_own} {cfg.loss_agg}")  # fmt: skip
-    head = (f"{'strategy':<15}{'updates':>8}{'eff. ratio':>11}{'expected':>10}{'vs unif.':>9}"
-            f"{'max n':>7}{'held-out':>17}{'seconds':>9}")  # fmt: skip
+    print(
+        f"population {cfg.difficulty}, {cfg.prompts} prompts, M={cfg.prompts_per_step}, "
+        f"B={cfg.budget}, {cfg.steps} steps (equal rollout budget), seed {args.seed}, "
+        f"learning lr_shared={cfg.lr_shared} lr_own={cfg.lr_own} {cfg.loss_agg}"
+    )
+    head = (
+        f"{'strategy':<15}{'updates':>8}{'eff. ratio':>11}{'expected':>10}{'vs unif.':>9}"
+        f"{'max n':>7}{'held-out':>17}{'seconds':>9}"
+    )
     print(head)
     for strategy, run, acc, secs in rows:
         eff = effective_ratio(run.steps)
         exp = effective_ratio(run.steps, "expected_effective_ratio")
         rel = f"{100 * (eff / base - 1):+.1f}%" if base and strategy != "uniform" else "-"
         held = f"{100 * acc[0]:.1f}->{100 * acc[-1]:.1f}%" if acc.size else "-"
-        print(f"{strategy:<15}{len(run.steps):>8}{100 * eff:>10.1f}%{100 * exp:>9.1f}%{rel:>9}"
-              f"{max(r['max_n'] for r in run.steps):>7}{held:>17}{secs:>9.2f}")  # fmt: skip
+        print(
+            f"{strategy:<15}{len(run.steps):>8}{100 * eff:>10.1f}%{100 * exp:>9.1f}%{rel:>9}"
+            f"{max(r['max_n'] for r in run.steps):>7}{held:>17}{secs:>9.2f}"
+        )
     return 0
 
 
@@ -182,8 +218,10 @@ def run_experiment(args: argparse.Namespace) -> int:
     wrong = [n for n in (LOOP_ONLY if not loop else SIM_ONLY) if getattr(args, n) is not None]
     if wrong:
         other = "loop" if not loop else "sim"
-        print(f"error: --{wrong[0].replace('_', '-')} applies to --backend {other} only",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"error: --{wrong[0].replace('_', '-')} applies to --backend {other} only",
+            file=sys.stderr,
+        )
         return 2
     try:
         cfg = _sim_config(args)
@@ -199,12 +237,17 @@ def run_experiment(args: argparse.Namespace) -> int:
     out = args.out or Path("runs/experiments") / f"{time.strftime('%Y%m%d-%H%M%S')}-{args.backend}"
     out.mkdir(parents=True, exist_ok=True)
     command = "krl " + shlex.join(args.argv)
-    title = args.title or (f"simulator, population {cfg.difficulty}, M={cfg.prompts_per_step}, "
-                           f"B={cfg.budget}" if not loop else
-                           f"tiny-model loop, task {args.task or 'reverse'}, "
-                           f"M={cfg.prompts_per_step}, B={cfg.budget}")  # fmt: skip
-    print(f"experiment folder {out}: {len(plan.strategies)} strategies x {len(plan.seeds)} seeds,"
-          f" {plan.budget:,} rollouts each (uniform: x{factor:g})", flush=True)  # fmt: skip
+    title = args.title or (
+        f"simulator, population {cfg.difficulty}, M={cfg.prompts_per_step}, B={cfg.budget}"
+        if not loop
+        else f"tiny-model loop, task {args.task or 'reverse'}, "
+        f"M={cfg.prompts_per_step}, B={cfg.budget}"
+    )
+    print(
+        f"experiment folder {out}: {len(plan.strategies)} strategies x {len(plan.seeds)} seeds,"
+        f" {plan.budget:,} rollouts each (uniform: x{factor:g})",
+        flush=True,
+    )
     try:
         with Progress(len(plan.strategies) * len(plan.seeds)) as progress:
             if loop:
@@ -223,10 +266,20 @@ def run_experiment(args: argparse.Namespace) -> int:
 
 
 def _loop_args(args: argparse.Namespace, cfg: SimConfig) -> list[str]:
-    out = ["--prompts-per-step", str(cfg.prompts_per_step), "--rollouts-per-prompt",
-           str(cfg.rollouts_per_prompt), "--min-n", str(cfg.min_n), "--max-n", str(cfg.max_n),
-           "--dapo-max-rounds", str(cfg.dapo_max_rounds),
-           "--eval-every", str(args.eval_every or 10)]  # fmt: skip
+    out = [
+        "--prompts-per-step",
+        str(cfg.prompts_per_step),
+        "--rollouts-per-prompt",
+        str(cfg.rollouts_per_prompt),
+        "--min-n",
+        str(cfg.min_n),
+        "--max-n",
+        str(cfg.max_n),
+        "--dapo-max-rounds",
+        str(cfg.dapo_max_rounds),
+        "--eval-every",
+        str(args.eval_every or 10),
+    ]
     for name in LOOP_ONLY:
         v = getattr(args, name)
         if v is not None:

@@ -66,8 +66,14 @@ def _smoothed_ratio(run: RunCurves, window: int) -> tuple[np.ndarray, np.ndarray
     return x, np.convolve(eff, k, "same") / np.convolve(n, k, "same")
 
 
-def plot_experiment(out_dir: Path, runs: Sequence[RunCurves], summaries: Sequence[StrategySummary],
-                    budget: int, step_budget: int, title: str) -> list[Path]:  # fmt: skip
+def plot_experiment(
+    out_dir: Path,
+    runs: Sequence[RunCurves],
+    summaries: Sequence[StrategySummary],
+    budget: int,
+    step_budget: int,
+    title: str,
+) -> list[Path]:
     """budget: the common rollout budget R; step_budget: B, the rollouts of one uniform step."""
     plt = _plt()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -78,10 +84,12 @@ def plot_experiment(out_dir: Path, runs: Sequence[RunCurves], summaries: Sequenc
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     _bands(ax, _grid(capped, budget, lambda r: _smoothed_ratio(r, window)), step_budget)
-    ax.set(xlabel="rollouts consumed / B  (= steps of uniform)",
-           ylabel="effective-rollout ratio",
-           title=f"Rollouts in groups with a gradient (mean of {window} steps; band: min-max "
-           f"over seeds)\n{title}")  # fmt: skip
+    ax.set(
+        xlabel="rollouts consumed / B  (= steps of uniform)",
+        ylabel="effective-rollout ratio",
+        title=f"Rollouts in groups with a gradient (mean of {window} steps; band: min-max "
+        f"over seeds)\n{title}",
+    )
     ax.legend()
     ax.grid(alpha=0.3)
     paths.append(_save(fig, out_dir / "effective_ratio.png", plt))
@@ -89,8 +97,11 @@ def plot_experiment(out_dir: Path, runs: Sequence[RunCurves], summaries: Sequenc
     fig, ax = plt.subplots(figsize=(8, 4.5))
     _bands(ax, _grid(runs, budget, lambda r: r.accuracy()), step_budget)
     ax.axvline(steps_total, color="k", lw=0.8, ls=":", label="equal budget R")
-    ax.set(xlabel="rollouts consumed / B  (= steps of uniform)", ylabel="held-out accuracy",
-           title=f"Held-out accuracy against compute (band: min-max over seeds)\n{title}")  # fmt: skip
+    ax.set(
+        xlabel="rollouts consumed / B  (= steps of uniform)",
+        ylabel="held-out accuracy",
+        title=f"Held-out accuracy against compute (band: min-max over seeds)\n{title}",
+    )
     ax.legend()
     ax.grid(alpha=0.3)
     paths.append(_save(fig, out_dir / "heldout_vs_rollouts.png", plt))
@@ -100,10 +111,22 @@ def plot_experiment(out_dir: Path, runs: Sequence[RunCurves], summaries: Sequenc
         total = sum(s.n_counts.values()) or 1
         ns = np.array(sorted(s.n_counts))
         share = np.array([s.n_counts[n] / total for n in ns])
-        ax1.plot(ns, share, drawstyle="steps-mid", marker="o", ms=3,
-                 color=COLORS.get(s.strategy), label=s.strategy)  # fmt: skip
-    ax1.set(xscale="log", yscale="log", xlabel="n (rollouts given to a prompt)",
-            ylabel="share of prompt-visits", title="Distribution of n per prompt")  # fmt: skip
+        ax1.plot(
+            ns,
+            share,
+            drawstyle="steps-mid",
+            marker="o",
+            ms=3,
+            color=COLORS.get(s.strategy),
+            label=s.strategy,
+        )
+    ax1.set(
+        xscale="log",
+        yscale="log",
+        xlabel="n (rollouts given to a prompt)",
+        ylabel="share of prompt-visits",
+        title="Distribution of n per prompt",
+    )
     top = max((max(s.n_counts, default=1) for s in summaries), default=1)
     ticks = [t for t in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512) if t <= 2 * top]
     ax1.set_xticks(ticks, [str(t) for t in ticks])
@@ -117,8 +140,11 @@ def plot_experiment(out_dir: Path, runs: Sequence[RunCurves], summaries: Sequenc
     ax2.scatter(names, tops, color="k", marker="_", s=300, label="largest over seeds")
     for i, t in enumerate(tops):
         ax2.text(i, t, f" {t:.0f}", ha="center", va="bottom")
-    ax2.set(ylabel="largest n in the run", title="Largest n given (bar: mean over seeds)",
-            ylim=(0, 1.2 * max(tops, default=1)))  # fmt: skip
+    ax2.set(
+        ylabel="largest n in the run",
+        title="Largest n given (bar: mean over seeds)",
+        ylim=(0, 1.2 * max(tops, default=1)),
+    )
     ax2.tick_params(axis="x", rotation=20)
     ax2.legend(loc="upper right")
     paths.append(_save(fig, out_dir / "n_distribution.png", plt))

@@ -76,10 +76,15 @@ class Progress:
 
         self.console = Console()
         self.live = self.console.is_terminal
-        self.bar = RichProgress(TextColumn("{task.description}"), BarColumn(),
-                                MofNCompleteColumn(), TimeElapsedColumn(),
-                                TextColumn("{task.fields[stats]}"), console=self.console,
-                                disable=not self.live)  # fmt: skip
+        self.bar = RichProgress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[stats]}"),
+            console=self.console,
+            disable=not self.live,
+        )
         self.runs = self.bar.add_task("runs", total=total_runs, stats="")
         self.cur = self.bar.add_task("", total=1, stats="")
         self._last = 0
@@ -108,12 +113,15 @@ class Progress:
 
 
 def _stats(row: dict, budget: int) -> str:
-    return (f"eff {100 * row['effective_rollout_ratio']:.0f}%  max n {row['max_n']}  "
-            f"rollouts {row['rollouts_total'] / budget:.1f} B")  # fmt: skip
+    return (
+        f"eff {100 * row['effective_rollout_ratio']:.0f}%  max n {row['max_n']}  "
+        f"rollouts {row['rollouts_total'] / budget:.1f} B"
+    )
 
 
-def run_sim(out: Path, plan: Plan, cfg: SimConfig, backend_factory: Callable[[], object],
-            progress: Progress) -> None:  # fmt: skip
+def run_sim(
+    out: Path, plan: Plan, cfg: SimConfig, backend_factory: Callable[[], object], progress: Progress
+) -> None:
     backend = backend_factory()
     try:
         for strategy in plan.strategies:
@@ -128,12 +136,20 @@ def run_sim(out: Path, plan: Plan, cfg: SimConfig, backend_factory: Callable[[],
                 progress.start_run(name, steps)
 
                 def on_step(row: dict, steps=steps) -> None:
-                    progress.step(min(steps, round(row["rollouts_total"] / plan.step_budget)),
-                                  _stats(row, plan.step_budget))  # fmt: skip
+                    progress.step(
+                        min(steps, round(row["rollouts_total"] / plan.step_budget)),
+                        _stats(row, plan.step_budget),
+                    )
 
                 # every strategy stops at steps x B rollouts (dapo's updates cost more each)
-                res = simulate(replace(cfg, steps=steps), strategy, seed, backend,  # type: ignore[arg-type]
-                               on_step=on_step, rollout_budget=plan.step_budget * steps)  # fmt: skip
+                res = simulate(
+                    replace(cfg, steps=steps),
+                    strategy,
+                    seed,
+                    backend,  # type: ignore[arg-type]
+                    on_step=on_step,
+                    rollout_budget=plan.step_budget * steps,
+                )
                 _write_rows(folder / "metrics.jsonl", res.rows)
                 (folder / "done.json").write_text(json.dumps({"seconds": res.seconds}))
                 progress.end_run(f"{res.seconds:.1f} s")
@@ -141,8 +157,9 @@ def run_sim(out: Path, plan: Plan, cfg: SimConfig, backend_factory: Callable[[],
         backend.close()  # type: ignore[attr-defined]
 
 
-def run_loop(out: Path, plan: Plan, train_args: Sequence[str], half_life_steps: float,
-             progress: Progress) -> None:  # fmt: skip
+def run_loop(
+    out: Path, plan: Plan, train_args: Sequence[str], half_life_steps: float, progress: Progress
+) -> None:
     """Each run is a `krl up` child (own processes, own embedded Redis), its output in
     runs/<name>/experiment.log; progress comes from its metrics.jsonl."""
     from krl.trainer.runlog import Tail
@@ -159,14 +176,31 @@ def run_loop(out: Path, plan: Plan, train_args: Sequence[str], half_life_steps: 
                 progress.end_run("already done")
                 continue
             resume = (folder / "settings.json").exists()
-            args = [sys.executable, "-m", "krl.cli", "up", "--no-progress", "--run-dir",
-                    str(folder), "--half-life-steps", str(half_life_steps)]  # fmt: skip
+            args = [
+                sys.executable,
+                "-m",
+                "krl.cli",
+                "up",
+                "--no-progress",
+                "--run-dir",
+                str(folder),
+                "--half-life-steps",
+                str(half_life_steps),
+            ]
             if resume:
                 args += ["--resume", "--steps", str(steps), "--rollout-budget", str(budget)]
             else:
-                args += [*train_args, "--strategy", strategy, "--seed", str(seed), "--steps",
-                         str(steps if strategy != "dapo" else 10 * steps), "--rollout-budget",
-                         str(budget)]  # fmt: skip
+                args += [
+                    *train_args,
+                    "--strategy",
+                    strategy,
+                    "--seed",
+                    str(seed),
+                    "--steps",
+                    str(steps if strategy != "dapo" else 10 * steps),
+                    "--rollout-budget",
+                    str(budget),
+                ]
             folder.mkdir(parents=True, exist_ok=True)
             progress.start_run(name, steps)
             t0 = time.monotonic()
@@ -185,8 +219,10 @@ def run_loop(out: Path, plan: Plan, train_args: Sequence[str], half_life_steps: 
                     proc.wait()
                     raise
             if proc.returncode != 0:
-                raise RuntimeError(f"run {name} failed (exit {proc.returncode}); see "
-                                   f"{folder / 'experiment.log'} and {folder / 'logs'}")  # fmt: skip
+                raise RuntimeError(
+                    f"run {name} failed (exit {proc.returncode}); see "
+                    f"{folder / 'experiment.log'} and {folder / 'logs'}"
+                )
             progress.end_run(f"{(time.monotonic() - t0) / 60:.1f} min")
 
 
@@ -194,8 +230,9 @@ def _follow(tail, progress: Progress, step_budget: int, steps: int) -> None:
     rows = [r for r in tail.new_rows() if r.get("kind") == "step"]
     if rows:
         r = rows[-1]
-        progress.step(min(steps, round(r.get("rollouts_total", 0) / step_budget)),
-                      _stats(r, step_budget))  # fmt: skip
+        progress.step(
+            min(steps, round(r.get("rollouts_total", 0) / step_budget)), _stats(r, step_budget)
+        )
 
 
 def _complete(summary: dict, steps: int, budget: int) -> bool:
@@ -211,12 +248,26 @@ def write_results(out: Path, plan: Plan, title: str, command: str) -> dict:
     summaries.sort(key=lambda s: order.get(s.strategy, 99))
     figures = plot_experiment(out, runs, summaries, plan.budget, plan.step_budget, title)
     table = markdown_table(summaries)
-    results = {"plan": asdict(plan), "budget": plan.budget, "title": title, "command": command,
-               "strategies": [s.as_dict() for s in summaries]}  # fmt: skip
+    results = {
+        "plan": asdict(plan),
+        "budget": plan.budget,
+        "title": title,
+        "command": command,
+        "strategies": [s.as_dict() for s in summaries],
+    }
     (out / "results.json").write_text(json.dumps(results, indent=1))
-    md = [f"# {title}", "", f"`{command}`", "",
-          f"Equal budget: {plan.budget:,} rollouts per run ({plan.steps} steps × {plan.step_budget}"
-          f"); mean ± sd over seeds {', '.join(map(str, plan.seeds))}.", "", table, "",
-          *[f"![{p.stem}]({p.name})" for p in figures], ""]  # fmt: skip
+    md = [
+        f"# {title}",
+        "",
+        f"`{command}`",
+        "",
+        f"Equal budget: {plan.budget:,} rollouts per run ({plan.steps} steps × {plan.step_budget}"
+        f"); mean ± sd over seeds {', '.join(map(str, plan.seeds))}.",
+        "",
+        table,
+        "",
+        *[f"![{p.stem}]({p.name})" for p in figures],
+        "",
+    ]
     (out / "results.md").write_text("\n".join(md))
     return results

@@ -52,9 +52,12 @@ def build_tiny_model(folder: Path, shape: TinyShape | None = None, seed: int = 0
     folder.mkdir(parents=True, exist_ok=True)
     tok = save_char_tokenizer(folder)
     cfg = tiny_config(
-        len(tok), shape or TinyShape(),
-        bos=tok.bos_token_id, eos=tok.eos_token_id, pad=tok.pad_token_id,
-    )  # fmt: skip
+        len(tok),
+        shape or TinyShape(),
+        bos=tok.bos_token_id,
+        eos=tok.eos_token_id,
+        pad=tok.pad_token_id,
+    )
     torch.manual_seed(seed)
     model = Qwen3ForCausalLM(cfg)
     model.generation_config.pad_token_id = tok.pad_token_id

@@ -102,6 +102,7 @@ def check_against(shapes: Mapping[str, tuple[int, ...]], spec: WeightSpec) -> No
         problems.append(f"{len(shapes)} with other shapes ({'; '.join(shapes[:3])})")
     if problems:
         raise FailedPrecondition(
-            "weights do not match the serving model: " + ", ".join(problems)
+            "weights do not match the serving model: "
+            + ", ".join(problems)
             + "; the old weights keep serving"
-        )  # fmt: skip
+        )

@@ -40,19 +40,49 @@ class InProcessAllocator:
         self.allocator = Allocator(store, settings, AllocatorMetrics())
         self.half_life_steps = half_life_steps
 
-    def allocate(self, namespace: str, step: int, ids: Sequence[str], budget: int, *,
-                 mode: str, min_n: int, max_n: int, fallback: bool = True,
-                 visit_half_life: float | None = None, objective: str = "paper",
-                 ) -> tuple[str, np.ndarray]:  # fmt: skip
-        req = AllocateInput(namespace, step, list(ids), budget, min_n, max_n, Mode(mode), fallback,
-                            visit_half_life, objective)  # fmt: skip
+    def allocate(
+        self,
+        namespace: str,
+        step: int,
+        ids: Sequence[str],
+        budget: int,
+        *,
+        mode: str,
+        min_n: int,
+        max_n: int,
+        fallback: bool = True,
+        visit_half_life: float | None = None,
+        objective: str = "paper",
+    ) -> tuple[str, np.ndarray]:
+        req = AllocateInput(
+            namespace,
+            step,
+            list(ids),
+            budget,
+            min_n,
+            max_n,
+            Mode(mode),
+            fallback,
+            visit_half_life,
+            objective,
+        )
         res = self._runner.run(self.allocator.allocate(req))
         return res.allocation_id, np.asarray(res.n, dtype=np.int64)
 
-    def report(self, namespace: str, allocation_id: str, ids: Sequence[str], k: np.ndarray,
-               n: np.ndarray, tokens: np.ndarray) -> int:  # fmt: skip
-        outcomes = [Outcome(pid, int(a), int(b), int(c))
-                    for pid, a, b, c in zip(ids, k, n, tokens, strict=True) if b > 0]  # fmt: skip
+    def report(
+        self,
+        namespace: str,
+        allocation_id: str,
+        ids: Sequence[str],
+        k: np.ndarray,
+        n: np.ndarray,
+        tokens: np.ndarray,
+    ) -> int:
+        outcomes = [
+            Outcome(pid, int(a), int(b), int(c))
+            for pid, a, b, c in zip(ids, k, n, tokens, strict=True)
+            if b > 0
+        ]
         if not outcomes:
             return 0
         return self._runner.run(self.allocator.report(namespace, allocation_id, outcomes)).accepted
@@ -80,20 +110,47 @@ class ServiceAllocator:
             c = self._clients[namespace] = AllocatorClient(self.target, namespace, token=self.token)
         return c
 
-    def allocate(self, namespace: str, step: int, ids: Sequence[str], budget: int, *,
-                 mode: str, min_n: int, max_n: int, fallback: bool = True,
-                 visit_half_life: float | None = None, objective: str = "paper",
-                 ) -> tuple[str, np.ndarray]:  # fmt: skip
-        a = self._client(namespace).allocate(ids, budget, step=step, mode=mode, min_n=min_n,
-                                             max_n=max_n, fallback=fallback,
-                                             visit_half_life=visit_half_life,
-                                             objective=objective)  # fmt: skip
+    def allocate(
+        self,
+        namespace: str,
+        step: int,
+        ids: Sequence[str],
+        budget: int,
+        *,
+        mode: str,
+        min_n: int,
+        max_n: int,
+        fallback: bool = True,
+        visit_half_life: float | None = None,
+        objective: str = "paper",
+    ) -> tuple[str, np.ndarray]:
+        a = self._client(namespace).allocate(
+            ids,
+            budget,
+            step=step,
+            mode=mode,
+            min_n=min_n,
+            max_n=max_n,
+            fallback=fallback,
+            visit_half_life=visit_half_life,
+            objective=objective,
+        )
         return a.allocation_id, np.fromiter((a.n[i] for i in ids), np.int64, len(ids))
 
-    def report(self, namespace: str, allocation_id: str, ids: Sequence[str], k: np.ndarray,
-               n: np.ndarray, tokens: np.ndarray) -> int:  # fmt: skip
-        outcomes = {pid: (int(a), int(b), int(c))
-                    for pid, a, b, c in zip(ids, k, n, tokens, strict=True) if b > 0}  # fmt: skip
+    def report(
+        self,
+        namespace: str,
+        allocation_id: str,
+        ids: Sequence[str],
+        k: np.ndarray,
+        n: np.ndarray,
+        tokens: np.ndarray,
+    ) -> int:
+        outcomes = {
+            pid: (int(a), int(b), int(c))
+            for pid, a, b, c in zip(ids, k, n, tokens, strict=True)
+            if b > 0
+        }
         if not outcomes:
             return 0
         return self._client(namespace).report(allocation_id, outcomes).accepted

@@ -39,13 +39,30 @@ TOKENS_PER_ROLLOUT = 64  # the simulator's rollouts all cost the same
 
 
 class Backend(Protocol):
-    def allocate(self, namespace: str, step: int, ids: list[str], budget: int, *, mode: str,
-                 min_n: int, max_n: int, fallback: bool = True,
-                 visit_half_life: float | None = None,
-                 objective: str = "paper") -> tuple[str, np.ndarray]: ...  # fmt: skip
+    def allocate(
+        self,
+        namespace: str,
+        step: int,
+        ids: list[str],
+        budget: int,
+        *,
+        mode: str,
+        min_n: int,
+        max_n: int,
+        fallback: bool = True,
+        visit_half_life: float | None = None,
+        objective: str = "paper",
+    ) -> tuple[str, np.ndarray]: ...
 
-    def report(self, namespace: str, allocation_id: str, ids: list[str], k: np.ndarray,
-               n: np.ndarray, tokens: np.ndarray) -> int: ...  # fmt: skip
+    def report(
+        self,
+        namespace: str,
+        allocation_id: str,
+        ids: list[str],
+        k: np.ndarray,
+        n: np.ndarray,
+        tokens: np.ndarray,
+    ) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -76,26 +93,41 @@ class SimConfig:
     def validate(self) -> None:
         Difficulty.parse(self.difficulty)
         checks = [
-            (self.prompts >= self.prompts_per_step, "prompts",
-             f"{self.prompts} is fewer than a batch of {self.prompts_per_step}"),
+            (
+                self.prompts >= self.prompts_per_step,
+                "prompts",
+                f"{self.prompts} is fewer than a batch of {self.prompts_per_step}",
+            ),
             (self.prompts_per_step >= 1, "prompts_per_step", "must be >= 1"),
             (self.heldout >= 1, "heldout", "must be >= 1"),
             (self.steps >= 1, "steps", "must be >= 1"),
             (self.rollouts_per_prompt >= 1, "rollouts_per_prompt", "must be >= 1"),
-            (0 <= self.min_n <= self.rollouts_per_prompt <= self.max_n, "min_n/max_n",
-             f"need min_n <= rollouts_per_prompt <= max_n, got {self.min_n}, "
-             f"{self.rollouts_per_prompt}, {self.max_n}"),
+            (
+                0 <= self.min_n <= self.rollouts_per_prompt <= self.max_n,
+                "min_n/max_n",
+                f"need min_n <= rollouts_per_prompt <= max_n, got {self.min_n}, "
+                f"{self.rollouts_per_prompt}, {self.max_n}",
+            ),
             (self.dapo_max_rounds >= 1, "dapo_max_rounds", "must be >= 1"),
             (self.eval_every >= 0, "eval_every", "must be >= 0"),
             (self.lr_shared >= 0 and self.lr_own >= 0, "lr_shared/lr_own", "must be >= 0"),
-            (self.loss_agg in ("constant", "token-mean", "group-mean"), "loss_agg",
-             f"{self.loss_agg!r} is not constant, token-mean or group-mean"),
+            (
+                self.loss_agg in ("constant", "token-mean", "group-mean"),
+                "loss_agg",
+                f"{self.loss_agg!r} is not constant, token-mean or group-mean",
+            ),
             (self.half_life_steps >= 0, "half_life_steps", "must be >= 0"),
-            (self.visit_half_life is None or self.visit_half_life >= 0, "visit_half_life",
-             "must be >= 0"),
-            (self.objective in OBJECTIVES, "objective",
-             f"{self.objective!r} is not one of {', '.join(OBJECTIVES)}"),
-        ]  # fmt: skip
+            (
+                self.visit_half_life is None or self.visit_half_life >= 0,
+                "visit_half_life",
+                "must be >= 0",
+            ),
+            (
+                self.objective in OBJECTIVES,
+                "objective",
+                f"{self.objective!r} is not one of {', '.join(OBJECTIVES)}",
+            ),
+        ]
         for ok, name, msg in checks:
             if not ok:
                 raise ValueError(f"{name}: {msg}")
@@ -116,17 +148,23 @@ class RunResult:
         return asdict(self)
 
 
-def simulate(cfg: SimConfig, strategy: str, seed: int, backend: Backend,
-             on_step: Callable[[dict], None] | None = None,
-             rollout_budget: int | None = None) -> RunResult:  # fmt: skip
+def simulate(
+    cfg: SimConfig,
+    strategy: str,
+    seed: int,
+    backend: Backend,
+    on_step: Callable[[dict], None] | None = None,
+    rollout_budget: int | None = None,
+) -> RunResult:
     """Run `cfg.steps` updates of one strategy, or fewer when `rollout_budget` rollouts are
     spent first (dapo's updates cost a varying number); rows as in the module docstring."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
     cfg.validate()
     t0 = time.perf_counter()
-    pop = Population.draw(Difficulty.parse(cfg.difficulty), cfg.prompts, cfg.heldout, seed,
-                          cfg.learning())  # fmt: skip
+    pop = Population.draw(
+        Difficulty.parse(cfg.difficulty), cfg.prompts, cfg.heldout, seed, cfg.learning()
+    )
     ids = [f"p{i}" for i in range(cfg.prompts)]
     sampler = EpochSampler(ids, cfg.prompts_per_step, seed)
     rng = np.random.default_rng([seed, 11])
@@ -143,8 +181,9 @@ def simulate(cfg: SimConfig, strategy: str, seed: int, backend: Backend,
     gen = steps(cfg, strategy, pop, sampler, rng, backend, ns, left)
     for step, row in enumerate(gen, start=1):
         total += row["rollouts"]
-        row.update(kind="step", step=step, rollouts_total=total,
-                   train_accuracy=float(pop.p().mean()))  # fmt: skip
+        row.update(
+            kind="step", step=step, rollouts_total=total, train_accuracy=float(pop.p().mean())
+        )
         out.rows.append(row)
         last = step >= cfg.steps or total >= limit
         if (cfg.eval_every and step % cfg.eval_every == 0) or last:
@@ -158,8 +197,12 @@ def simulate(cfg: SimConfig, strategy: str, seed: int, backend: Backend,
 
 
 def _eval_row(step: int, total: int, pop: Population) -> dict:
-    return {"kind": "eval", "step": step, "rollouts_total": total,
-            "accuracy": {"all": pop.heldout_accuracy()}}  # fmt: skip
+    return {
+        "kind": "eval",
+        "step": step,
+        "rollouts_total": total,
+        "accuracy": {"all": pop.heldout_accuracy()},
+    }
 
 
 def _index(pids: list[str]) -> np.ndarray:
@@ -183,9 +226,16 @@ def _row(n: np.ndarray, k: np.ndarray, p: np.ndarray, trained: np.ndarray) -> di
     }
 
 
-def _allocated_steps(cfg: SimConfig, strategy: str, pop: Population, sampler: EpochSampler,
-                     rng: np.random.Generator, backend: Backend, ns: str,
-                     left: Callable[[], int]) -> Iterator[dict]:  # fmt: skip
+def _allocated_steps(
+    cfg: SimConfig,
+    strategy: str,
+    pop: Population,
+    sampler: EpochSampler,
+    rng: np.random.Generator,
+    backend: Backend,
+    ns: str,
+    left: Callable[[], int],
+) -> Iterator[dict]:
     args = _args(cfg, strategy)
     g = 0
     while True:
@@ -211,9 +261,16 @@ def _args(cfg: SimConfig, strategy: str) -> dict:
     return args
 
 
-def _dapo_steps(cfg: SimConfig, strategy: str, pop: Population, sampler: EpochSampler,
-                rng: np.random.Generator, backend: Backend, ns: str,
-                left: Callable[[], int]) -> Iterator[dict]:  # fmt: skip
+def _dapo_steps(
+    cfg: SimConfig,
+    strategy: str,
+    pop: Population,
+    sampler: EpochSampler,
+    rng: np.random.Generator,
+    backend: Backend,
+    ns: str,
+    left: Callable[[], int],
+) -> Iterator[dict]:
     """Groups round after round, until M informative groups are kept, max rounds, or the
     rollout budget is spent. `dapo` gives every prompt the uniform n and needs no allocator;
     `knapsack-dapo` allocates each round like knapsack-eb and reports it."""

@@ -109,11 +109,20 @@ class Population:
             self.u = np.zeros_like(self.d)
 
     @classmethod
-    def draw(cls, difficulty: Difficulty, prompts: int, heldout: int, seed: int,
-             learning: LearningModel | None = None) -> Population:  # fmt: skip
+    def draw(
+        cls,
+        difficulty: Difficulty,
+        prompts: int,
+        heldout: int,
+        seed: int,
+        learning: LearningModel | None = None,
+    ) -> Population:
         rng = np.random.default_rng([seed, 7])
-        return cls(logit(difficulty.sample(rng, prompts)), logit(difficulty.sample(rng, heldout)),
-                   learning or LearningModel())  # fmt: skip
+        return cls(
+            logit(difficulty.sample(rng, prompts)),
+            logit(difficulty.sample(rng, heldout)),
+            learning or LearningModel(),
+        )
 
     def p(self, idx: np.ndarray | None = None) -> np.ndarray:
         if idx is None:
@@ -124,8 +133,9 @@ class Population:
         """Expected held-out accuracy (mean success probability; no sampling noise)."""
         return float(sigmoid(self.theta + self.heldout_d).mean())
 
-    def update(self, idx: np.ndarray, n: np.ndarray, k: np.ndarray, trained: np.ndarray,
-               budget: int) -> None:  # fmt: skip
+    def update(
+        self, idx: np.ndarray, n: np.ndarray, k: np.ndarray, trained: np.ndarray, budget: int
+    ) -> None:
         """One SGD step on the groups marked `trained` (see the module docstring); `budget` is
         the step's rollout budget B (the `constant` divisor), M the number of groups."""
         lm = self.learning

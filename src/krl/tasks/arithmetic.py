@@ -80,8 +80,13 @@ class ArithmeticSource(TaskSource):
         heldout_per_level: int = 64,
     ) -> None:
         train, heldout = leveled_splits(
-            "arithmetic", _generate, seed=seed, levels=levels, max_level=LEVELS,
-            train_per_level=train_per_level, heldout_per_level=heldout_per_level,
-        )  # fmt: skip
+            "arithmetic",
+            _generate,
+            seed=seed,
+            levels=levels,
+            max_level=LEVELS,
+            train_per_level=train_per_level,
+            heldout_per_level=heldout_per_level,
+        )
         super().__init__(train, heldout)
         self.seed = seed

@@ -46,9 +46,16 @@ Generator = Callable[[int, str, int, int, set[str]], list[Task]]
 """(seed, split, level, count, prompts to avoid) -> tasks of one level and split."""
 
 
-def leveled_splits(name: str, generate: Generator, *, seed: int, levels: Iterable[int],
-                   max_level: int, train_per_level: int, heldout_per_level: int,
-                   ) -> tuple[list[Task], list[Task]]:  # fmt: skip
+def leveled_splits(
+    name: str,
+    generate: Generator,
+    *,
+    seed: int,
+    levels: Iterable[int],
+    max_level: int,
+    train_per_level: int,
+    heldout_per_level: int,
+) -> tuple[list[Task], list[Task]]:
     """Training and held-out tasks of a procedural family, level by level; a level's held-out
     tasks never repeat one of its training prompts."""
     levels = tuple(levels)

@@ -8,8 +8,9 @@ from krl.common.errors import InvalidArgument
 from krl.tasks.base import TaskSource
 
 
-def load_source(spec: str, *, seed: int = 0, train_per_level: int = 512,
-                heldout_per_level: int = 64) -> TaskSource:  # fmt: skip
+def load_source(
+    spec: str, *, seed: int = 0, train_per_level: int = 512, heldout_per_level: int = 64
+) -> TaskSource:
     kind, _, arg = spec.partition(":")
     if kind == "arithmetic" and not arg:
         from krl.tasks.arithmetic import ArithmeticSource

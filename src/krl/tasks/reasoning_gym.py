@@ -44,8 +44,9 @@ def _tasks(name: str, seed: int, size: int, split: str) -> list[Task]:
 class ReasoningGymSource(TaskSource):
     name = "reasoning_gym"
 
-    def __init__(self, dataset_name: str, *, seed: int = 0, train_size: int = 1000,
-                 heldout_size: int = 100) -> None:  # fmt: skip
+    def __init__(
+        self, dataset_name: str, *, seed: int = 0, train_size: int = 1000, heldout_size: int = 100
+    ) -> None:
         # Held-out entries come from another seed of the same generator.
         super().__init__(
             _tasks(dataset_name, seed, train_size, "train"),

@@ -61,8 +61,13 @@ class ReverseSource(TaskSource):
         heldout_per_level: int = 64,
     ) -> None:
         train, heldout = leveled_splits(
-            "reverse", _generate, seed=seed, levels=levels, max_level=len(LENGTHS),
-            train_per_level=train_per_level, heldout_per_level=heldout_per_level,
-        )  # fmt: skip
+            "reverse",
+            _generate,
+            seed=seed,
+            levels=levels,
+            max_level=len(LENGTHS),
+            train_per_level=train_per_level,
+            heldout_per_level=heldout_per_level,
+        )
         super().__init__(train, heldout)
         self.seed = seed

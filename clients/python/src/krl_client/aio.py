@@ -40,10 +40,17 @@ class AsyncAllocatorClient(AsyncGrpcClient):
         namespace: str | None = None,
     ) -> m.Allocation:
         req = m.allocate_request(
-            namespace or self.namespace, prompt_ids, budget, step=step, min_n=min_n,
-            max_n=max_n, mode=mode, fallback=fallback, visit_half_life=visit_half_life,
+            namespace or self.namespace,
+            prompt_ids,
+            budget,
+            step=step,
+            min_n=min_n,
+            max_n=max_n,
+            mode=mode,
+            fallback=fallback,
+            visit_half_life=visit_half_life,
             objective=objective,
-        )  # fmt: skip
+        )
         return m.allocation(await self._call(self._stub.Allocate, req))
 
     async def report(

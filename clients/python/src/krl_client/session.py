@@ -105,9 +105,11 @@ def outcomes(
     """The allocator's outcomes: successes (reward >= success_threshold), trials and the
     response tokens per prompt (tokens per sample, in the same shape as rewards)."""
     by_pid = grouped_rewards(plan, rewards)
-    tok = {} if tokens is None else (
-        dict(tokens) if isinstance(tokens, Mapping) else plan.groups(tokens)
-    )  # fmt: skip
+    tok = (
+        {}
+        if tokens is None
+        else (dict(tokens) if isinstance(tokens, Mapping) else plan.groups(tokens))
+    )
     return [
         Outcome(
             pid,
@@ -224,13 +226,19 @@ class _SessionBase:
 
     def _args(self, prompt_ids: Sequence[str], step: int, budget: int | None) -> dict:
         return dict(
-            prompt_ids=list(prompt_ids), budget=self._budget(len(prompt_ids), budget), step=step,
-            min_n=self.min_n, max_n=self.max_n, mode=self.mode, **self.allocate_kw,
-        )  # fmt: skip
+            prompt_ids=list(prompt_ids),
+            budget=self._budget(len(prompt_ids), budget),
+            step=step,
+            min_n=self.min_n,
+            max_n=self.max_n,
+            mode=self.mode,
+            **self.allocate_kw,
+        )
 
     def _plan(self, step: int, alloc: Any) -> StepPlan:
-        plan = StepPlan(step, alloc.allocation_id, dict(alloc.n), False, alloc.solve_ms,
-                        alloc.objective)  # fmt: skip
+        plan = StepPlan(
+            step, alloc.allocation_id, dict(alloc.n), False, alloc.solve_ms, alloc.objective
+        )
         if self.journal is not None:
             self.journal.record(plan)
         return plan
@@ -261,8 +269,9 @@ class AllocationSession(_SessionBase):
     def report(
         self, plan: StepPlan, rewards: RewardsLike, tokens: RewardsLike | None = None
     ) -> ReportResult:
-        res = self.client.report(plan.allocation_id, self._outcomes(plan, rewards, tokens),
-                                 **_ns(self.allocate_kw))  # fmt: skip
+        res = self.client.report(
+            plan.allocation_id, self._outcomes(plan, rewards, tokens), **_ns(self.allocate_kw)
+        )
         self._reported(plan)
         return res
 
@@ -282,8 +291,9 @@ class AsyncAllocationSession(_SessionBase):
     async def report(
         self, plan: StepPlan, rewards: RewardsLike, tokens: RewardsLike | None = None
     ) -> ReportResult:
-        res = await self.client.report(plan.allocation_id, self._outcomes(plan, rewards, tokens),
-                                       **_ns(self.allocate_kw))  # fmt: skip
+        res = await self.client.report(
+            plan.allocation_id, self._outcomes(plan, rewards, tokens), **_ns(self.allocate_kw)
+        )
         self._reported(plan)
         return res
 

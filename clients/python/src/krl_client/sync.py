@@ -43,10 +43,17 @@ class AllocatorClient(GrpcClient):
         """n per prompt with sum(n) <= budget and min_n <= n <= max_n. visit_half_life and
         objective apply to mode eb (None: the server's half-life)."""
         req = m.allocate_request(
-            namespace or self.namespace, prompt_ids, budget, step=step, min_n=min_n,
-            max_n=max_n, mode=mode, fallback=fallback, visit_half_life=visit_half_life,
+            namespace or self.namespace,
+            prompt_ids,
+            budget,
+            step=step,
+            min_n=min_n,
+            max_n=max_n,
+            mode=mode,
+            fallback=fallback,
+            visit_half_life=visit_half_life,
             objective=objective,
-        )  # fmt: skip
+        )
         return m.allocation(self._call(self._stub.Allocate, req))
 
     def report(

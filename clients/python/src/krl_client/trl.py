@@ -125,8 +125,11 @@ class KnapsackGRPO:
             pad, pids = kw.pop(PAD), kw.pop(PROMPT_ID)
             real = [i for i, p in enumerate(pad) if not p]
             sub_kw = {k: _take(v, real, len(pad)) for k, v in kw.items()}
-            got = fn(prompts=[prompts[i] for i in real],
-                     completions=[completions[i] for i in real], **sub_kw)  # fmt: skip
+            got = fn(
+                prompts=[prompts[i] for i in real],
+                completions=[completions[i] for i in real],
+                **sub_kw,
+            )
             out: list[float | None] = [None] * len(pad)
             for i, r in zip(real, got, strict=True):
                 out[i] = r

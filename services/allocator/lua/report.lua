@@ -48,18 +48,44 @@ local function lv_add(k, n, by)
   lv[f] = (lv[f] or 0) + by
 end
 
+-- Redis calls go in batches (SMISMEMBER, SADD, MGET, MSET) rather than one per prompt:
+-- a call costs more than the arithmetic of a prompt. CHUNK keeps unpack() within Lua's stack.
+local CHUNK = 1000
+local function chunked(list, fn)
+  for a = 1, #list, CHUNK do fn(a, math.min(a + CHUNK - 1, #list)) end
+end
+
 local accepted, dups, acc = 0, {}, {}
+-- a group with no scored rollout is no evidence: it is neither recorded nor marked reported,
+-- so the real outcome sent later still counts
+local scored, ids = {}, {}
 for i, o in ipairs(outcomes) do
   o.key = KEYS[4 + i]
-  -- a group with no scored rollout is no evidence: it is neither recorded nor marked reported,
-  -- so the real outcome sent later still counts
-  if o[3] <= 0 then
-  elseif redis.call('SADD', KEYS[2], o[1]) == 0 then
-    dups[#dups + 1] = o[1]
-  else
-    acc[#acc + 1] = o
+  if o[3] > 0 then
+    scored[#scored + 1] = o
+    ids[#ids + 1] = o[1]
   end
 end
+local seen = {}
+chunked(ids, function(a, b)
+  local m = redis.call('SMISMEMBER', KEYS[2], unpack(ids, a, b))
+  for j = 1, #m do seen[a + j - 1] = m[j] end
+end)
+local fresh = {}
+for i, o in ipairs(scored) do
+  if seen[i] == 1 then dups[#dups + 1] = o[1]
+  else
+    acc[#acc + 1] = o
+    fresh[#fresh + 1] = o[1]
+  end
+end
+chunked(fresh, function(a, b) redis.call('SADD', KEYS[2], unpack(fresh, a, b)) end)
+local rkeys, raws = {}, {}
+for i, o in ipairs(acc) do rkeys[i] = o.key end
+chunked(rkeys, function(a, b)
+  local got = redis.call('MGET', unpack(rkeys, a, b))
+  for j = 1, #got do raws[a + j - 1] = got[j] end
+end)
 
 -- The namespace's success rate: a mean of per-prompt rates k/n that forgets with each prompt
 -- reported (weight RATE_KEEP per prompt, a memory of about 1 / (1 - RATE_KEEP) prompts).
@@ -80,12 +106,12 @@ if rate_w > 0 then
              'rate_w', string.format('%.17g', rate_w))
 end
 
-for _, o in ipairs(acc) do
-  local pid, succ, trials, tokens = o[1], o[2], o[3], o[4]
+local writes = {}
+for idx, o in ipairs(acc) do
+  local succ, trials, tokens = o[2], o[3], o[4]
   do
     accepted = accepted + 1
-    local key = o.key
-    local raw = redis.call('GET', key)
+    local raw = raws[idx]
     local v, recent
     if raw then
       v = {struct.unpack(FMT, raw)}
@@ -125,8 +151,12 @@ for _, o in ipairs(acc) do
     if succ == trials then v[11] = 1; d.solved = d.solved + 1
     elseif succ == 0 then v[11] = -1; d.unsolved = d.unsolved + 1 end
     if #recent >= keep * VISIT then recent = string.sub(recent, #recent - (keep - 1) * VISIT + 1) end
-    redis.call('SET', key, struct.pack(FMT, unpack(v, 1, 11)) .. recent .. struct.pack('<iiii', step, trials, succ, milli_logit))
+    writes[#writes + 1] = o.key
+    writes[#writes + 1] = struct.pack(FMT, unpack(v, 1, 11)) .. recent .. struct.pack('<iiii', step, trials, succ, milli_logit)
   end
+end
+for a = 1, #writes, 2 * CHUNK do
+  redis.call('MSET', unpack(writes, a, math.min(a + 2 * CHUNK - 1, #writes)))
 end
 local function fmt(x) return string.format('%.17g', x) end
 for _, name in ipairs({'sum_p', 'sum_p2', 'sum_inv_t', 'tok_w', 'tok_sum'}) do

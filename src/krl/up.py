@@ -9,7 +9,6 @@ RUN_DIR/logs/."""
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 import time
@@ -33,6 +32,20 @@ class Stack:
                 p.stop(timeout_s=120.0 if p is self.trainer else 20.0)
         if self.redis is not None:
             self.redis.stop()
+
+
+def event_line(e: dict) -> str | None:
+    """A progress line for a run event worth a line of its own (the log has the rest)."""
+    ev, step = e.get("event"), e.get("step")
+    if ev == "checkpoint":
+        return f"checkpoint at step {step}: {e.get('path')}"
+    if ev == "resumed":
+        return f"resumed at step {step} ({e.get('dropped_rows', 0)} later rows dropped)"
+    if ev == "failed":
+        return f"FAILED at step {step}: {e.get('error')}"
+    if ev == "finished":
+        return f"finished at step {step}" + ("" if e.get("complete") else " (stopped early)")
+    return None
 
 
 def _follow(run_dir: Path, proc, settings) -> None:
@@ -66,11 +79,8 @@ def _follow(run_dir: Path, proc, settings) -> None:
                 progress.update(
                     warm, completed=e["step"], visible=True, stats=f"loss {e['loss']:.3f}"
                 )
-            elif not live_ok and e["event"] in ("checkpoint", "resumed", "failed", "finished"):
-                console.print(
-                    f"[{e['event']}] "
-                    + json.dumps({k: v for k, v in e.items() if k not in ("event", "time")})
-                )
+            elif not live_ok and (line := event_line(e)):
+                console.print(line)
         rows = metrics.new_rows()
         steps = [r for r in rows if r["kind"] == "step"]
         evals = [r for r in rows if r["kind"] == "eval"]

@@ -75,6 +75,9 @@ def test_up_runs_the_loop_and_writes_the_run_folder(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 3 and summary["rollouts"] == 3 * 16 * 4
     assert "held-out greedy accuracy" in out and "step 3/3" in out
+    # progress lines only: events in words, no raw JSON log lines (they go to logs/)
+    assert "finished at step 3" in out and "checkpoint at step 3" in out, out
+    assert not [line for line in out.splitlines() if '{"' in line], out
     _children_gone(run)
     # a second `up` on the same folder is refused before anything starts
     again = _up(run, tmp_path / "cache", "--steps", "3")

@@ -72,3 +72,11 @@ def test_a_group_is_scored_with_one_parse_of_its_answer() -> None:
     assert verifiers.score_group("", "6/2", ["3", "3.0", "4", "x"]) == [1.0, 1.0, 0.0, 0.0]
     with pytest.raises(InvalidArgument):
         verifiers.score_group("nope", "1", ["1"])
+
+
+def test_only_short_exact_groups_are_scored_in_place() -> None:
+    assert verifiers.cheap("exact", "42", ["42", "x" * 256])
+    assert verifiers.cheap("", "42", [])
+    assert not verifiers.cheap("exact", "9" * 4096, ["1"])  # a worker: parsing can be slow
+    assert not verifiers.cheap("exact", "42", ["4" * 300])
+    assert not verifiers.cheap("math", "1/2", ["1/2"])

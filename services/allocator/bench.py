@@ -105,27 +105,12 @@ def _seeded_server(stack: ExitStack, target: str | None) -> tuple[str, Path | No
     """The target, and the unix socket of the embedded Redis when the bench started one."""
     if target:
         return target, None
-    from krl.common.procs import ServiceProcess, free_port
+    from krl.common.procs import allocator_process
 
     tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="krl-bench-")))
-    gport, hport = free_port(), free_port()
-    target = f"127.0.0.1:{gport}"
-    proc = ServiceProcess(
-        [
-            "allocator",
-            "--grpc-port",
-            str(gport),
-            "--http-port",
-            str(hport),
-            "--data-dir",
-            str(tmp / "redis"),
-            "--log-level",
-            "WARNING",
-        ],
-        target,
-        log_file=tmp / "allocator.log",
-    )
+    proc = allocator_process(tmp, "--log-level", "WARNING")
     stack.enter_context(proc)
+    target = proc.target
     console.print(f"started an allocator (embedded Redis) at {target}", style="dim")
     return target, tmp / "redis" / "redis.sock"
 

@@ -75,29 +75,14 @@ class _Client(threading.Thread):
 
 
 def bench_soak(args: argparse.Namespace) -> int:
-    from krl.common.procs import ServiceProcess, free_port
+    from krl.common.procs import allocator_process
     from krl_client import AllocatorClient
 
     seconds = args.minutes * 60
     with tempfile.TemporaryDirectory(prefix="krl-soak-") as tmp_s:
         tmp = Path(tmp_s)
-        gport, hport = free_port(), free_port()
-        target = f"127.0.0.1:{gport}"
-        svc = ServiceProcess(
-            [
-                "allocator",
-                "--grpc-port",
-                str(gport),
-                "--http-port",
-                str(hport),
-                "--data-dir",
-                str(tmp / "redis"),
-                "--log-level",
-                "WARNING",
-            ],
-            target,
-            log_file=tmp / "allocator.log",
-        )
+        svc = allocator_process(tmp, "--log-level", "WARNING")
+        target = svc.target
         with svc.start(60):
             pid = svc.proc.pid
             stop = threading.Event()

@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 import yaml
 
-from krl.common.procs import ServiceProcess, free_port
+from krl.common.procs import allocator_process, free_port
 from krl_client import AllocatorClient
 from tests.deploy.conftest import ROOT, tool
 
@@ -28,23 +28,11 @@ def _query(base: str, q: str) -> list[dict]:
 
 
 def test_prometheus_scrapes_the_allocator_with_the_shipped_config(tmp_path):
-    gport, hport, pport = free_port(), free_port(), free_port()
-    alloc = ServiceProcess(
-        [
-            "allocator",
-            "--grpc-port",
-            str(gport),
-            "--http-port",
-            str(hport),
-            "--data-dir",
-            str(tmp_path / "redis"),
-        ],
-        f"127.0.0.1:{gport}",
-        tmp_path / "allocator.log",
-    ).start(60)
+    pport = free_port()
+    alloc = allocator_process(tmp_path).start(60)
     prom = None
     try:
-        with AllocatorClient(f"127.0.0.1:{gport}", namespace="prom") as c:
+        with AllocatorClient(alloc.target, namespace="prom") as c:
             a = c.allocate(["a", "b", "c"], 12, min_n=2, max_n=8)
             c.report(a.allocation_id, {"a": (1, a.n["a"]), "b": (0, a.n["b"])})
 
@@ -54,7 +42,9 @@ def test_prometheus_scrapes_the_allocator_with_the_shipped_config(tmp_path):
         cfg["rule_files"] = [str(ROOT / "deploy/prometheus" / f) for f in cfg["rule_files"]]
         jobs = {j["job_name"]: j for j in cfg["scrape_configs"]}
         assert set(jobs) == {"krl-allocator", "krl-rollout", "krl-trainer"}
-        jobs["krl-allocator"]["static_configs"] = [{"targets": [f"127.0.0.1:{hport}"]}]
+        jobs["krl-allocator"]["static_configs"] = [
+            {"targets": [alloc.http.removeprefix("http://")]}
+        ]
         conf = tmp_path / "prometheus.yml"
         conf.write_text(yaml.safe_dump(cfg))
         log = open(tmp_path / "prometheus.log", "wb")  # noqa: SIM115

@@ -11,7 +11,7 @@ from collections import Counter
 
 import pytest
 
-from krl.common.procs import ServiceProcess, free_port
+from krl.common.procs import allocator_process
 from krl_client import AllocatorClient
 from tests.redis_cluster import Cluster
 
@@ -28,22 +28,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="module")
 def allocator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("alloc")
-    gport, hport = free_port(), free_port()
-    svc = ServiceProcess(
-        [
-            "allocator",
-            "--grpc-port",
-            str(gport),
-            "--http-port",
-            str(hport),
-            "--redis-url",
-            cluster.url,
-        ],
-        f"127.0.0.1:{gport}",
-        log_file=tmp / "allocator.log",
-    )
-    svc.start(60)
-    yield f"127.0.0.1:{gport}", f"http://127.0.0.1:{hport}", tmp / "allocator.log"
+    svc = allocator_process(tmp, "--redis-url", cluster.url).start(60)
+    yield svc.target, svc.http, tmp / "allocator.log"
     svc.stop()
 
 

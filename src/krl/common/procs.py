@@ -64,6 +64,7 @@ class ServiceProcess:
         self.log_file = log_file
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
+        self.http = ""  # the service's HTTP address, where the starter knows it
 
     def start(self, timeout_s: float = 60.0, exit_ok: bool = False) -> ServiceProcess:
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
@@ -95,3 +96,21 @@ class ServiceProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def allocator_process(
+    folder: Path, *args: str, env: dict[str, str] | None = None
+) -> ServiceProcess:
+    """A `krl allocator` (not started) on free loopback ports, its log in folder/allocator.log;
+    with no --redis-url among args, its embedded Redis keeps data in folder/redis. The HTTP
+    address is its `http` attribute."""
+    gport, hport = free_port(), free_port()
+    data = [] if "--redis-url" in args else ["--data-dir", str(folder / "redis")]
+    proc = ServiceProcess(
+        ["allocator", "--grpc-port", str(gport), "--http-port", str(hport), *data, *args],
+        f"127.0.0.1:{gport}",
+        log_file=folder / "allocator.log",
+        env=env,
+    )
+    proc.http = f"http://127.0.0.1:{hport}"
+    return proc

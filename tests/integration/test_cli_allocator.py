@@ -14,28 +14,11 @@ pytestmark = pytest.mark.integration
 
 
 def test_the_allocator_process_serves_and_stops_cleanly(tmp_path):
-    gport, hport = free_port(), free_port()
     data = tmp_path / "redis"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "krl.cli",
-            "allocator",
-            "--grpc-port",
-            str(gport),
-            "--http-port",
-            str(hport),
-            "--data-dir",
-            str(data),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc, target, _ = _start(data)
     try:
-        wait_serving(f"127.0.0.1:{gport}", 60, proc)
-        with AllocatorClient(f"127.0.0.1:{gport}", namespace="cli") as c:
+        wait_serving(target, 60, proc)
+        with AllocatorClient(target, namespace="cli") as c:
             a = c.allocate(["a", "b"], 6, min_n=1, max_n=4)
             assert sum(a.n.values()) == 6
             assert c.report(a.allocation_id, {"a": (1, a.n["a"])}).accepted == 1
@@ -70,21 +53,9 @@ def test_wait_serving_accepts_a_job_that_already_finished_only_when_asked(tmp_pa
 def test_with_start_runs_one_process_and_stops_it(tmp_path):
     """`with ServiceProcess(...).start():` started the service twice and leaked the first
     (every `krl bench rollout` left a `krl rollout` running)."""
-    from krl.common.procs import ServiceProcess, free_port
+    from krl.common.procs import allocator_process
 
-    g, h = free_port(), free_port()
-    svc = ServiceProcess(
-        [
-            "allocator",
-            "--grpc-port",
-            str(g),
-            "--http-port",
-            str(h),
-            "--data-dir",
-            str(tmp_path / "r"),
-        ],
-        f"127.0.0.1:{g}",
-    )
+    svc = allocator_process(tmp_path)
     started = svc.start()
     first = svc.proc
     with started as same:

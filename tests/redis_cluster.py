@@ -4,6 +4,7 @@ redis-server 7 (scripts/system_deps.sh installs it), created with redis-cli, sto
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -11,7 +12,19 @@ from pathlib import Path
 
 import redis
 
-from krl.common.procs import free_port
+
+def distinct_ports(k: int) -> list[int]:
+    """k free loopback ports, all different (the sockets are held until every one is chosen;
+    free_port() called twice may return the same port, and a node with its cluster bus port
+    equal to its port exits before it writes a log)."""
+    socks = [socket.socket() for _ in range(k)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def binary(name: str) -> str:
@@ -27,6 +40,7 @@ def binary(name: str) -> str:
 class Cluster:
     folder: Path
     ports: list[int] = field(default_factory=list)
+    bus: dict[int, int] = field(default_factory=dict)
     procs: dict[int, subprocess.Popen] = field(default_factory=dict)
 
     @property
@@ -39,37 +53,41 @@ class Cluster:
     def start_node(self, port: int) -> None:
         d = self.folder / str(port)
         d.mkdir(parents=True, exist_ok=True)
-        self.procs[port] = subprocess.Popen(
-            [
-                binary("redis-server"),
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(d),
-                "--cluster-enabled",
-                "yes",
-                "--cluster-port",
-                str(free_port()),
-                "--cluster-config-file",
-                "nodes.conf",
-                "--cluster-node-timeout",
-                "1000",
-                "--appendonly",
-                "yes",
-                "--save",
-                "",
-                "--logfile",
-                str(d / "redis.log"),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        with open(d / "stdout.log", "wb") as out:  # the child keeps its own descriptor
+            self.procs[port] = subprocess.Popen(
+                [
+                    binary("redis-server"),
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--dir",
+                    str(d),
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-port",
+                    str(self.bus[port]),
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "1000",
+                    "--appendonly",
+                    "yes",
+                    "--save",
+                    "",
+                    "--logfile",
+                    str(d / "redis.log"),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         for _ in range(200):
-            if self.procs[port].poll() is not None:
-                raise RuntimeError((d / "redis.log").read_text()[-1000:])
+            if self.procs[port].poll() is not None:  # the reason is in one of the two
+                said = [
+                    f.read_text()[-1000:] for f in (d / "redis.log", d / "stdout.log") if f.exists()
+                ]
+                raise RuntimeError(f"redis-server on {port} exited: {said}")
             try:
                 if self.client(port).ping():
                     return
@@ -78,7 +96,8 @@ class Cluster:
         raise TimeoutError(f"redis-server on {port} did not start")
 
     def start(self) -> Cluster:
-        self.ports = [free_port() for _ in range(6)]
+        both = distinct_ports(12)
+        self.ports, self.bus = both[:6], dict(zip(both[:6], both[6:], strict=True))
         for port in self.ports:
             self.start_node(port)
         subprocess.run(

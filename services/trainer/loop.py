@@ -27,6 +27,8 @@ import torch
 from krl.common.errors import FailedPrecondition
 from krl.model.loading import load_model, load_tokenizer
 from krl.model.weights import to_bytes
+from krl.rl.data import EpochSampler
+from krl.rl.runlog import RunLog
 from krl.rollout.client import Group, PromptSpec
 from krl.rollout.fleet import RolloutFleet
 from krl.tasks.base import Task, TaskSource
@@ -34,12 +36,10 @@ from krl.tasks.factory import load_source
 from krl.trainer import checkpoint as ckpt
 from krl.trainer import grpo
 from krl.trainer.control import FAILED, FINISHED, RUNNING, STOPPING, Control, Status
-from krl.trainer.data import EpochSampler
 from krl.trainer.metrics import TrainerMetrics
 from krl.trainer.policy import prepare_policy
 from krl.trainer.record import observe, step_row
 from krl.trainer.rounds import step_rounds
-from krl.trainer.runlog import RunLog
 from krl.trainer.settings import TrainerSettings
 from krl.trainer.stats import accuracy_by_level
 from krl_client import AllocatorClient

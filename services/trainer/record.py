@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from krl.trainer.stats import GroupOutcome, batch_stats
+from krl_client.session import informative as is_informative
 
 if TYPE_CHECKING:
     from krl.trainer.loop import Trainer
@@ -32,7 +33,7 @@ def step_row(
     s = t.s
     plan = rounds[0].plan
     groups = [g for r in rounds for g in r.groups]
-    informative = sum(len({c.reward for c in g.completions}) > 1 for g in groups)
+    informative = sum(is_informative([c.reward for c in g.completions]) for g in groups)
     outcomes = {pid: o for r in rounds for pid, o in r.outcomes.items()}
     unasked = sum(len(r.ids) - len(r.groups) for r in rounds)
     st = batch_stats(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from krl.trainer.runlog import read_rows
+from krl.rl.runlog import read_rows
 
 PLOTS = ("reward.png", "heldout_accuracy.png", "effective_ratio.png", "n_per_prompt.png")
 

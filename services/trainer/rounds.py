@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from krl.common.errors import NotFound
+from krl.rl.dynamic import keep_mask
+from krl.rl.strategies import DYNAMIC
 from krl.rollout.client import Group, PromptSpec
 from krl.tasks.base import Task
-from krl.trainer.allocation import DYNAMIC, plan_step
-from krl.trainer.dynamic import keep_mask
+from krl.trainer.allocation import plan_step
 from krl_client.session import StepPlan
 
 if TYPE_CHECKING:

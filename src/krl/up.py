@@ -54,7 +54,7 @@ def _follow(run_dir: Path, proc, settings) -> None:
     from rich.live import Live
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from krl.trainer.runlog import Tail
+    from krl.rl.runlog import Tail
 
     console = Console()
     live_ok = console.is_terminal

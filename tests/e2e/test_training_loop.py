@@ -24,10 +24,10 @@ from krl.api.trainer.v1 import trainer_pb2 as tpb
 from krl.api.trainer.v1 import trainer_pb2_grpc as tpb_grpc
 from krl.common.procs import ServiceProcess, free_port
 from krl.common.redis_server import EmbeddedRedis
+from krl.rl.data import EpochSampler
+from krl.rl.runlog import read_rows
 from krl.rollout.client import RolloutClient
 from krl.tasks.reverse import ReverseSource
-from krl.trainer.data import EpochSampler
-from krl.trainer.runlog import read_rows
 from krl_client import AllocatorClient
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]

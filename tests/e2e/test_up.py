@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from krl.trainer.runlog import read_rows
+from krl.rl.runlog import read_rows
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

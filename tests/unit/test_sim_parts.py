@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from krl.experiment.analysis import RunCurves, effective_ratio, rollouts_to_reach, summarize
+from krl.rl.dynamic import keep_mask
 from krl.sim.engine import SimConfig
 from krl.sim.population import (
     Difficulty,
@@ -17,7 +18,6 @@ from krl.sim.population import (
     expected_effective_ratio,
     sigmoid,
 )
-from krl.trainer.dynamic import keep_mask
 
 
 def test_difficulty_specs():

@@ -12,12 +12,13 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from krl.rl.data import EpochSampler
+from krl.rl.runlog import RunLog, Tail, read_rows
+from krl.rl.strategies import strategy_args
 from krl.tasks.reverse import ReverseSource
 from krl.trainer import checkpoint as ckpt
-from krl.trainer.allocation import plan_step, strategy_args
-from krl.trainer.data import EpochSampler
+from krl.trainer.allocation import plan_step
 from krl.trainer.report import PLOTS, plot_run, summarize
-from krl.trainer.runlog import RunLog, Tail, read_rows
 from krl.trainer.settings import TrainerSettings, resolve_run
 from krl.trainer.stats import GroupOutcome, accuracy_by_level, batch_stats
 from krl_client.session import Journal

@@ -111,8 +111,8 @@ def trace_from_sim(
     lr_own: float = 0.05,
 ) -> Trace:
     """A simulated run under uniform n (the simulator's population and learning model)."""
+    from krl.rl.data import EpochSampler
     from krl.sim.population import Difficulty, LearningModel, Population
-    from krl.trainer.data import EpochSampler
 
     pop = Population.draw(
         Difficulty.parse(spec), prompts, 16, seed, LearningModel(lr_shared, lr_own)

@@ -54,7 +54,7 @@ def _write_rows(path: Path, rows: Sequence[dict]) -> None:
 
 
 def load_runs(out: Path, plan: Plan) -> list[RunCurves]:
-    from krl.trainer.runlog import read_rows
+    from krl.rl.runlog import read_rows
 
     runs = []
     for strategy in plan.strategies:
@@ -162,7 +162,7 @@ def run_loop(
 ) -> None:
     """Each run is a `krl up` child (own processes, own embedded Redis), its output in
     runs/<name>/experiment.log; progress comes from its metrics.jsonl."""
-    from krl.trainer.runlog import Tail
+    from krl.rl.runlog import Tail
 
     for strategy in plan.strategies:
         for seed in plan.seeds:

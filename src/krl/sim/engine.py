@@ -22,10 +22,10 @@ import numpy as np
 
 from krl.allocator.grid import OBJECTIVES
 from krl.allocator.values import paper_value
+from krl.rl.data import EpochSampler
+from krl.rl.dynamic import keep_mask
+from krl.rl.strategies import DYNAMIC, strategy_args
 from krl.sim.population import Difficulty, LearningModel, Population, expected_effective_ratio
-from krl.trainer.allocation import DYNAMIC, strategy_args
-from krl.trainer.data import EpochSampler
-from krl.trainer.dynamic import keep_mask
 
 STRATEGIES: tuple[str, ...] = (
     "uniform",

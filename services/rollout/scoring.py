@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing as mp
+import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -14,6 +15,7 @@ from typing import Any
 
 from krl.common import errors
 from krl.common.errors import DeadlineExceeded, KrlError, Unavailable
+from krl.common.parentdeath import die_with_parent
 from krl.rollout import verifiers
 
 log = logging.getLogger(__name__)
@@ -37,8 +39,15 @@ class ScoringPool:
         self._pool = self._new()
 
     def _new(self) -> ProcessPoolExecutor:
-        # spawn, not fork: the parent runs gRPC threads, which fork does not survive.
-        return ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"))
+        # spawn, not fork: the parent runs gRPC threads, which fork does not survive. A worker
+        # holds both ends of its task queue, so it would outlive a SIGKILLed service: it gets
+        # the parent-death signal instead.
+        return ProcessPoolExecutor(
+            self.workers,
+            mp_context=mp.get_context("spawn"),
+            initializer=die_with_parent,
+            initargs=(os.getpid(),),
+        )
 
     async def warm(self) -> None:
         """Start the workers now, so the first group does not wait for them."""

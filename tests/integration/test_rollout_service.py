@@ -376,3 +376,30 @@ def test_checkpoint_path_pushes_are_off_without_a_root(rollout_service, tiny_mod
         version = c.info().policy_version
         with pytest.raises(FailedPrecondition, match="checkpoint_root"):
             c.push_weights(version + 1, checkpoint_path=str(tiny_model))
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def test_a_killed_service_leaves_no_worker_processes(tmp_path: Path, tiny_model: Path) -> None:
+    """SIGKILL of the service: its scoring workers (which hold both ends of their task queue,
+    so they never see it close) and engine replicas must not outlive it."""
+    svc = start_rollout(tmp_path, "--model", str(tiny_model))
+    pid = svc.proc.proc.pid
+    children = _children(pid)
+    assert len(children) >= 2, children  # an engine replica and a scoring worker at least
+    svc.proc.proc.kill()
+    svc.proc.proc.wait(10)
+    deadline = time.monotonic() + 10
+    while alive := [c for c in children if Path(f"/proc/{c}").exists()]:
+        assert time.monotonic() < deadline, f"outlived the service: {alive}"
+        time.sleep(0.1)

@@ -9,7 +9,6 @@ by an older process is stopped before a new one starts on the same append-only f
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import fcntl
 import logging
 import os
@@ -23,26 +22,14 @@ from typing import Any
 import redis
 
 from krl.common.lifecycle import StartupError
+from krl.common.parentdeath import die_with_parent
 
 log = logging.getLogger(__name__)
 SUN_PATH_MAX = 100  # unix socket paths are limited to 107 bytes on Linux
-PR_SET_PDEATHSIG = 1
-try:  # resolved here, not in the forked child
-    _prctl = ctypes.CDLL(None, use_errno=True).prctl
-except (OSError, AttributeError):  # not Linux: the supervising allocator stops it instead
-    _prctl = None
 
 
 class DataDirInUse(StartupError):
     """Another live process owns the data folder."""
-
-
-def _die_with_parent(parent: int) -> None:
-    """Runs in the child between fork and exec: SIGKILL it when the parent thread exits."""
-    if _prctl is not None:
-        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
 
 
 def redis_server_binary() -> str:
@@ -171,7 +158,7 @@ class EmbeddedRedis:
             args,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=lambda: _die_with_parent(parent),
+            preexec_fn=lambda: die_with_parent(parent),
         )
         return self
 

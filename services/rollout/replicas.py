@@ -13,13 +13,11 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from krl.common import errors
-from krl.common.errors import KrlError, Unavailable
+from krl.common.errors import KrlError, Unavailable, from_wire, to_wire
 from krl.rollout import worker
 from krl.rollout.engines.base import EngineInfo, GenItem, Sample, Sampling
 
 log = logging.getLogger(__name__)
-ERRORS = {n: c for n, c in vars(errors).items() if isinstance(c, type) and issubclass(c, KrlError)}
 _jobs = itertools.count(1)
 
 
@@ -88,7 +86,7 @@ class Replica:
             return  # an older incarnation's reader
         self.ready.clear()
         for job, q in self.jobs.items():
-            q.put_nowait((self.index, ("error", job, "Unavailable", "engine replica died")))
+            q.put_nowait((self.index, ("error", job, to_wire(Unavailable("engine replica died")))))
         if not self.stopping:
             self._on_death(self)
 
@@ -203,7 +201,7 @@ class ReplicaPool:
                 elif msg[0] in ("done", "error"):
                     self.replicas[index].jobs.pop(running.pop(index), None)
                     if msg[0] == "error" and failure is None:
-                        failure = ERRORS.get(msg[2], Unavailable)(msg[3])
+                        failure = from_wire(msg[2])
             if failure is not None:
                 raise failure
         finally:
@@ -245,4 +243,4 @@ class ReplicaPool:
         finally:
             r.jobs.pop(job, None)
         if msg[0] == "error":
-            raise ERRORS.get(msg[2], Unavailable)(msg[3])
+            raise from_wire(msg[2])

@@ -13,8 +13,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from krl.common import errors
-from krl.common.errors import DeadlineExceeded, KrlError, Unavailable
+from krl.common.errors import DeadlineExceeded, KrlError, Unavailable, from_wire, to_wire
 from krl.common.parentdeath import die_with_parent
 from krl.rollout import verifiers
 
@@ -22,11 +21,11 @@ log = logging.getLogger(__name__)
 
 
 def _score(fn: Callable[..., list[float]], *args: Any) -> tuple[str, Any]:
-    """Runs in a worker. A KrlError comes back as data: its keyword `field` does not pickle."""
+    """Runs in a worker. A KrlError comes back as data (errors.to_wire)."""
     try:
         return "ok", fn(*args)
     except KrlError as e:
-        return "error", (type(e).__name__, e.message, e.field)
+        return "error", to_wire(e)
 
 
 class ScoringPool:
@@ -74,8 +73,7 @@ class ScoringPool:
             self._replace(pool)
             raise Unavailable("a scoring worker died; the pool was restarted") from None
         if status == "error":
-            name, message, field = value
-            raise getattr(errors, name, KrlError)(message, field=field)
+            raise from_wire(value)
         return value
 
     def _replace(self, pool: ProcessPoolExecutor) -> None:

@@ -3,7 +3,7 @@ over a pipe. Killing it is a real engine death; the parent (replicas.py) restart
 
 Messages parent -> worker:  ("generate", job, items, sampling) | ("load", job, kind, data) | ("stop",)
 Messages worker -> parent:  ("ready", info, spec) | ("group", job, key, samples) | ("done", job)
-                            | ("error", job, error class name, message) | ("loaded", job)
+                            | ("error", job, errors.to_wire(e)) | ("loaded", job)
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import traceback
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from krl.common.errors import KrlError
+from krl.common.errors import KrlError, Unavailable, to_wire
 
 log = logging.getLogger("krl.rollout.worker")
 
@@ -47,10 +47,12 @@ def run(conn: Connection, config_json: str, threads: int, log_level: str) -> Non
                     _load(engine, msg[2], msg[3])
                     conn.send(("loaded", job))
             except KrlError as e:
-                conn.send(("error", job, type(e).__name__, str(e)))
+                conn.send(("error", job, to_wire(e)))
             except Exception as e:
                 log.error("engine error: %s", traceback.format_exc())
-                conn.send(("error", job, "Unavailable", f"engine error: {type(e).__name__}: {e}"))
+                conn.send(
+                    ("error", job, to_wire(Unavailable(f"engine error: {type(e).__name__}: {e}")))
+                )
     except (EOFError, KeyboardInterrupt):
         return
     finally:

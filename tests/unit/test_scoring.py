@@ -100,3 +100,12 @@ def test_stop_kills_a_worker_stuck_in_a_verifier() -> None:
         return time.perf_counter() - t
 
     assert asyncio.run(main()) < 5
+
+
+def test_errors_cross_a_process_boundary_with_class_and_field() -> None:
+    from krl.common.errors import FailedPrecondition, Unavailable, from_wire, to_wire
+
+    back = from_wire(to_wire(FailedPrecondition("older", field="header.version")))
+    assert type(back) is FailedPrecondition and back.field == "header.version"
+    assert back.message == "older"
+    assert type(from_wire(("Overloaded", "busy", None))) is Unavailable  # needs a retry hint

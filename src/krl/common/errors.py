@@ -22,3 +22,33 @@ def check(condition: bool, field: str, message: str) -> None:
     """Raise InvalidArgument naming the field unless the condition holds."""
     if not condition:
         raise InvalidArgument(message, field=field)
+
+
+Wire = tuple[str, str, str | None]
+_BY_NAME = {
+    c.__name__: c
+    for c in (
+        Aborted,
+        DeadlineExceeded,
+        FailedPrecondition,
+        InvalidArgument,
+        KrlError,
+        NotFound,
+        ResourceExhausted,
+        Unauthenticated,
+        Unavailable,
+    )
+}
+
+
+def to_wire(e: KrlError) -> Wire:
+    """An error as plain data, to cross a process boundary (a pipe, a worker pool): pickling
+    loses the keyword `field`."""
+    return type(e).__name__, e.message, e.field
+
+
+def from_wire(wire: Wire) -> KrlError:
+    """The error again; a name this side does not know (or one needing more, such as
+    Overloaded's retry hint) becomes Unavailable."""
+    name, message, field = wire
+    return _BY_NAME.get(name, Unavailable)(message, field=field)

@@ -12,6 +12,7 @@ import signal
 import tempfile
 import threading
 import time
+import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -40,7 +41,7 @@ class _Client(threading.Thread):
         self.visits: Counter[str] = Counter()
         self.samples: list[tuple[float, float, float]] = []  # (time, allocate s, report s)
         self.errors: list[str] = []
-        self.rng = np.random.default_rng(abs(hash(ns)) % 2**32)
+        self.rng = np.random.default_rng(zlib.crc32(ns.encode()))  # the same every run
         self.p = self.rng.beta(0.5, 0.5, prompts)
 
     def run(self) -> None:

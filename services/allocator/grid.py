@@ -17,8 +17,6 @@ strictly decreasing in N: E[Value] is concave in N and the marginal-gain greedy 
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
 GRID_POINTS = 48
@@ -138,26 +136,3 @@ def value_table(weight: np.ndarray, max_n: int) -> np.ndarray:
     n = np.arange(max_n + 1, dtype=np.float64)[None, :]
     v = 1.0 - np.exp(n * LOG_P[:, None]) - np.exp(n * LOG_Q[:, None])
     return weight[:, None] * v
-
-
-OBJECTIVES: dict[str, np.ndarray] = {
-    "paper": GRID * (1.0 - GRID) ** 2,
-    "informative": np.ones_like(GRID),
-    "variance": GRID * (1.0 - GRID),
-}
-"""u(p) of each objective: `paper`, the paper's InfoGain p(1-p)^2 (the default); `informative`,
-P(the group has both outcomes); `variance`, that times the reward variance p(1-p)."""
-
-
-@functools.lru_cache(maxsize=64)
-def cached_gains(objective: str, max_n: int) -> np.ndarray:
-    g = gain_table(OBJECTIVES[objective], max_n)
-    g.setflags(write=False)
-    return g
-
-
-def expected_value(w: np.ndarray, n: np.ndarray, objective: str) -> np.ndarray:
-    """E[u(p)(1 - p^N - (1-p)^N)] of each row's posterior w at its own n."""
-    n = np.asarray(n, dtype=np.float64)[:, None]
-    inf = 1.0 - np.exp(n * LOG_P[None, :]) - np.exp(n * LOG_Q[None, :])
-    return (w * OBJECTIVES[objective][None, :] * inf).sum(axis=1)

@@ -45,7 +45,7 @@ class AllocatorServicer(pb_grpc.AllocatorServiceServicer):
                 visit_half_life=(
                     request.visit_half_life if request.HasField("visit_half_life") else None
                 ),
-                objective=request.objective or "paper",
+                objective=request.objective or None,
             )
         )
         return pb.AllocateResponse(

@@ -12,6 +12,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from krl.allocator import transfer
+from krl.allocator.objectives import Objective
 from krl.allocator.service import (
     ALLOCATION_ID_RE,
     MAX_STEP,
@@ -65,7 +66,9 @@ class AllocateIn(_Strict):
     visit_half_life: float | None = Field(
         None, ge=0, description="Mode eb: evidence halves every this many visits (0: never)."
     )
-    objective: Literal["paper", "informative", "variance"] = "paper"
+    objective: Objective | None = Field(
+        None, description="Mode eb: what the allocation maximises (unset: the server's)."
+    )
 
 
 class OutcomeIn(_Strict):

@@ -44,14 +44,30 @@ def spread_evenly(n: np.ndarray, cap: np.ndarray, units: int, eligible: np.ndarr
     return 0
 
 
-def top_units(gain_fn: GainFn, room: np.ndarray, units: int) -> tuple[np.ndarray, float]:
+def fill_in_order(n: np.ndarray, room: np.ndarray, units: int) -> int:
+    """Add `units` to n (in place), filling rows whole, those with most room first (ties by
+    index), never past room. Returns the units that did not fit."""
+    order = np.argsort(-room, kind="stable")
+    order = order[room[order] > 0]
+    take = np.minimum(room[order], np.maximum(units - (np.cumsum(room[order]) - room[order]), 0))
+    n[order] += take
+    return units - int(take.sum())
+
+
+def top_units(
+    gain_fn: GainFn, room: np.ndarray, units: int, *, concentrate: bool = False
+) -> tuple[np.ndarray, float]:
     """Choose up to `units` units with positive gain, at most room[i] from row i, maximising the
     sum of chosen gains. Returns (count per row, threshold gain). Units with gain <= 0 are
     never chosen, so the counts can sum to less than `units`.
 
     Rows start a little wider than the average share; a row whose last computed gain still
     beats the current threshold gets twice as many more columns, until none does. The
-    threshold only rises as columns are added, so the rows left alone stay settled."""
+    threshold only rises as columns are added, so the rows left alone stay settled.
+
+    Units tied at the threshold are spread evenly over their rows, or with `concentrate` given
+    whole to as few rows as possible (the rows with most tied units first): on the linear
+    chord of a concave envelope a row is worth its chord only in full (objectives.py)."""
     rows = room.size
     counts = np.zeros(rows, dtype=np.int64)
     if units <= 0 or rows == 0 or int(room.max(initial=0)) == 0:
@@ -67,7 +83,8 @@ def top_units(gain_fn: GainFn, room: np.ndarray, units: int) -> tuple[np.ndarray
         have[todo] += width
         t = _kth_largest(blocks, units)
         last = g[:, -1]
-        todo = todo[(room[todo] > have[todo]) & (last > t) & (last > 0)]
+        beats = (last >= t) if concentrate else (last > t)  # a chord tied at t, whole
+        todo = todo[(room[todo] > have[todo]) & beats & (last > 0)]
         width = min(2 * width, full)
     tied = np.zeros(rows, dtype=np.int64)
     for idx, g in blocks:
@@ -76,7 +93,10 @@ def top_units(gain_fn: GainFn, room: np.ndarray, units: int) -> tuple[np.ndarray
             tied[idx] += (g == t).sum(axis=1)
     extra = units - int(counts.sum())
     if extra > 0 and tied.any():
-        spread_evenly(counts, counts + tied, extra, tied > 0)
+        if concentrate:
+            fill_in_order(counts, tied, extra)
+        else:
+            spread_evenly(counts, counts + tied, extra, tied > 0)
     return counts, float(t)
 
 

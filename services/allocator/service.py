@@ -47,8 +47,8 @@ class AllocateInput:
     fallback: bool = True
     visit_half_life: float | None = None
     """eb: evidence halves every this many visits of the prompt (0: never); None: the server's."""
-    objective: str = "paper"
-    """eb: the u(p) of grid.OBJECTIVES."""
+    objective: str | None = None
+    """eb: one of objectives.OBJECTIVES; None: the server's (settings.objective)."""
 
 
 @dataclass
@@ -205,7 +205,12 @@ class Allocator:
             "batch",
         )
         problem = solver.Problem(
-            req.budget, req.min_n, req.max_n, req.mode, req.fallback, objective=req.objective
+            req.budget,
+            req.min_n,
+            req.max_n,
+            req.mode,
+            req.fallback,
+            objective=req.objective or self.settings.objective,
         )
         solver.validate(problem, len(req.prompt_ids))
         half_life = self._visit_half_life(req.visit_half_life)

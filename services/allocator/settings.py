@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from krl.allocator import objectives
 from krl.common.config import ServiceSettings
 
 
@@ -33,6 +34,13 @@ class AllocatorSettings(ServiceSettings):
         ge=0,
         description="Mode eb: a prompt's evidence halves every this many of its own visits "
         "(0: never); an Allocate request may set its own.",
+    )
+    objective: objectives.Objective = Field(
+        objectives.DEFAULT,
+        description="Mode eb: what an allocation maximises when a request names no objective: "
+        "gradient (expected GRPO gradient magnitude, summed over rollouts), group-gradient "
+        "(the same for a loss that averages groups), rollouts (expected informative rollouts), "
+        "paper (the paper's InfoGain), informative, variance.",
     )
     prior_strength_min: float = Field(2.0, gt=0, description="Weakest Beta prior (a+b).")
     prior_strength_max: float = Field(50.0, gt=0, description="Strongest Beta prior (a+b).")

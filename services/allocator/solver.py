@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from krl.allocator import grid, selection, values
+from krl.allocator import grid, objectives, selection, values
 from krl.common.errors import InvalidArgument, check
 
 
@@ -39,8 +39,8 @@ class Problem:
     fallback: bool = True
     fallback_alpha: float = 0.9
     """Paper fallback: an informative prompt needs the N at which P(both outcomes) >= alpha."""
-    objective: str = "paper"
-    """eb: the u(p) of grid.OBJECTIVES."""
+    objective: str = objectives.DEFAULT
+    """eb: one of objectives.OBJECTIVES."""
 
 
 @dataclass
@@ -89,9 +89,9 @@ def validate(problem: Problem, m: int, cost: np.ndarray | None = None) -> None:
     )
     check(0 < problem.fallback_alpha < 1, "fallback_alpha", "must lie in (0, 1)")
     check(
-        problem.objective in grid.OBJECTIVES,
+        problem.objective in objectives.OBJECTIVES,
         "objective",
-        f"{problem.objective!r} is not one of {', '.join(grid.OBJECTIVES)}",
+        f"{problem.objective!r} is not one of {', '.join(objectives.OBJECTIVES)}",
     )
     if problem.mode is not Mode.TOKENS:
         lo, hi = m * problem.min_n, m * problem.max_n
@@ -143,34 +143,42 @@ def solve_bayes(problem: Problem, batch: Batch) -> Solution:
 
 
 def solve_eb(problem: Problem, batch: Batch) -> Solution:
-    """Exact: the gain rows are W @ G, G the objective's marginal gains on the grid, each row a
-    positive mixture of decreasing sequences (grid.py). All rows start at min_n and top_units
-    widens the rows it asks for together, so every call shares one column offset."""
+    """Exact for the concave envelope of the objective (objectives.py): the gain rows are
+    W @ G, G the envelope's marginal gains on the grid, each row a positive mixture of
+    non-increasing sequences. All rows start at min_n and top_units widens the rows it asks
+    for together, so every call shares one column offset. gap_bound certifies the distance
+    to the best allocation for the objective itself (0 for the concave objectives)."""
     m = len(batch)
     w = batch.weights if batch.weights is not None else np.tile(grid.FLAT, (m, 1))
-    # top_units may ask for columns past a row's room (it masks them): up to min_n + 2 * room
-    table = grid.cached_gains(problem.objective, 2 * problem.max_n)
+    table, hull = objectives.envelope(problem.objective, problem.min_n, problem.max_n)
     n = np.full(m, problem.min_n, dtype=np.int64)
     units = problem.budget - int(n.sum())
 
     def gains(rows: np.ndarray, off: np.ndarray, width: int) -> np.ndarray:
         starts = np.unique(off)
         if starts.size == 1:  # always, as top_units calls it; a contiguous slice is 30x faster
-            cols = np.ascontiguousarray(table[:, problem.min_n + int(starts[0]) :][:, :width])
+            cols = np.ascontiguousarray(table[:, int(starts[0]) :][:, :width])
             return (w if rows.size == len(w) else w[rows]) @ cols
         out = np.empty((rows.size, width))
         for start in starts:
             sel = off == start
-            lo = problem.min_n + int(start)
+            lo = int(start)
             out[sel] = w[rows[sel]] @ np.ascontiguousarray(table[:, lo : lo + width])
         return out
 
-    counts, t = selection.top_units(gains, np.full(m, problem.max_n - problem.min_n), units)
+    concentrate = problem.objective not in objectives.CONCAVE
+    counts, t = selection.top_units(
+        gains, np.full(m, problem.max_n - problem.min_n), units, concentrate=concentrate
+    )
     n += counts
     selection.spread_evenly(n, np.full(m, problem.max_n), units - int(counts.sum()), n >= 0)
-    v = grid.expected_value(w, n, problem.objective)
+    v = objectives.expected_value(w, n, problem.objective)
+    gap = 0.0
+    if concentrate:
+        gap = max(float(objectives.expected(w, n, hull, problem.min_n).sum() - v.sum()), 0.0)
     p = w @ grid.GRID
-    return Solution(n, p, v, float(v.sum()), int(n.sum()), info={"threshold": t})
+    info = {"threshold": t, "gap_bound_relative": gap / float(v.sum()) if v.sum() > 0 else 0.0}
+    return Solution(n, p, v, float(v.sum()), int(n.sum()), gap, info)
 
 
 def solve_paper(problem: Problem, batch: Batch) -> Solution:

@@ -10,6 +10,7 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
+from krl.allocator.objectives import OBJECTIVES
 from krl.sim.engine import STRATEGIES, SimConfig
 
 SIM_HELP = {
@@ -29,7 +30,8 @@ SIM_HELP = {
     "half_life_steps": "allocator: explicit evidence half-life in steps (0: off)",
     "visit_half_life": "knapsack-eb: evidence half-life in the prompt's visits (0: never; "
     "default: the allocator's)",
-    "objective": "knapsack-eb: paper (p(1-p)^2) | informative | variance",
+    "objective": "knapsack-eb: gradient | group-gradient | rollouts | paper | informative | "
+    "variance (default: the allocator's)",
 }
 SIM_ONLY = ("difficulty", "prompts", "heldout", "lr_shared", "lr_own", "loss_agg")
 LOOP_ONLY = ("task", "lr", "threads", "warmup_steps", "max_new_tokens")
@@ -37,12 +39,14 @@ LOOP_ONLY = ("task", "lr", "threads", "warmup_steps", "max_new_tokens")
 
 def _sim_flags(p: argparse.ArgumentParser) -> None:
     for f in fields(SimConfig):
-        kind = float if f.default is None else type(f.default)
+        extra: dict = {"type": float if f.default is None else type(f.default)}
+        if f.name == "objective":
+            extra = {"type": str, "choices": OBJECTIVES}
         p.add_argument(
             "--" + f.name.replace("_", "-"),
-            type=kind,
             default=None,
             help=f"{SIM_HELP[f.name]} (default {f.default})",
+            **extra,
         )
 
 

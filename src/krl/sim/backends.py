@@ -51,7 +51,7 @@ class InProcessAllocator:
         max_n: int,
         fallback: bool = True,
         visit_half_life: float | None = None,
-        objective: str = "paper",
+        objective: str | None = None,
     ) -> tuple[str, np.ndarray]:
         req = AllocateInput(
             namespace,
@@ -121,7 +121,7 @@ class ServiceAllocator:
         max_n: int,
         fallback: bool = True,
         visit_half_life: float | None = None,
-        objective: str = "paper",
+        objective: str | None = None,
     ) -> tuple[str, np.ndarray]:
         a = self._client(namespace).allocate(
             ids,

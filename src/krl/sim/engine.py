@@ -20,7 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
-from krl.allocator.grid import OBJECTIVES
+from krl.allocator.objectives import OBJECTIVES
 from krl.allocator.values import paper_value
 from krl.rl.data import EpochSampler
 from krl.rl.dynamic import keep_mask
@@ -51,7 +51,7 @@ class Backend(Protocol):
         max_n: int,
         fallback: bool = True,
         visit_half_life: float | None = None,
-        objective: str = "paper",
+        objective: str | None = None,
     ) -> tuple[str, np.ndarray]: ...
 
     def report(
@@ -83,8 +83,9 @@ class SimConfig:
     half_life_steps: float = 0.0
     visit_half_life: float | None = None
     """knapsack-eb: evidence half-life in visits (None: the allocator's default)."""
-    objective: str = "paper"
-    """knapsack-eb: the objective's u(p) (paper, informative, variance)."""
+    objective: str | None = None
+    """knapsack-eb: what the allocation maximises (objectives.OBJECTIVES; None: the
+    allocator's default)."""
 
     @property
     def budget(self) -> int:
@@ -123,7 +124,7 @@ class SimConfig:
                 "must be >= 0",
             ),
             (
-                self.objective in OBJECTIVES,
+                self.objective is None or self.objective in OBJECTIVES,
                 "objective",
                 f"{self.objective!r} is not one of {', '.join(OBJECTIVES)}",
             ),

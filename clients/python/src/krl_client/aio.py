@@ -36,7 +36,7 @@ class AsyncAllocatorClient(AsyncGrpcClient):
         mode: str = "eb",
         fallback: bool = True,
         visit_half_life: float | None = None,
-        objective: str = "paper",
+        objective: str | None = None,
         namespace: str | None = None,
     ) -> m.Allocation:
         req = m.allocate_request(

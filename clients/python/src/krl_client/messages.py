@@ -14,7 +14,8 @@ MODES = {
     "bayes": pb.ALLOCATION_MODE_BAYES,
     "tokens": pb.ALLOCATION_MODE_TOKENS,
 }
-OBJECTIVES = ("paper", "informative", "variance")
+OBJECTIVES = ("gradient", "group-gradient", "rollouts", "paper", "informative", "variance")
+"""Mode eb's objectives (the allocator's krl.allocator.objectives; a test keeps them equal)."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ def allocate_request(
     mode: str,
     fallback: bool,
     visit_half_life: float | None,
-    objective: str,
+    objective: str | None,
 ) -> pb.AllocateRequest:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
@@ -79,7 +80,7 @@ def allocate_request(
         mode=MODES[mode],
         fallback=fallback,
         visit_half_life=visit_half_life,
-        objective=objective,
+        objective=objective or "",
     )
 
 

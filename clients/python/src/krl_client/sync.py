@@ -37,11 +37,11 @@ class AllocatorClient(GrpcClient):
         mode: str = "eb",
         fallback: bool = True,
         visit_half_life: float | None = None,
-        objective: str = "paper",
+        objective: str | None = None,
         namespace: str | None = None,
     ) -> m.Allocation:
         """n per prompt with sum(n) <= budget and min_n <= n <= max_n. visit_half_life and
-        objective apply to mode eb (None: the server's half-life)."""
+        objective apply to mode eb (None: the server's)."""
         req = m.allocate_request(
             namespace or self.namespace,
             prompt_ids,

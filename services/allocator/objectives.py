@@ -1,0 +1,123 @@
+"""What mode eb maximises: the value F(p, N) of giving a prompt of success probability p N
+rollouts, tabulated on grid.GRID, and the concave envelope the exact solver works on (pure).
+
+Objectives (F for a prompt of success probability p, q = 1 - p, K ~ Binomial(N, p)):
+- `paper`        p q^2 (1 - p^N - q^N): the paper's InfoGain times P(the group is informative);
+- `informative`  1 - p^N - q^N: P(the group has both outcomes);
+- `variance`     p q (1 - p^N - q^N);
+- `rollouts`     N (1 - p^N - q^N): the expected rollouts that carry a gradient (what the
+                 effective-rollout ratio counts);
+- `gradient`     E[sqrt(K (N - K))]: the magnitude of the group's GRPO gradient with
+                 std-normalised advantages, sum_j A_j (y_j - p) = N sigma^ = sqrt(K (N - K))
+                 (the default: what an update that sums or token-averages over rollouts
+                 gains from the group);
+- `group-gradient` E[sqrt(K (N - K))] / N: the same averaged within the group, for a loss that
+                 averages groups (the original GRPO's group mean): there a group weighs the
+                 same whatever its n, so more rollouts only make its sign surer.
+
+The first three are concave in N from N = 0 (grid.py). `rollouts` and `gradient` are not: for
+a hard prompt the first success has to be found before rollouts pay, so F is convex in N at
+small N p. The solver therefore maximises sum_i E_i[H(p, n_i)], where H(p, .) is the least
+concave majorant of F(p, .) on {min_n, ..., max_n} for each grid point. A positive mixture of
+concave sequences is concave, so the marginal-gain greedy is exact for it, and since H >= F,
+    OPT(F) <= OPT(H) = sum_i E_i[H(n_i)]
+so  gap = sum_i E_i[H(n_i) - F(n_i)]  certifies how far the allocation can be below the best
+one for F itself (Solution.gap_bound). On a hull chord (where H is linear and above F) a
+prompt is worth its chord only when it gets the whole chord, so tied units go to as few
+prompts as possible (solver: concentrate) and the gap stays small. For the concave three,
+H = F and the gap is 0.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Literal, get_args
+
+import numpy as np
+from scipy.stats import binom
+
+from krl.allocator import grid
+
+U_WEIGHTS: dict[str, np.ndarray] = {
+    "paper": grid.GRID * (1.0 - grid.GRID) ** 2,
+    "informative": np.ones_like(grid.GRID),
+    "variance": grid.GRID * (1.0 - grid.GRID),
+}
+"""u(p) of the objectives u(p) (1 - p^N - (1-p)^N): the paper's InfoGain p(1-p)^2, 1, p(1-p)."""
+Objective = Literal["gradient", "group-gradient", "rollouts", "paper", "informative", "variance"]
+OBJECTIVES: tuple[str, ...] = get_args(Objective)
+DEFAULT = "gradient"
+CONCAVE = frozenset(U_WEIGHTS)
+
+
+@functools.lru_cache(maxsize=16)
+def value_table(objective: str, max_n: int) -> np.ndarray:
+    """F[j, N] for grid point j and N = 0..max_n (shape GRID_POINTS x (max_n + 1))."""
+    n = np.arange(max_n + 1, dtype=np.float64)
+    if objective in U_WEIGHTS:
+        table = grid.value_table(U_WEIGHTS[objective], max_n)
+    elif objective == "rollouts":
+        p, q = grid.GRID[:, None], 1.0 - grid.GRID[:, None]
+        table = n[None, :] * (1.0 - p ** n[None, :] - q ** n[None, :])
+    elif objective in ("gradient", "group-gradient"):
+        table = np.zeros((grid.GRID_POINTS, max_n + 1))
+        for size in range(2, max_n + 1):
+            k = np.arange(size + 1, dtype=np.float64)
+            pmf = binom.pmf(k[None, :], size, grid.GRID[:, None])
+            table[:, size] = pmf @ np.sqrt(k * (size - k))
+        if objective == "group-gradient":
+            table[:, 1:] /= n[None, 1:]
+    else:
+        raise KeyError(objective)
+    table.setflags(write=False)
+    return table
+
+
+def concave_majorant_gains(gains: np.ndarray) -> np.ndarray:
+    """The increments of the least concave majorant of the sequence with these increments:
+    the antitonic (non-increasing) regression of `gains` with unit weights (pool adjacent
+    violators), row by row."""
+    out = np.empty_like(gains, dtype=np.float64)
+    for r, row in enumerate(np.atleast_2d(gains)):
+        means: list[float] = []
+        sizes: list[int] = []
+        for g in row:
+            mean, size = float(g), 1
+            while means and means[-1] <= mean:
+                mean = (means[-1] * sizes[-1] + mean * size) / (sizes[-1] + size)
+                size += sizes.pop()
+                means.pop()
+            means.append(mean)
+            sizes.append(size)
+        out[r] = np.repeat(means, sizes)
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def envelope(objective: str, min_n: int, max_n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(G, H): G[j, k] the gain of the (k+1)-th unit above min_n on the concave majorant of
+    F(p_j, .) over {min_n..max_n}, for k = 0..2 (max_n - min_n) (columns past max_n - min_n
+    are 0: the solver never takes them, but its widening may read them); H[j, k] = the
+    majorant's value at min_n + k, k = 0..max_n - min_n."""
+    f = value_table(objective, max_n)[:, min_n:]
+    room = max_n - min_n
+    raw = np.diff(f, axis=1)
+    gains = raw if objective in CONCAVE else concave_majorant_gains(raw)
+    table = np.zeros((grid.GRID_POINTS, 2 * room + 1))
+    table[:, :room] = gains
+    hull = np.concatenate([f[:, :1], f[:, :1] + np.cumsum(gains, axis=1)], axis=1)
+    table.setflags(write=False)
+    hull.setflags(write=False)
+    return table, hull
+
+
+def expected(w: np.ndarray, n: np.ndarray, table: np.ndarray, offset: int = 0) -> np.ndarray:
+    """sum_j w[i, j] table[j, n_i - offset] for each row i of the posterior w."""
+    cols = np.asarray(n, dtype=np.int64) - offset
+    return np.einsum("ij,ji->i", w, table[:, cols])
+
+
+def expected_value(w: np.ndarray, n: np.ndarray, objective: str) -> np.ndarray:
+    """E[F(p, n_i)] under each row's posterior."""
+    n = np.asarray(n, dtype=np.int64)
+    return expected(w, n, value_table(objective, int(n.max(initial=0))))

@@ -1,0 +1,102 @@
+"""Mode eb's objectives: the value tables against Monte Carlo, the concave envelope by hand,
+and the concentrating tie rule of the solver on hull chords."""
+
+import numpy as np
+import pytest
+
+from krl.allocator import grid, objectives, selection, solver
+from krl.allocator.solver import Batch, Mode, Problem
+from krl_client.messages import OBJECTIVES as CLIENT_OBJECTIVES
+
+
+def test_client_names_the_same_objectives():
+    assert CLIENT_OBJECTIVES == objectives.OBJECTIVES
+    assert objectives.DEFAULT in objectives.OBJECTIVES
+
+
+def test_gradient_table_matches_monte_carlo():
+    """E[sqrt(K(N-K))] at a grid p is the mean over binomial draws; group-gradient is it / N,
+    rollouts is N P(both outcomes)."""
+    rng = np.random.default_rng(3)
+    grad = objectives.value_table("gradient", 40)
+    group = objectives.value_table("group-gradient", 40)
+    roll = objectives.value_table("rollouts", 40)
+    for j in (5, 20, 30, 44):
+        p = grid.GRID[j]
+        for n in (2, 7, 40):
+            k = rng.binomial(n, p, size=400_000)
+            x = np.sqrt(k * (n - k))
+            tol = 5 * x.std() / np.sqrt(x.size) + 1e-12  # five Monte Carlo standard errors
+            assert abs(grad[j, n] - x.mean()) < tol, (j, n)
+            assert abs(group[j, n] - x.mean() / n) < tol / n
+            both = (k > 0) & (k < n)
+            assert abs(roll[j, n] - n * both.mean()) < 5 * n * both.std() / np.sqrt(x.size) + 1e-12
+
+
+def test_expected_value_under_a_posterior_matches_monte_carlo():
+    rng = np.random.default_rng(4)
+    prior = grid.fit_prior(rng.binomial(8, rng.beta(0.3, 0.9, 3000)), np.full(3000, 8))
+    w = grid.posterior(prior, np.array([0.0, 2.0, 6.0]), np.array([8.0, 6.0, 2.0]))
+    n = np.array([16, 5, 30])
+    exact = objectives.expected_value(w, n, "gradient")
+    for row in range(3):
+        p = grid.GRID[rng.choice(grid.GRID_POINTS, size=300_000, p=w[row])]
+        x = np.sqrt((k := rng.binomial(n[row], p)) * (n[row] - k))
+        assert abs(exact[row] - x.mean()) < 5 * x.std() / np.sqrt(x.size), row
+
+
+def test_concave_majorant_by_hand():
+    # increments 1, 3, 2, 0.5: the majorant pools the first two (2, 2), keeps 2, 0.5
+    np.testing.assert_allclose(
+        objectives.concave_majorant_gains(np.array([[1.0, 3.0, 2.0, 0.5]])), [[2, 2, 2, 0.5]]
+    )
+    # a convex run is one chord; an already concave row is unchanged
+    np.testing.assert_allclose(
+        objectives.concave_majorant_gains(np.array([[0.0, 1.0, 2.0], [3.0, 2.0, 1.0]])),
+        [[1.0, 1.0, 1.0], [3.0, 2.0, 1.0]],
+    )
+
+
+@pytest.mark.parametrize("objective", objectives.OBJECTIVES)
+@pytest.mark.parametrize(("lo", "hi"), [(2, 64), (0, 16), (4, 9)])
+def test_envelope_is_concave_above_the_value_and_touches_it_at_the_ends(objective, lo, hi):
+    gains, hull = objectives.envelope(objective, lo, hi)
+    f = objectives.value_table(objective, hi)[:, lo:]
+    room = hi - lo
+    assert np.all(np.diff(gains[:, :room], axis=1) <= 1e-12)
+    assert np.all(hull >= f - 1e-12)
+    np.testing.assert_allclose(hull[:, [0, -1]], f[:, [0, -1]], atol=1e-9)
+    assert np.all(gains[:, room:] == 0)
+    if objective in objectives.CONCAVE:
+        np.testing.assert_allclose(hull, f, atol=1e-12)
+
+
+def test_fill_in_order_gives_whole_rows():
+    n = np.zeros(4, dtype=np.int64)
+    left = selection.fill_in_order(n, np.array([3, 5, 0, 5]), 7)
+    assert left == 0
+    assert n.tolist() == [0, 5, 0, 2]  # most room first, ties by index, the rest partial
+    n = np.zeros(2, dtype=np.int64)
+    assert selection.fill_in_order(n, np.array([1, 2]), 5) == 2
+    assert n.tolist() == [1, 2]
+
+
+def test_identical_hard_prompts_get_whole_chords_not_a_thin_spread():
+    """Eight prompts with the same posterior at p = 0.02: F is convex at first, so the envelope
+    starts with a chord; a prompt is worth the chord only at its end, so the solver gives
+    whole chords (at most one prompt stops inside one) and beats the even spread."""
+    m, lo, hi = 8, 2, 64
+    w = np.zeros((m, grid.GRID_POINTS))
+    w[:, int(np.argmin(np.abs(grid.GRID - 0.02)))] = 1.0
+    batch = Batch(np.zeros(m), np.zeros(m), np.ones(m), np.ones(m), np.ones(m), weights=w)
+    sol = solver.solve(Problem(m * 10, lo, hi, Mode.EB, objective="gradient"), batch)
+    assert sol.n.sum() == m * 10
+    _, hull = objectives.envelope("gradient", lo, hi)
+    f = objectives.value_table("gradient", hi)
+    j = int(np.argmax(w[0]))
+    inside = hull[j, sol.n - lo] > f[j, sol.n] + 1e-12
+    assert inside.sum() <= 1
+    assert (sol.n == lo).sum() >= 4
+    spread = objectives.expected_value(w, np.full(m, 10), "gradient").sum()
+    assert sol.objective > 1.5 * spread
+    assert sol.gap_bound >= 0

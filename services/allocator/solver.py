@@ -172,7 +172,7 @@ def solve_eb(problem: Problem, batch: Batch) -> Solution:
     )
     n += counts
     selection.spread_evenly(n, np.full(m, problem.max_n), units - int(counts.sum()), n >= 0)
-    v = objectives.expected_value(w, n, problem.objective)
+    v = objectives.expected(w, n, objectives.value_table(problem.objective, problem.max_n))
     gap = 0.0
     if concentrate:
         gap = max(float(objectives.expected(w, n, hull, problem.min_n).sum() - v.sum()), 0.0)

@@ -275,3 +275,38 @@ async def test_request_bounds_are_invalid_argument_and_store_nothing(allocator, 
     assert e.value.message.startswith("max_n:") and "max_solver_cells" in e.value.message
     client.close()
     assert set(redis_client.keys("*")) == before
+
+
+async def test_a_request_without_objective_gets_the_servers(redis_server):
+    """The objective a request leaves unset is the server's setting (gradient by default);
+    one it names wins; an unknown one is INVALID_ARGUMENT naming the field."""
+    ids = [f"q{i}" for i in range(32)]
+    p_true = np.linspace(0.02, 0.98, 32)
+    rng = np.random.default_rng(1)
+    apps = {
+        o: AllocatorApp(make_settings(redis_server.url, objective=o)) for o in ("gradient", "paper")
+    }
+    got = {}
+    for name, app in apps.items():
+        await app.start()
+        client = AllocatorClient(target(app), namespace="shared")
+        if name == "gradient":  # one history for both servers (same Redis, same namespace)
+            for step in range(4):
+                a = await call(client.allocate, ids, 256, step=step, min_n=2, max_n=32)
+                k = {
+                    pid: (int(rng.binomial(n, p_true[i])), n, n)
+                    for i, (pid, n) in enumerate(a.n.items())
+                }
+                await call(client.report, a.allocation_id, k)
+        unset = await call(client.allocate, ids, 256, step=4, min_n=2, max_n=32)
+        named = {
+            o: await call(client.allocate, ids, 256, step=4, min_n=2, max_n=32, objective=o)
+            for o in ("gradient", "paper")
+        }
+        assert unset.n == named[name].n
+        got[name] = named
+        with pytest.raises(InvalidArgument, match="objective"):
+            await call(client.allocate, ids, 256, step=4, min_n=2, max_n=32, objective="vibes")
+        client.close()
+        await app.stop()
+    assert got["gradient"]["gradient"].n != got["gradient"]["paper"].n

@@ -40,6 +40,26 @@ if [[ $what == all || $what == sim ]]; then
     --title "held-out: beta:0.5,2, 4,096 prompts"
   experiment heldout-levels --seeds 3 --steps 400 --difficulty levels:0,0.05,0.2,0.5,0.9 \
     --title "held-out: levels 0, 0.05, 0.2, 0.5, 0.9, 1,024 prompts"
+  # a second held-out set, picked (2026-12) before the gradient objective was run on any of
+  # them: a skewed-hard mid-size set, graded levels with an unsolvable one, a unimodal
+  # moderate set, a 20,000-prompt easy-skewed set (revisit every 312 steps), a very hard set
+  experiment heldout2-skewed --seeds 3 --steps 800 --difficulty beta:0.3,0.8 --prompts 8192 \
+    --title "held-out: beta:0.3,0.8, 8,192 prompts"
+  experiment heldout2-levels --seeds 3 --steps 600 --difficulty levels:0,0.02,0.1,0.4,0.8,0.97 \
+    --prompts 3000 --title "held-out: levels 0, 0.02, 0.1, 0.4, 0.8, 0.97, 3,000 prompts"
+  experiment heldout2-moderate --seeds 3 --steps 500 --difficulty beta:2,2 --prompts 1024 \
+    --title "held-out: beta:2,2, 1,024 prompts"
+  experiment heldout2-huge --seeds 3 --steps 1000 --difficulty beta:0.6,0.3 --prompts 20000 \
+    --title "held-out: beta:0.6,0.3, 20,000 prompts (revisit every 312 steps)"
+  experiment heldout2-veryhard --seeds 3 --steps 800 --difficulty beta:0.2,1.5 --prompts 4096 \
+    --title "held-out: beta:0.2,1.5, 4,096 prompts"
+  # the original GRPO's group mean: every group weighs 1/M whatever its n; the default
+  # objective, and the objective made for that loss (group-gradient)
+  experiment sim-group-mean --seeds 5 --steps 1000 --loss-agg group-mean \
+    --title "simulator, population beta:0.2,0.4, group-mean loss aggregation"
+  experiment sim-group-mean-objective --seeds 5 --steps 1000 --loss-agg group-mean \
+    --objective group-gradient --strategies uniform,knapsack-eb,knapsack-paper \
+    --title "simulator, group-mean loss aggregation, knapsack-eb with objective group-gradient"
 fi
 if [[ $what == all || $what == loop ]]; then
   # one shared warm-up (warmup_seed 0); the seed changes the data order and sampling only

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 
@@ -60,6 +60,8 @@ class Group:
     completions: list[Completion]
     policy_version: int
     latency_s: float
+    prompt_token_ids: list[int] = field(default_factory=list)
+    """The prompt as the engine saw it (empty from a service older than this field)."""
 
 
 @dataclass(frozen=True)
@@ -195,4 +197,5 @@ def _group(res: pb.GenerateResponse, index: int) -> Group:
         ],
         policy_version=res.policy_version,
         latency_s=res.latency_s,
+        prompt_token_ids=list(res.prompt_token_ids),
     )

@@ -8,6 +8,7 @@ push, so pods that come and go are found, and a new pod serves only once it has 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import socket
@@ -144,4 +145,4 @@ class RolloutFleet:
 
 
 def _reindex(g: Group, index: int) -> Group:
-    return Group(g.prompt_id, index, g.completions, g.policy_version, g.latency_s)
+    return dataclasses.replace(g, index=index)

@@ -36,6 +36,7 @@ def group_to_pb(g: Group) -> pb.GenerateResponse:
         ],
         policy_version=g.policy_version,
         latency_s=g.latency_s,
+        prompt_token_ids=g.prompt_token_ids,
     )
 
 

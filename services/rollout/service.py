@@ -206,7 +206,7 @@ class Rollout:
         m.groups.inc()
         latency = time.perf_counter() - t0
         m.group_seconds.observe(latency)
-        return Group(p.prompt_id, index, out, version, latency)
+        return Group(p.prompt_id, index, out, version, latency, list(pend.ids))
 
     # -- UpdateWeights ----------------------------------------------------------------------
     def confine(self, path: str) -> Path:

@@ -179,6 +179,11 @@ class Trainer:
                 self._push(force=True)
         return got
 
+    def _prompt_tokens(self, group, tasks: dict[str, Task]) -> list[int]:
+        """The prompt's token ids as the engine saw them, so the policy is trained on what it
+        was sampled from; a rollout service older than that field: our own tokenization."""
+        return group.prompt_token_ids or self._tokens(tasks[group.prompt_id])
+
     def _tokens(self, task: Task) -> list[int]:
         ids = self._prompt_ids.get(task.id)
         if ids is None:
@@ -256,7 +261,7 @@ class Trainer:
             [[c.reward for c in g.completions] for g in trained], scale=s.adv_scale, clip=s.adv_clip
         )
         samples = [
-            grpo.Sample(self._tokens(tasks[g.prompt_id]), c.token_ids, c.logprobs, float(a))
+            grpo.Sample(self._prompt_tokens(g, tasks), c.token_ids, c.logprobs, float(a))
             for g, a_row, flat in zip(trained, adv.advantages, adv.zero_variance, strict=True)
             if not flat
             for c, a in zip(g.completions, a_row, strict=True)

@@ -63,6 +63,18 @@ def test_groups_stream_back_with_exactly_n_each(rollout_service) -> None:
     assert max(lat) > min(lat)
 
 
+def test_groups_carry_the_prompt_ids_the_engine_saw(rollout_service, tiny_model: Path) -> None:
+    """A text prompt comes back with the service's tokenization of it, token ids as given: the
+    trainer trains on these (one tokenization on the data path)."""
+    tok = load_tokenizer(tiny_model)
+    given = tuple(tok("7+7=", add_special_tokens=False)["input_ids"])
+    specs = [PromptSpec("t", 2, "3+4=", "7"), PromptSpec("ids", 1, answer="14", token_ids=given)]
+    with RolloutClient(rollout_service.target) as c:
+        groups = {g.prompt_id: g for g in c.generate(specs, max_new_tokens=4, seed=1)}
+    assert groups["t"].prompt_token_ids == tok("3+4=", add_special_tokens=False)["input_ids"]
+    assert tuple(groups["ids"].prompt_token_ids) == given
+
+
 def test_logprobs_are_the_sampling_policys(rollout_service, tiny_model: Path) -> None:
     model, tok = load_model(tiny_model), load_tokenizer(tiny_model)
     temp = 0.7

@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ckrl/rollout/v1/rollout.proto\x12\x0ekrl.rollout.v1\"v\n\x0eSamplingParams\x12\x13\n\x0btemperature\x18\x01 \x01(\x02\x12\r\n\x05top_p\x18\x02 \x01(\x02\x12\x16\n\x0emax_new_tokens\x18\x03 \x01(\x05\x12\x0c\n\x04stop\x18\x04 \x03(\t\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x00\x88\x01\x01\x42\x07\n\x05_seed\"p\n\rPromptRequest\x12\x11\n\tprompt_id\x18\x01 \x01(\t\x12\t\n\x01n\x18\x02 \x01(\x05\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x11\n\ttoken_ids\x18\x04 \x03(\x05\x12\x0e\n\x06\x61nswer\x18\x05 \x01(\t\x12\x10\n\x08verifier\x18\x06 \x01(\t\"\x8f\x01\n\x0fGenerateRequest\x12.\n\x07prompts\x18\x01 \x03(\x0b\x32\x1d.krl.rollout.v1.PromptRequest\x12\x30\n\x08sampling\x18\x02 \x01(\x0b\x32\x1e.krl.rollout.v1.SamplingParams\x12\x1a\n\x12min_policy_version\x18\x03 \x01(\x03\"\xa5\x01\n\nCompletion\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\x05\x12\x10\n\x08logprobs\x18\x03 \x03(\x02\x12\x0e\n\x06reward\x18\x04 \x01(\x01\x12\x0f\n\x07success\x18\x05 \x01(\x08\x12\x0e\n\x06length\x18\x06 \x01(\x05\x12\x33\n\rfinish_reason\x18\x07 \x01(\x0e\x32\x1c.krl.rollout.v1.FinishReason\"\x90\x01\n\x10GenerateResponse\x12\x11\n\tprompt_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x05\x12/\n\x0b\x63ompletions\x18\x03 \x03(\x0b\x32\x1a.krl.rollout.v1.Completion\x12\x16\n\x0epolicy_version\x18\x04 \x01(\x03\x12\x11\n\tlatency_s\x18\x05 \x01(\x01\"N\n\rWeightsHeader\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x17\n\x0f\x63heckpoint_path\x18\x02 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x03\"o\n\x14UpdateWeightsRequest\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1d.krl.rollout.v1.WeightsHeaderH\x00\x12\x1b\n\x11safetensors_chunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07payload\"8\n\x15UpdateWeightsResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0e\n\x06load_s\x18\x02 \x01(\x01\"\x10\n\x0eGetInfoRequest\"\x85\x01\n\x0fGetInfoResponse\x12\x0e\n\x06\x65ngine\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x16\n\x0epolicy_version\x18\x03 \x01(\x03\x12\x10\n\x08replicas\x18\x04 \x01(\x05\x12\r\n\x05max_n\x18\x05 \x01(\x05\x12\x1a\n\x12max_context_tokens\x18\x06 \x01(\x05*_\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x32\x8d\x02\n\x0eRolloutService\x12O\n\x08Generate\x12\x1f.krl.rollout.v1.GenerateRequest\x1a .krl.rollout.v1.GenerateResponse0\x01\x12^\n\rUpdateWeights\x12$.krl.rollout.v1.UpdateWeightsRequest\x1a%.krl.rollout.v1.UpdateWeightsResponse(\x01\x12J\n\x07GetInfo\x12\x1e.krl.rollout.v1.GetInfoRequest\x1a\x1f.krl.rollout.v1.GetInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ckrl/rollout/v1/rollout.proto\x12\x0ekrl.rollout.v1\"v\n\x0eSamplingParams\x12\x13\n\x0btemperature\x18\x01 \x01(\x02\x12\r\n\x05top_p\x18\x02 \x01(\x02\x12\x16\n\x0emax_new_tokens\x18\x03 \x01(\x05\x12\x0c\n\x04stop\x18\x04 \x03(\t\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x00\x88\x01\x01\x42\x07\n\x05_seed\"p\n\rPromptRequest\x12\x11\n\tprompt_id\x18\x01 \x01(\t\x12\t\n\x01n\x18\x02 \x01(\x05\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x11\n\ttoken_ids\x18\x04 \x03(\x05\x12\x0e\n\x06\x61nswer\x18\x05 \x01(\t\x12\x10\n\x08verifier\x18\x06 \x01(\t\"\x8f\x01\n\x0fGenerateRequest\x12.\n\x07prompts\x18\x01 \x03(\x0b\x32\x1d.krl.rollout.v1.PromptRequest\x12\x30\n\x08sampling\x18\x02 \x01(\x0b\x32\x1e.krl.rollout.v1.SamplingParams\x12\x1a\n\x12min_policy_version\x18\x03 \x01(\x03\"\xa5\x01\n\nCompletion\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\x05\x12\x10\n\x08logprobs\x18\x03 \x03(\x02\x12\x0e\n\x06reward\x18\x04 \x01(\x01\x12\x0f\n\x07success\x18\x05 \x01(\x08\x12\x0e\n\x06length\x18\x06 \x01(\x05\x12\x33\n\rfinish_reason\x18\x07 \x01(\x0e\x32\x1c.krl.rollout.v1.FinishReason\"\xaa\x01\n\x10GenerateResponse\x12\x11\n\tprompt_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x05\x12/\n\x0b\x63ompletions\x18\x03 \x03(\x0b\x32\x1a.krl.rollout.v1.Completion\x12\x16\n\x0epolicy_version\x18\x04 \x01(\x03\x12\x11\n\tlatency_s\x18\x05 \x01(\x01\x12\x18\n\x10prompt_token_ids\x18\x06 \x03(\x05\"N\n\rWeightsHeader\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x17\n\x0f\x63heckpoint_path\x18\x02 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x03\"o\n\x14UpdateWeightsRequest\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1d.krl.rollout.v1.WeightsHeaderH\x00\x12\x1b\n\x11safetensors_chunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07payload\"8\n\x15UpdateWeightsResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0e\n\x06load_s\x18\x02 \x01(\x01\"\x10\n\x0eGetInfoRequest\"\x85\x01\n\x0fGetInfoResponse\x12\x0e\n\x06\x65ngine\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x16\n\x0epolicy_version\x18\x03 \x01(\x03\x12\x10\n\x08replicas\x18\x04 \x01(\x05\x12\r\n\x05max_n\x18\x05 \x01(\x05\x12\x1a\n\x12max_context_tokens\x18\x06 \x01(\x05*_\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x32\x8d\x02\n\x0eRolloutService\x12O\n\x08Generate\x12\x1f.krl.rollout.v1.GenerateRequest\x1a .krl.rollout.v1.GenerateResponse0\x01\x12^\n\rUpdateWeights\x12$.krl.rollout.v1.UpdateWeightsRequest\x1a%.krl.rollout.v1.UpdateWeightsResponse(\x01\x12J\n\x07GetInfo\x12\x1e.krl.rollout.v1.GetInfoRequest\x1a\x1f.krl.rollout.v1.GetInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'krl.rollout.v1.rollout_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FINISHREASON']._serialized_start=1148
-  _globals['_FINISHREASON']._serialized_end=1243
+  _globals['_FINISHREASON']._serialized_start=1174
+  _globals['_FINISHREASON']._serialized_end=1269
   _globals['_SAMPLINGPARAMS']._serialized_start=48
   _globals['_SAMPLINGPARAMS']._serialized_end=166
   _globals['_PROMPTREQUEST']._serialized_start=168
@@ -42,17 +42,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COMPLETION']._serialized_start=429
   _globals['_COMPLETION']._serialized_end=594
   _globals['_GENERATERESPONSE']._serialized_start=597
-  _globals['_GENERATERESPONSE']._serialized_end=741
-  _globals['_WEIGHTSHEADER']._serialized_start=743
-  _globals['_WEIGHTSHEADER']._serialized_end=821
-  _globals['_UPDATEWEIGHTSREQUEST']._serialized_start=823
-  _globals['_UPDATEWEIGHTSREQUEST']._serialized_end=934
-  _globals['_UPDATEWEIGHTSRESPONSE']._serialized_start=936
-  _globals['_UPDATEWEIGHTSRESPONSE']._serialized_end=992
-  _globals['_GETINFOREQUEST']._serialized_start=994
-  _globals['_GETINFOREQUEST']._serialized_end=1010
-  _globals['_GETINFORESPONSE']._serialized_start=1013
-  _globals['_GETINFORESPONSE']._serialized_end=1146
-  _globals['_ROLLOUTSERVICE']._serialized_start=1246
-  _globals['_ROLLOUTSERVICE']._serialized_end=1515
+  _globals['_GENERATERESPONSE']._serialized_end=767
+  _globals['_WEIGHTSHEADER']._serialized_start=769
+  _globals['_WEIGHTSHEADER']._serialized_end=847
+  _globals['_UPDATEWEIGHTSREQUEST']._serialized_start=849
+  _globals['_UPDATEWEIGHTSREQUEST']._serialized_end=960
+  _globals['_UPDATEWEIGHTSRESPONSE']._serialized_start=962
+  _globals['_UPDATEWEIGHTSRESPONSE']._serialized_end=1018
+  _globals['_GETINFOREQUEST']._serialized_start=1020
+  _globals['_GETINFOREQUEST']._serialized_end=1036
+  _globals['_GETINFORESPONSE']._serialized_start=1039
+  _globals['_GETINFORESPONSE']._serialized_end=1172
+  _globals['_ROLLOUTSERVICE']._serialized_start=1272
+  _globals['_ROLLOUTSERVICE']._serialized_end=1541
 # @@protoc_insertion_point(module_scope)

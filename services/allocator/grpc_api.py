@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import grpc
+import numpy as np
 
 from krl.allocator.service import AllocateInput, Allocator
 from krl.allocator.solver import Mode
-from krl.allocator.store import Outcome
-from krl.common.errors import InvalidArgument
+from krl.allocator.store import Outcome, OutcomeColumns
+from krl.common.errors import InvalidArgument, check
 from krl.common.grpc_server import unary_errors
 from krl_client.api import allocator_pb2 as pb
 from krl_client.api import allocator_pb2_grpc as pb_grpc
@@ -48,27 +49,32 @@ class AllocatorServicer(pb_grpc.AllocatorServiceServicer):
                 objective=request.objective or None,
             )
         )
-        return pb.AllocateResponse(
+        out = pb.AllocateResponse(
             allocation_id=res.allocation_id,
-            allocations=[
-                pb.PromptAllocation(prompt_id=pid, n=n, p=p, value=v)
-                for pid, n, p, v in zip(res.prompt_ids, res.n, res.p, res.value, strict=True)
-            ],
             objective=res.objective,
             solve_ms=res.solve_ms,
             mode=MODE_TO_PB[res.mode],
             budget_used=res.budget_used,
             gap_bound=res.gap_bound,
         )
+        if request.packed:  # three packed arrays instead of one message per prompt
+            out.n.extend(res.n)
+            out.p.extend(res.p)
+            out.value.extend(res.value)
+        else:
+            out.allocations.extend(
+                pb.PromptAllocation(prompt_id=pid, n=n, p=p, value=v)
+                for pid, n, p, v in zip(res.prompt_ids, res.n, res.p, res.value, strict=True)
+            )
+        return out
 
     @unary_errors
     async def ReportOutcomes(
         self, request: pb.ReportOutcomesRequest, context: grpc.aio.ServicerContext
     ):
-        outcomes = [
-            Outcome(o.prompt_id, o.successes, o.trials, o.total_tokens) for o in request.outcomes
-        ]
-        res = await self.allocator.report(request.namespace, request.allocation_id, outcomes)
+        res = await self.allocator.report(
+            request.namespace, request.allocation_id, _outcomes(request)
+        )
         return pb.ReportOutcomesResponse(
             accepted=res.accepted,
             duplicates=len(res.duplicates),
@@ -112,3 +118,29 @@ def register(allocator: Allocator):
         pb_grpc.add_AllocatorServiceServicer_to_server(AllocatorServicer(allocator), server)
 
     return add
+
+
+def _outcomes(request: pb.ReportOutcomesRequest) -> list[Outcome] | OutcomeColumns:
+    """The report's outcomes, from the messages or from the packed arrays (one form only)."""
+    if not request.prompt_ids:
+        if request.successes or request.trials or request.total_tokens:
+            raise InvalidArgument("packed outcomes without prompt_ids", field="prompt_ids")
+        return [
+            Outcome(o.prompt_id, o.successes, o.trials, o.total_tokens) for o in request.outcomes
+        ]
+    if request.outcomes:
+        raise InvalidArgument("give outcomes or the packed arrays, not both", field="outcomes")
+    m = len(request.prompt_ids)
+    tokens = request.total_tokens or [0] * m
+    for name, arr in (
+        ("successes", request.successes),
+        ("trials", request.trials),
+        ("total_tokens", tokens),
+    ):
+        check(len(arr) == m, name, f"has {len(arr)} entries for {m} prompt_ids")
+    return OutcomeColumns(
+        list(request.prompt_ids),
+        np.array(request.successes, dtype=np.int64),
+        np.array(request.trials, dtype=np.int64),
+        np.array(tokens, dtype=np.int64),
+    )

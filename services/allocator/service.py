@@ -23,7 +23,7 @@ from krl.allocator.metrics import AllocatorMetrics
 from krl.allocator.prior import PriorConfig, RateMoments, fit_prior
 from krl.allocator.settings import AllocatorSettings
 from krl.allocator.solver import Mode
-from krl.allocator.store import HistoryStore, Outcome, ReportResult
+from krl.allocator.store import HistoryStore, Outcome, OutcomeColumns, ReportResult
 from krl.common.errors import InvalidArgument, KrlError, Overloaded, check
 
 # fullmatch, not match: with match, "$" also matches before a trailing newline ("run1\n")
@@ -225,7 +225,7 @@ class Allocator:
             sol = solver.solve(problem, batch)
         solve_s = time.perf_counter() - t0
         alloc_id = uuid.uuid4().hex
-        n = [int(x) for x in sol.n]
+        n = sol.n.tolist()
         meta = {
             "step": req.step,
             "mode": req.mode.value,
@@ -253,8 +253,8 @@ class Allocator:
             alloc_id,
             req.prompt_ids,
             n,
-            [float(x) for x in sol.p],
-            [float(x) for x in sol.value],
+            sol.p.tolist(),
+            sol.value.tolist(),
             sol.objective,
             solve_s * 1e3,
             req.mode,
@@ -279,9 +279,10 @@ class Allocator:
         )
 
     async def report(
-        self, namespace: str, allocation_id: str, outcomes: Sequence[Outcome]
+        self, namespace: str, allocation_id: str, outcomes: Sequence[Outcome] | OutcomeColumns
     ) -> ReportResult:
         started = time.perf_counter()
+        cols = OutcomeColumns.of(outcomes)
         try:
             check_namespace(namespace)
             check(
@@ -289,20 +290,20 @@ class Allocator:
                 "allocation_id",
                 f"{allocation_id!r} is not an allocation id (32 hex digits)",
             )
-            check(len(outcomes) > 0, "outcomes", "is empty")
-            self._check_prompt_ids([o.prompt_id for o in outcomes], "outcomes.prompt_id")
-            succ, trials, tokens = _outcome_arrays(outcomes)
+            check(len(cols) > 0, "outcomes", "is empty")
+            self._check_prompt_ids(cols.prompt_ids, "outcomes.prompt_id")
+            succ, trials, tokens = cols.successes, cols.trials, cols.total_tokens
             _check_counts(succ, trials, tokens, self.settings.max_tokens_per_rollout)
-            result = await self.store.report(namespace, allocation_id, outcomes)
+            result = await self.store.report(namespace, allocation_id, cols)
         except KrlError:
-            self.metrics.reports.labels("rejected").inc(len(outcomes))
+            self.metrics.reports.labels("rejected").inc(len(cols))
             raise
         self.metrics.reports.labels("accepted").inc(result.accepted)
         self.metrics.reports.labels("duplicate").inc(len(result.duplicates))
         counted = trials >= 2
         if result.duplicates:
             dup = set(result.duplicates)
-            counted &= np.array([o.prompt_id not in dup for o in outcomes])
+            counted &= np.array([pid not in dup for pid in cols.prompt_ids])
         self.metrics.zero_variance_groups.labels("all_correct").inc(
             int((counted & (succ == trials)).sum())
         )
@@ -353,15 +354,6 @@ class Allocator:
                 f"{allocation_id!r} is not an allocation id", field="allocation_id"
             )
         return await self.store.get_allocation(namespace, allocation_id)
-
-
-def _outcome_arrays(outcomes: Sequence[Outcome]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    n = len(outcomes)
-    return (
-        np.fromiter((o.successes for o in outcomes), np.int64, n),
-        np.fromiter((o.trials for o in outcomes), np.int64, n),
-        np.fromiter((o.total_tokens for o in outcomes), np.int64, n),
-    )
 
 
 def _check_counts(

@@ -89,6 +89,31 @@ def _logit(rate: float) -> float:
     return float(np.log(r / (1 - r)))
 
 
+@dataclass(frozen=True)
+class OutcomeColumns:
+    """A report's outcomes as columns (what the use case checks and the script is sent)."""
+
+    prompt_ids: list[str]
+    successes: np.ndarray
+    trials: np.ndarray
+    total_tokens: np.ndarray
+
+    @classmethod
+    def of(cls, outcomes: Sequence[Outcome] | OutcomeColumns) -> OutcomeColumns:
+        if isinstance(outcomes, OutcomeColumns):
+            return outcomes
+        n = len(outcomes)
+        return cls(
+            [o.prompt_id for o in outcomes],
+            np.fromiter((o.successes for o in outcomes), np.int64, n),
+            np.fromiter((o.trials for o in outcomes), np.int64, n),
+            np.fromiter((o.total_tokens for o in outcomes), np.int64, n),
+        )
+
+    def __len__(self) -> int:
+        return len(self.prompt_ids)
+
+
 def _pairs(flat: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """HGETALL of the last-visit counts ('k:n' -> prompts) -> (successes, trials, prompts)."""
     keys = [x.decode() for x in flat[0::2]]
@@ -236,17 +261,25 @@ class HistoryStore:
         await self.r.sadd("krl:namespaces", ns)
 
     @_redis_errors
-    async def report(self, ns: str, alloc_id: str, outcomes: Sequence[Outcome]) -> ReportResult:
+    async def report(
+        self, ns: str, alloc_id: str, outcomes: Sequence[Outcome] | OutcomeColumns
+    ) -> ReportResult:
+        cols = OutcomeColumns.of(outcomes)
         keys = [
             self._k(ns, "a", alloc_id),
             self._k(ns, "a", alloc_id, "r"),
             self._k(ns, "meta"),
             self._k(ns, "lv"),
-            *self._records(ns, [o.prompt_id for o in outcomes]),
+            *self._records(ns, cols.prompt_ids),
         ]
-        packed = json.dumps(
-            [[o.prompt_id, o.successes, o.trials, o.total_tokens] for o in outcomes]
+        rows = zip(
+            cols.prompt_ids,
+            cols.successes.tolist(),
+            cols.trials.tolist(),
+            cols.total_tokens.tolist(),
+            strict=True,
         )
+        packed = json.dumps(list(rows))
         args = [self.half_life, self.ttl, RECENT_KEPT, self.reported_ttl, packed]
         res = [x.decode() if isinstance(x, bytes) else x for x in await self._report(keys, args)]
         if res[0] == "NOT_FOUND":

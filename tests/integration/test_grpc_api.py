@@ -310,3 +310,60 @@ async def test_a_request_without_objective_gets_the_servers(redis_server):
         client.close()
         await app.stop()
     assert got["gradient"]["gradient"].n != got["gradient"]["paper"].n
+
+
+async def test_packed_and_message_forms_agree_and_are_not_mixed(allocator, redis_client):
+    """Allocate answers packed arrays when asked (the client always asks) and one message per
+    prompt otherwise, with the same n; a report as packed arrays counts like one as
+    messages; a report mixing the forms, or with arrays of unequal length, is
+    INVALID_ARGUMENT naming the field and stores nothing."""
+    ids = [f"q{i}" for i in range(40)]
+    base = {"namespace": "forms", "prompt_ids": ids, "budget": 320, "min_n": 2, "max_n": 32}
+    async with grpc.aio.insecure_channel(target(allocator)) as ch:
+        stub = pb_grpc.AllocatorServiceStub(ch)
+        msgs = await stub.Allocate(pb.AllocateRequest(**base, step=1))
+        packed = await stub.Allocate(pb.AllocateRequest(**base, step=1, packed=True))
+        assert not packed.allocations and len(packed.n) == len(ids)
+        assert [a.n for a in msgs.allocations] == list(packed.n)
+        assert [a.prompt_id for a in msgs.allocations] == ids
+        assert list(packed.p) == pytest.approx([a.p for a in msgs.allocations])
+        bad = [
+            (
+                {"outcomes": [pb.PromptOutcome(prompt_id="q0", successes=1, trials=8)]},
+                "outcomes",
+            ),
+            ({"successes": [1], "trials": [8]}, "prompt_ids"),
+            ({"successes": [1, 2], "trials": [8]}, "successes"),
+            ({"successes": [1], "trials": [8], "total_tokens": [1, 2]}, "total_tokens"),
+        ]
+        before = {k: redis_client.dump(k) for k in redis_client.keys("krl:{forms}:*")}
+        for extra, field in bad:
+            req = {"prompt_ids": ["q0"], **extra} if field != "prompt_ids" else extra
+            with pytest.raises(grpc.aio.AioRpcError) as e:
+                await stub.ReportOutcomes(
+                    pb.ReportOutcomesRequest(
+                        namespace="forms", allocation_id=packed.allocation_id, **req
+                    )
+                )
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert e.value.details().startswith(field + ":"), e.value.details()
+        assert {k: redis_client.dump(k) for k in redis_client.keys("krl:{forms}:*")} == before
+        n = dict(zip(ids, packed.n, strict=True))
+        ok = await stub.ReportOutcomes(
+            pb.ReportOutcomesRequest(
+                namespace="forms",
+                allocation_id=packed.allocation_id,
+                prompt_ids=ids,
+                successes=[1] * len(ids),
+                trials=[n[i] for i in ids],
+            )
+        )
+        assert ok.accepted == len(ids)
+        again = await stub.ReportOutcomes(
+            pb.ReportOutcomesRequest(
+                namespace="forms",
+                allocation_id=packed.allocation_id,
+                outcomes=[pb.PromptOutcome(prompt_id=i, successes=1, trials=n[i]) for i in ids],
+            )
+        )
+        assert again.accepted == 0 and again.duplicates == len(ids)  # the same outcomes

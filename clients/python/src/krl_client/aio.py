@@ -51,7 +51,7 @@ class AsyncAllocatorClient(AsyncGrpcClient):
             visit_half_life=visit_half_life,
             objective=objective,
         )
-        return m.allocation(await self._call(self._stub.Allocate, req))
+        return m.allocation(await self._call(self._stub.Allocate, req), req.prompt_ids)
 
     async def report(
         self, allocation_id: str, outcomes: m.OutcomesLike, *, namespace: str | None = None

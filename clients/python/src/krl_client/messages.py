@@ -81,14 +81,24 @@ def allocate_request(
         fallback=fallback,
         visit_half_life=visit_half_life,
         objective=objective or "",
+        packed=True,
     )
 
 
-def allocation(res: pb.AllocateResponse) -> Allocation:
+def allocation(res: pb.AllocateResponse, prompt_ids: Sequence[str]) -> Allocation:
+    """The response to a request for `prompt_ids`: packed arrays in their order, or (from a
+    server older than packing) one message per prompt."""
+    if res.allocations:
+        n = {a.prompt_id: a.n for a in res.allocations}
+        p = {a.prompt_id: a.p for a in res.allocations}
+    else:
+        if len(res.n) != len(prompt_ids):
+            raise ValueError(f"the server answered {len(res.n)} n for {len(prompt_ids)} prompts")
+        n, p = dict(zip(prompt_ids, res.n, strict=True)), dict(zip(prompt_ids, res.p, strict=True))
     return Allocation(
         allocation_id=res.allocation_id,
-        n={a.prompt_id: a.n for a in res.allocations},
-        p={a.prompt_id: a.p for a in res.allocations},
+        n=n,
+        p=p,
         objective=res.objective,
         solve_ms=res.solve_ms,
         budget_used=res.budget_used,
@@ -113,16 +123,17 @@ def outcomes_list(outcomes: OutcomesLike) -> list[Outcome]:
 def report_request(
     namespace: str, allocation_id: str, outcomes: OutcomesLike
 ) -> pb.ReportOutcomesRequest:
-    msgs = [
-        pb.PromptOutcome(
-            prompt_id=o.prompt_id,
-            successes=o.successes,
-            trials=o.trials,
-            total_tokens=o.total_tokens,
-        )
-        for o in outcomes_list(outcomes)
-    ]
-    return pb.ReportOutcomesRequest(namespace=namespace, allocation_id=allocation_id, outcomes=msgs)
+    """Packed parallel arrays (one entry per prompt), cheaper to build and parse than one
+    message per prompt."""
+    rows = outcomes_list(outcomes)
+    return pb.ReportOutcomesRequest(
+        namespace=namespace,
+        allocation_id=allocation_id,
+        prompt_ids=[o.prompt_id for o in rows],
+        successes=[o.successes for o in rows],
+        trials=[o.trials for o in rows],
+        total_tokens=[o.total_tokens for o in rows],
+    )
 
 
 def report_result(res: pb.ReportOutcomesResponse) -> ReportResult:

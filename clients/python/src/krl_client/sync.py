@@ -54,7 +54,7 @@ class AllocatorClient(GrpcClient):
             visit_half_life=visit_half_life,
             objective=objective,
         )
-        return m.allocation(self._call(self._stub.Allocate, req))
+        return m.allocation(self._call(self._stub.Allocate, req), req.prompt_ids)
 
     def report(
         self, allocation_id: str, outcomes: m.OutcomesLike, *, namespace: str | None = None

@@ -21,7 +21,7 @@ ALLOCATION_MODE_TOKENS: AllocationMode
 ALLOCATION_MODE_EB: AllocationMode
 
 class AllocateRequest(_message.Message):
-    __slots__ = ("namespace", "step", "prompt_ids", "budget", "min_n", "max_n", "mode", "fallback", "visit_half_life", "objective")
+    __slots__ = ("namespace", "step", "prompt_ids", "budget", "min_n", "max_n", "mode", "fallback", "visit_half_life", "objective", "packed")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     PROMPT_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +32,7 @@ class AllocateRequest(_message.Message):
     FALLBACK_FIELD_NUMBER: _ClassVar[int]
     VISIT_HALF_LIFE_FIELD_NUMBER: _ClassVar[int]
     OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    PACKED_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     step: int
     prompt_ids: _containers.RepeatedScalarFieldContainer[str]
@@ -42,7 +43,8 @@ class AllocateRequest(_message.Message):
     fallback: bool
     visit_half_life: float
     objective: str
-    def __init__(self, namespace: _Optional[str] = ..., step: _Optional[int] = ..., prompt_ids: _Optional[_Iterable[str]] = ..., budget: _Optional[int] = ..., min_n: _Optional[int] = ..., max_n: _Optional[int] = ..., mode: _Optional[_Union[AllocationMode, str]] = ..., fallback: _Optional[bool] = ..., visit_half_life: _Optional[float] = ..., objective: _Optional[str] = ...) -> None: ...
+    packed: bool
+    def __init__(self, namespace: _Optional[str] = ..., step: _Optional[int] = ..., prompt_ids: _Optional[_Iterable[str]] = ..., budget: _Optional[int] = ..., min_n: _Optional[int] = ..., max_n: _Optional[int] = ..., mode: _Optional[_Union[AllocationMode, str]] = ..., fallback: _Optional[bool] = ..., visit_half_life: _Optional[float] = ..., objective: _Optional[str] = ..., packed: _Optional[bool] = ...) -> None: ...
 
 class PromptAllocation(_message.Message):
     __slots__ = ("prompt_id", "n", "p", "value")
@@ -57,7 +59,7 @@ class PromptAllocation(_message.Message):
     def __init__(self, prompt_id: _Optional[str] = ..., n: _Optional[int] = ..., p: _Optional[float] = ..., value: _Optional[float] = ...) -> None: ...
 
 class AllocateResponse(_message.Message):
-    __slots__ = ("allocation_id", "allocations", "objective", "solve_ms", "mode", "budget_used", "gap_bound")
+    __slots__ = ("allocation_id", "allocations", "objective", "solve_ms", "mode", "budget_used", "gap_bound", "n", "p", "value")
     ALLOCATION_ID_FIELD_NUMBER: _ClassVar[int]
     ALLOCATIONS_FIELD_NUMBER: _ClassVar[int]
     OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +67,9 @@ class AllocateResponse(_message.Message):
     MODE_FIELD_NUMBER: _ClassVar[int]
     BUDGET_USED_FIELD_NUMBER: _ClassVar[int]
     GAP_BOUND_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    P_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
     allocation_id: str
     allocations: _containers.RepeatedCompositeFieldContainer[PromptAllocation]
     objective: float
@@ -72,7 +77,10 @@ class AllocateResponse(_message.Message):
     mode: AllocationMode
     budget_used: int
     gap_bound: float
-    def __init__(self, allocation_id: _Optional[str] = ..., allocations: _Optional[_Iterable[_Union[PromptAllocation, _Mapping]]] = ..., objective: _Optional[float] = ..., solve_ms: _Optional[float] = ..., mode: _Optional[_Union[AllocationMode, str]] = ..., budget_used: _Optional[int] = ..., gap_bound: _Optional[float] = ...) -> None: ...
+    n: _containers.RepeatedScalarFieldContainer[int]
+    p: _containers.RepeatedScalarFieldContainer[float]
+    value: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, allocation_id: _Optional[str] = ..., allocations: _Optional[_Iterable[_Union[PromptAllocation, _Mapping]]] = ..., objective: _Optional[float] = ..., solve_ms: _Optional[float] = ..., mode: _Optional[_Union[AllocationMode, str]] = ..., budget_used: _Optional[int] = ..., gap_bound: _Optional[float] = ..., n: _Optional[_Iterable[int]] = ..., p: _Optional[_Iterable[float]] = ..., value: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class PromptOutcome(_message.Message):
     __slots__ = ("prompt_id", "successes", "trials", "total_tokens")
@@ -87,14 +95,22 @@ class PromptOutcome(_message.Message):
     def __init__(self, prompt_id: _Optional[str] = ..., successes: _Optional[int] = ..., trials: _Optional[int] = ..., total_tokens: _Optional[int] = ...) -> None: ...
 
 class ReportOutcomesRequest(_message.Message):
-    __slots__ = ("namespace", "allocation_id", "outcomes")
+    __slots__ = ("namespace", "allocation_id", "outcomes", "prompt_ids", "successes", "trials", "total_tokens")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     ALLOCATION_ID_FIELD_NUMBER: _ClassVar[int]
     OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_IDS_FIELD_NUMBER: _ClassVar[int]
+    SUCCESSES_FIELD_NUMBER: _ClassVar[int]
+    TRIALS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     allocation_id: str
     outcomes: _containers.RepeatedCompositeFieldContainer[PromptOutcome]
-    def __init__(self, namespace: _Optional[str] = ..., allocation_id: _Optional[str] = ..., outcomes: _Optional[_Iterable[_Union[PromptOutcome, _Mapping]]] = ...) -> None: ...
+    prompt_ids: _containers.RepeatedScalarFieldContainer[str]
+    successes: _containers.RepeatedScalarFieldContainer[int]
+    trials: _containers.RepeatedScalarFieldContainer[int]
+    total_tokens: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, namespace: _Optional[str] = ..., allocation_id: _Optional[str] = ..., outcomes: _Optional[_Iterable[_Union[PromptOutcome, _Mapping]]] = ..., prompt_ids: _Optional[_Iterable[str]] = ..., successes: _Optional[_Iterable[int]] = ..., trials: _Optional[_Iterable[int]] = ..., total_tokens: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ReportOutcomesResponse(_message.Message):
     __slots__ = ("accepted", "duplicates", "duplicate_prompt_ids")

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from krl.rl.rows import StepRow
 from krl.trainer.stats import GroupOutcome, batch_stats
 from krl_client.session import informative as is_informative
 
@@ -28,8 +29,8 @@ def step_row(
     t_train: float,
     t_sync: float,
     t_start: float,
-) -> tuple[dict, list[int]]:
-    """The step's row, and the n of every prompt it allocated."""
+) -> tuple[StepRow, list[int]]:
+    """The step's row (krl.rl.rows.StepRow), and the n of every prompt it allocated."""
     s = t.s
     plan = rounds[0].plan
     groups = [g for r in rounds for g in r.groups]
@@ -49,7 +50,7 @@ def step_row(
     t_alloc = sum(r.t_alloc for r in rounds)
     t_gen = sum(r.t_gen for r in rounds)
     step_s = time.monotonic() - t_start
-    row = {
+    row: StepRow = {
         "kind": "step",
         "step": k,
         "time": time.time(),
@@ -83,7 +84,7 @@ def step_row(
     return row, ns
 
 
-def observe(t: Trainer, row: dict, ns: list[int], res: Any) -> None:
+def observe(t: Trainer, row: StepRow, ns: list[int], res: Any) -> None:
     t_alloc, t_gen = row["t_allocate"], row["t_generate"]
     t_train, t_sync, step_s = row["t_train"], row["t_weight_sync"], row["t_step"]
     m = t.metrics

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from krl.rl.rows import undeclared
 from krl.rl.runlog import read_rows
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -72,6 +73,9 @@ def test_up_runs_the_loop_and_writes_the_run_folder(tmp_path):
         assert (run / name).is_file(), name
     for svc in ("allocator", "rollout", "trainer"):
         assert (run / "logs" / f"{svc}.log").stat().st_size > 0
+    rows = read_rows(run / "metrics.jsonl")
+    assert {r["kind"] for r in rows} == {"step", "eval"}
+    assert not [undeclared(r) for r in rows if undeclared(r)]  # every key is in krl.rl.rows
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 3 and summary["rollouts"] == 3 * 16 * 4
     assert "held-out greedy accuracy" in out and "step 3/3" in out

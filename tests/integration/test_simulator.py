@@ -14,6 +14,7 @@ from krl.cli import main
 from krl.common.procs import ServiceProcess, free_port
 from krl.common.redis_server import EmbeddedRedis
 from krl.experiment.analysis import RunCurves, effective_ratio
+from krl.rl.rows import undeclared
 from krl.sim.backends import InProcessAllocator, ServiceAllocator
 from krl.sim.engine import STRATEGIES, SimConfig, simulate
 from krl.sim.population import Difficulty, Population, expected_effective_ratio
@@ -46,6 +47,7 @@ def _steps(res):
 
 def test_uniform_on_a_fixed_population_matches_the_closed_form(backend):
     res = simulate(STATIC, "uniform", 3, backend)
+    assert not [undeclared(r) for r in res.rows if undeclared(r)]  # the keys of krl.rl.rows
     steps = _steps(res)
     p = Population.draw(Difficulty.parse(STATIC.difficulty), STATIC.prompts, STATIC.heldout, 3).p()
     closed = expected_effective_ratio(p, 8)
@@ -85,6 +87,7 @@ def test_knapsack_rows_respect_the_budget_and_bounds(backend):
 def test_dapo_trains_on_full_batches_of_informative_groups(backend):
     cfg = replace(STATIC, difficulty="beta:0.3,0.3", steps=60, dapo_max_rounds=4)
     res = simulate(cfg, "dapo", 0, backend, rollout_budget=60 * cfg.budget)
+    assert not [undeclared(r) for r in res.rows if undeclared(r)]  # the keys of krl.rl.rows
     steps = _steps(res)
     assert steps[-1]["rollouts_total"] == 60 * cfg.budget  # stops exactly at the equal budget
     assert len(steps) < 60  # fewer updates than uniform for the same rollouts

@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from krl.rl.rows import Row
+
 
 def json_safe(v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
@@ -19,7 +21,8 @@ def json_safe(v: Any) -> Any:
     return v
 
 
-def read_rows(path: Path) -> list[dict]:
+def read_rows(path: Path) -> list[Row]:
+    """The rows of a metrics.jsonl (krl.rl.rows), up to a line still being written."""
     if not path.exists():
         return []
     rows = []

@@ -24,6 +24,7 @@ from krl.allocator.objectives import OBJECTIVES
 from krl.allocator.values import paper_value
 from krl.rl.data import EpochSampler
 from krl.rl.dynamic import keep_mask
+from krl.rl.rows import EvalRow, Row, StepRow
 from krl.rl.strategies import DYNAMIC, strategy_args
 from krl.sim.population import Difficulty, LearningModel, Population, expected_effective_ratio
 
@@ -142,7 +143,7 @@ class RunResult:
     strategy: str
     seed: int
     namespace: str = ""
-    rows: list[dict] = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)
     seconds: float = 0.0
 
     def as_dict(self) -> dict:
@@ -197,7 +198,7 @@ def simulate(
     return out
 
 
-def _eval_row(step: int, total: int, pop: Population) -> dict:
+def _eval_row(step: int, total: int, pop: Population) -> EvalRow:
     return {
         "kind": "eval",
         "step": step,
@@ -210,7 +211,7 @@ def _index(pids: list[str]) -> np.ndarray:
     return np.fromiter((int(p[1:]) for p in pids), np.int64, len(pids))
 
 
-def _row(n: np.ndarray, k: np.ndarray, p: np.ndarray, trained: np.ndarray) -> dict:
+def _row(n: np.ndarray, k: np.ndarray, p: np.ndarray, trained: np.ndarray) -> StepRow:
     live = n > 0
     mixed = live & (k > 0) & (k < n)
     rollouts = int(n.sum())

@@ -178,6 +178,7 @@ class HistoryStore:
         self.ttl = int(allocation_ttl_s)
         self.reported_ttl = min(int(reported_ttl_s), self.ttl)
         self.kept = int(allocations_kept)
+        self._listed: set[str] = set()  # namespaces this process has put in krl:namespaces
         lua = resources.files("krl.allocator").joinpath("lua")
         self._report = self.r.register_script(lua.joinpath("report.lua").read_text())
         self._read = self.r.register_script(lua.joinpath("read.lua").read_text())
@@ -258,7 +259,10 @@ class HistoryStore:
             keys = [self._k(ns, "a", x, *r) for x in dropped for r in ((), ("r",))]
             await self.r.delete(*keys)
         # Another slot than the namespace's keys, so not in their transaction (Redis Cluster).
-        await self.r.sadd("krl:namespaces", ns)
+        # Once per namespace and process: a round trip per Allocate otherwise.
+        if ns not in self._listed:
+            await self.r.sadd("krl:namespaces", ns)
+            self._listed.add(ns)
 
     @_redis_errors
     async def report(

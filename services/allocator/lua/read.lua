@@ -11,12 +11,20 @@ local size = tonumber(ARGV[1])
 local pad = string.char(255)
 local missing = string.rep(pad, size)
 local out = {}
-for i = 3, #KEYS do
-  local raw = redis.call('GET', KEYS[i])
-  if raw then
-    if #raw >= size then out[i - 2] = string.sub(raw, 1, size)
-    else out[i - 2] = raw .. string.rep(pad, size - #raw) end
-  else out[i - 2] = missing end
+-- MGET in chunks, not a GET per record: a call costs more than the padding of a record.
+-- CHUNK keeps unpack() within Lua's stack.
+local CHUNK = 1000
+for a = 3, #KEYS, CHUNK do
+  local b = math.min(a + CHUNK - 1, #KEYS)
+  local got = redis.call('MGET', unpack(KEYS, a, b))
+  for j = 1, #got do
+    local raw = got[j]
+    local i = a + j - 3
+    if raw then
+      if #raw >= size then out[i] = string.sub(raw, 1, size)
+      else out[i] = raw .. string.rep(pad, size - #raw) end
+    else out[i] = missing end
+  end
 end
 local meta = redis.call('HMGET', KEYS[1], 'prompts', 'sum_p', 'sum_p2', 'sum_inv_t', 'tok_w',
                        'tok_sum', 'rate_s', 'rate_w')

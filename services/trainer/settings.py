@@ -10,6 +10,8 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from krl.common.config import ServiceSettings, secret
+from krl.common.errors import InvalidArgument
+from krl.tasks.factory import parse_task
 
 Strategy = Literal[
     "knapsack-eb", "knapsack-paper", "knapsack-bayes", "uniform", "dapo", "knapsack-dapo"
@@ -160,15 +162,10 @@ class TrainerSettings(ServiceSettings):
                 f"model {self.model!r} is neither 'tiny' nor a local HF model folder "
                 "(no config.json there)"
             )
-        kind, _, arg = self.task.partition(":")
-        if not (
-            (kind in ("reverse", "arithmetic") and not arg)
-            or (kind in ("jsonl", "reasoning_gym") and arg)
-        ):
-            raise ValueError(
-                f"unknown task {self.task!r}: use reverse, arithmetic, jsonl:PATH or "
-                "reasoning_gym:DATASET"
-            )
+        try:
+            parse_task(self.task)
+        except InvalidArgument as e:
+            raise ValueError(str(e)) from None
         return self
 
     @property

@@ -63,7 +63,22 @@ def test_jsonl_source_and_its_errors(tmp_path: Path) -> None:
 
 
 def test_unknown_source() -> None:
-    with pytest.raises(InvalidArgument, match="unknown task source"):
+    with pytest.raises(InvalidArgument, match="unknown task"):
         load_source("gsm8k")
     with pytest.raises(InvalidArgument, match="reasoning-gym dataset"):
         load_source("reasoning_gym:no_such_dataset")
+
+
+def test_task_specs_parse_in_one_place() -> None:
+    from krl.tasks.factory import TaskSpec, parse_task
+    from krl.trainer.settings import TrainerSettings
+
+    assert parse_task("reverse") == TaskSpec("reverse")
+    assert parse_task("jsonl:/data/x.jsonl") == TaskSpec("jsonl", "/data/x.jsonl")
+    assert parse_task("reasoning_gym:basic_arithmetic").arg == "basic_arithmetic"
+    for bad in ("reverse:3", "jsonl", "reasoning_gym:", "gsm8k", ""):
+        with pytest.raises(InvalidArgument, match="unknown task") as e:
+            parse_task(bad)
+        assert e.value.field == "task"
+        with pytest.raises(ValueError, match="unknown task"):  # the settings refuse it too
+            TrainerSettings(task=bad)

@@ -11,19 +11,8 @@ from pydantic_settings import SettingsConfigDict
 
 from krl.common.config import ServiceSettings, secret
 from krl.common.errors import InvalidArgument
+from krl.rl.strategies import Strategy
 from krl.tasks.factory import parse_task
-
-Strategy = Literal[
-    "knapsack-eb", "knapsack-paper", "knapsack-bayes", "uniform", "dapo", "knapsack-dapo"
-]
-STRATEGIES: tuple[str, ...] = (
-    "knapsack-eb",
-    "knapsack-paper",
-    "knapsack-bayes",
-    "uniform",
-    "dapo",
-    "knapsack-dapo",
-)
 
 # Fields that may differ between a run and its resumption (where to find things, not what to do).
 RESUMABLE_CHANGES = frozenset(

@@ -3,6 +3,14 @@ histories are recorded the same way): uniform is the solve with min_n = max_n = 
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
+Strategy = Literal[
+    "uniform", "knapsack-eb", "knapsack-paper", "knapsack-bayes", "dapo", "knapsack-dapo"
+]
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
+"""Every strategy, the one list the trainer's settings, the simulator and the experiments use."""
+
 DYNAMIC = frozenset({"dapo", "knapsack-dapo"})
 """Strategies that drop zero-variance groups and refill from the next prompts (dynamic.py)."""
 

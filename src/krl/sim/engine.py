@@ -25,17 +25,9 @@ from krl.allocator.values import paper_value
 from krl.rl.data import EpochSampler
 from krl.rl.dynamic import keep_mask
 from krl.rl.rows import EvalRow, Row, StepRow
-from krl.rl.strategies import DYNAMIC, strategy_args
+from krl.rl.strategies import DYNAMIC, STRATEGIES, strategy_args
 from krl.sim.population import Difficulty, LearningModel, Population, expected_effective_ratio
 
-STRATEGIES: tuple[str, ...] = (
-    "uniform",
-    "knapsack-eb",
-    "knapsack-paper",
-    "knapsack-bayes",
-    "dapo",
-    "knapsack-dapo",
-)
 TOKENS_PER_ROLLOUT = 64  # the simulator's rollouts all cost the same
 
 

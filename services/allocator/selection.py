@@ -76,12 +76,13 @@ def top_units(
     width = min(full, max(4, 2 * -(-units // rows) + 2))
     have = np.zeros(rows, dtype=np.int64)
     blocks: list[tuple[np.ndarray, np.ndarray]] = []
+    top = np.empty(0)  # the `units` largest gains so far: later thresholds are among these
     todo = np.flatnonzero(room > 0)
     while todo.size:
         g = _masked(gain_fn(todo, have[todo], width), room[todo], have[todo])
         blocks.append((todo, g))
         have[todo] += width
-        t = _kth_largest(blocks, units)
+        t, top = _kth_largest(np.concatenate([top, g.ravel()]), units)
         last = g[:, -1]
         beats = (last >= t) if concentrate else (last > t)  # a chord tied at t, whole
         todo = todo[(room[todo] > have[todo]) & beats & (last > 0)]
@@ -102,16 +103,21 @@ def top_units(
 
 def _masked(g: np.ndarray, room: np.ndarray, offset: np.ndarray) -> np.ndarray:
     """Gains beyond a row's room, and non-positive or NaN gains, become -inf (never chosen)."""
-    col = offset[:, None] + np.arange(g.shape[1])
-    g[(col >= room[:, None]) | ~(g > 0)] = -np.inf
+    g[~(g > 0)] = -np.inf
+    over = np.flatnonzero(offset + g.shape[1] > room)  # only these rows reach past their room
+    if over.size:
+        col = offset[over, None] + np.arange(g.shape[1])
+        sub = g[over]
+        sub[col >= room[over, None]] = -np.inf
+        g[over] = sub
     return g
 
 
-def _kth_largest(blocks: list[tuple[np.ndarray, np.ndarray]], k: int) -> float:
-    """The k-th largest value over all blocks (-inf when there are fewer than k values)."""
-    flat = (
-        blocks[0][1].ravel() if len(blocks) == 1 else np.concatenate([g.ravel() for _, g in blocks])
-    )
-    if k > flat.size:
-        return -np.inf
-    return float(np.partition(flat, flat.size - k)[flat.size - k])
+def _kth_largest(values: np.ndarray, k: int) -> tuple[float, np.ndarray]:
+    """The k-th largest of `values` (-inf when there are fewer than k) and the k largest
+    (all of them when there are fewer): the k-th largest of these and any later values is the
+    k-th largest of everything, so the rest need not be kept."""
+    if k > values.size:
+        return -np.inf, values
+    part = np.partition(values, values.size - k)
+    return float(part[values.size - k]), part[values.size - k :]

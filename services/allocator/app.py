@@ -11,9 +11,10 @@ import redis.asyncio as aioredis
 from krl.allocator import grpc_api
 from krl.allocator.http_api import build_app
 from krl.allocator.metrics import AllocatorMetrics
+from krl.allocator.redis_client import connect
 from krl.allocator.service import Allocator
 from krl.allocator.settings import AllocatorSettings
-from krl.allocator.store import HistoryStore, connect
+from krl.allocator.store import HistoryStore
 from krl.common.grpc_server import GrpcServer
 from krl.common.http_server import HttpServer
 from krl.common.lifecycle import serve_until_signal

@@ -3,7 +3,6 @@ called over loopback gRPC."""
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import threading
@@ -299,29 +298,6 @@ def test_client_resumes_a_broken_stream_without_losing_or_repeating_groups(
     assert sorted(seen) == list(range(24))
 
 
-def test_two_replicas_split_large_groups_and_keep_n_exact(tmp_path: Path, tiny_model: Path) -> None:
-    svc = start_rollout(tmp_path, "--model", str(tiny_model), "--replicas", "2")
-    try:
-        ns = [40, 1, 3, 0, 7]
-        with RolloutClient(svc.target) as c:
-            assert c.info().replicas == 2
-            groups = {g.index: g for g in c.generate(prompts(5, ns), max_new_tokens=4, seed=2)}
-        assert {i: len(g.completions) for i, g in groups.items()} == dict(enumerate(ns))
-        assert all(math.isfinite(lp) for x in groups[0].completions for lp in x.logprobs)
-    finally:
-        assert svc.proc.stop() == 0
-
-
-def test_sigterm_stops_the_service_and_its_replicas(tmp_path: Path, tiny_model: Path) -> None:
-    svc = start_rollout(tmp_path, "--model", str(tiny_model))
-    pids = svc.info()["replica_pids"]
-    assert svc.proc.stop() == 0
-    time.sleep(0.5)
-    for pid in pids:
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)
-
-
 def test_unavailable_maps_from_grpc() -> None:
     with RolloutClient("127.0.0.1:1", retries=0, timeout_s=2) as c, pytest.raises(Unavailable):
         c.info()
@@ -388,30 +364,3 @@ def test_checkpoint_path_pushes_are_off_without_a_root(rollout_service, tiny_mod
         version = c.info().policy_version
         with pytest.raises(FailedPrecondition, match="checkpoint_root"):
             c.push_weights(version + 1, checkpoint_path=str(tiny_model))
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            out.append(int(stat.parent.name))
-    return out
-
-
-def test_a_killed_service_leaves_no_worker_processes(tmp_path: Path, tiny_model: Path) -> None:
-    """SIGKILL of the service: its scoring workers (which hold both ends of their task queue,
-    so they never see it close) and engine replicas must not outlive it."""
-    svc = start_rollout(tmp_path, "--model", str(tiny_model))
-    pid = svc.proc.proc.pid
-    children = _children(pid)
-    assert len(children) >= 2, children  # an engine replica and a scoring worker at least
-    svc.proc.proc.kill()
-    svc.proc.proc.wait(10)
-    deadline = time.monotonic() + 10
-    while alive := [c for c in children if Path(f"/proc/{c}").exists()]:
-        assert time.monotonic() < deadline, f"outlived the service: {alive}"
-        time.sleep(0.1)

@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from krl.allocator.metrics import AllocatorMetrics
+from krl.allocator.redis_client import connect
 from krl.allocator.service import AllocateInput, Allocator
 from krl.allocator.settings import AllocatorSettings
 from krl.allocator.solver import Mode
-from krl.allocator.store import HistoryStore, Outcome, connect
+from krl.allocator.store import HistoryStore, Outcome
 from krl.common.redis_server import EmbeddedRedis
 from krl_client import AllocatorClient
 

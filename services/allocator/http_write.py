@@ -46,6 +46,9 @@ class AllocationOut(BaseModel):
     max_n: int
     fallback: bool
     objective: float
+    objective_name: str = Field(
+        "", description="What it maximised: mode eb's objective, else the mode ('' if older)."
+    )
     solve_ms: float
     budget_used: int
     gap_bound: float

@@ -234,6 +234,7 @@ class Allocator:
             "max_n": req.max_n,
             "fallback": req.fallback,
             "objective": sol.objective,
+            "objective_name": problem.objective if req.mode is Mode.EB else req.mode.value,
             "solve_ms": solve_s * 1e3,
             "budget_used": sol.budget_used,
             "gap_bound": sol.gap_bound,

@@ -11,6 +11,9 @@ Objectives (F for a prompt of success probability p, q = 1 - p, K ~ Binomial(N, 
                  std-normalised advantages, sum_j A_j (y_j - p) = N sigma^ = sqrt(K (N - K))
                  (the default: what an update that sums or token-averages over rollouts
                  gains from the group);
+- `sqrt-gradient` E[sqrt(K (N - K))] / sqrt(N) = sqrt(N) E[sigma^]: the group's gradient
+                 signal against its sampling noise (which grows as sqrt(N)): more rollouts on a
+                 prompt pay, with diminishing returns, so a step still sees many prompts;
 - `group-gradient` E[sqrt(K (N - K))] / N: the same averaged within the group, for a loss that
                  averages groups (the original GRPO's group mean): there a group weighs the
                  same whatever its n, so more rollouts only make its sign surer.
@@ -44,7 +47,9 @@ U_WEIGHTS: dict[str, np.ndarray] = {
     "variance": grid.GRID * (1.0 - grid.GRID),
 }
 """u(p) of the objectives u(p) (1 - p^N - (1-p)^N): the paper's InfoGain p(1-p)^2, 1, p(1-p)."""
-Objective = Literal["gradient", "group-gradient", "rollouts", "paper", "informative", "variance"]
+Objective = Literal[
+    "gradient", "sqrt-gradient", "group-gradient", "rollouts", "paper", "informative", "variance"
+]
 OBJECTIVES: tuple[str, ...] = get_args(Objective)
 DEFAULT = "gradient"
 CONCAVE = frozenset(U_WEIGHTS)
@@ -59,7 +64,7 @@ def value_table(objective: str, max_n: int) -> np.ndarray:
     elif objective == "rollouts":
         p, q = grid.GRID[:, None], 1.0 - grid.GRID[:, None]
         table = n[None, :] * (1.0 - p ** n[None, :] - q ** n[None, :])
-    elif objective in ("gradient", "group-gradient"):
+    elif objective in ("gradient", "sqrt-gradient", "group-gradient"):
         table = np.zeros((grid.GRID_POINTS, max_n + 1))
         for size in range(2, max_n + 1):
             k = np.arange(size + 1, dtype=np.float64)
@@ -67,6 +72,8 @@ def value_table(objective: str, max_n: int) -> np.ndarray:
             table[:, size] = pmf @ np.sqrt(k * (size - k))
         if objective == "group-gradient":
             table[:, 1:] /= n[None, 1:]
+        elif objective == "sqrt-gradient":
+            table[:, 1:] /= np.sqrt(n[None, 1:])
     else:
         raise KeyError(objective)
     table.setflags(write=False)

@@ -20,6 +20,7 @@ def test_gradient_table_matches_monte_carlo():
     rng = np.random.default_rng(3)
     grad = objectives.value_table("gradient", 40)
     group = objectives.value_table("group-gradient", 40)
+    sqrt = objectives.value_table("sqrt-gradient", 40)
     roll = objectives.value_table("rollouts", 40)
     for j in (5, 20, 30, 44):
         p = grid.GRID[j]
@@ -29,6 +30,7 @@ def test_gradient_table_matches_monte_carlo():
             tol = 5 * x.std() / np.sqrt(x.size) + 1e-12  # five Monte Carlo standard errors
             assert abs(grad[j, n] - x.mean()) < tol, (j, n)
             assert abs(group[j, n] - x.mean() / n) < tol / n
+            assert abs(sqrt[j, n] - x.mean() / np.sqrt(n)) < tol / np.sqrt(n)
             both = (k > 0) & (k < n)
             assert abs(roll[j, n] - n * both.mean()) < 5 * n * both.std() / np.sqrt(x.size) + 1e-12
 

@@ -14,7 +14,15 @@ MODES = {
     "bayes": pb.ALLOCATION_MODE_BAYES,
     "tokens": pb.ALLOCATION_MODE_TOKENS,
 }
-OBJECTIVES = ("gradient", "group-gradient", "rollouts", "paper", "informative", "variance")
+OBJECTIVES = (
+    "gradient",
+    "sqrt-gradient",
+    "group-gradient",
+    "rollouts",
+    "paper",
+    "informative",
+    "variance",
+)
 """Mode eb's objectives (the allocator's krl.allocator.objectives; a test keeps them equal)."""
 
 

@@ -8,13 +8,12 @@ Objectives (F for a prompt of success probability p, q = 1 - p, K ~ Binomial(N, 
 - `rollouts`     N (1 - p^N - q^N): the expected rollouts that carry a gradient (what the
                  effective-rollout ratio counts);
 - `gradient`     E[sqrt(K (N - K))]: the magnitude of the group's GRPO gradient with
-                 std-normalised advantages, sum_j A_j (y_j - p) = N sigma^ = sqrt(K (N - K)):
-                 what an update that sums over rollouts gains from the group;
+                 std-normalised advantages, sum_j A_j (y_j - p) = N sigma^ = sqrt(K (N - K))
+                 (the default: what an update that sums or token-averages over rollouts
+                 gains from the group);
 - `sqrt-gradient` E[sqrt(K (N - K))] / sqrt(N) = sqrt(N) E[sigma^]: the group's gradient
                  signal against its sampling noise (which grows as sqrt(N)): more rollouts on a
-                 prompt pay, with diminishing returns, so a step still sees many prompts (the
-                 default: `gradient` concentrated 64 rollouts on a few prompts and lost held-out
-                 accuracy on the real loop);
+                 prompt pay, with diminishing returns, so a step still sees many prompts;
 - `group-gradient` E[sqrt(K (N - K))] / N: the same averaged within the group, for a loss that
                  averages groups (the original GRPO's group mean): there a group weighs the
                  same whatever its n, so more rollouts only make its sign surer.
@@ -52,7 +51,7 @@ Objective = Literal[
     "gradient", "sqrt-gradient", "group-gradient", "rollouts", "paper", "informative", "variance"
 ]
 OBJECTIVES: tuple[str, ...] = get_args(Objective)
-DEFAULT = "sqrt-gradient"
+DEFAULT = "gradient"
 CONCAVE = frozenset(U_WEIGHTS)
 
 

@@ -38,7 +38,6 @@ class AllocatorSettings(ServiceSettings):
     objective: objectives.Objective = Field(
         objectives.DEFAULT,
         description="Mode eb: what an allocation maximises when a request names no objective: "
-        "sqrt-gradient (the group's expected GRPO gradient against its sampling noise), "
         "gradient (expected GRPO gradient magnitude, summed over rollouts), group-gradient "
         "(the same for a loss that averages groups), rollouts (expected informative rollouts), "
         "paper (the paper's InfoGain), informative, variance.",

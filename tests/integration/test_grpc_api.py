@@ -52,8 +52,8 @@ async def test_allocate_report_and_allocations_follow_the_histories(allocator):
         assert again.accepted == 0 and again.duplicates == 64
     last = await call(client.allocate, ids, 512, step=5, min_n=2, max_n=32)
     assert len(set(last.n.values())) > 1  # the histories now shape the allocation
-    # the default objective (sqrt-gradient) favours the prompts near p = 1/2, whose groups
-    # carry the largest gradient; the paper's p(1-p)^2 favours the hard side over the easy one
+    # the default objective (gradient) favours the prompts near p = 1/2, whose groups carry
+    # the largest gradient; the paper's p(1-p)^2 favours the hard side over the easy one
     assert last.n["q32"] > max(last.n["q0"], last.n["q63"])
     paper = await call(client.allocate, ids, 512, step=5, min_n=2, max_n=32, objective="paper")
     hard = sum(paper.n[f"q{i}"] for i in range(16))

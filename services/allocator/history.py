@@ -1,8 +1,9 @@
-"""Per-prompt history records and the decay of evidence (pure; the Lua report script applies
-the same rule atomically inside Redis: lua/report.lua)."""
+"""Per-prompt history records and the decay of evidence (pure; a report applies the same rule
+in record_update.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,18 +31,34 @@ def unpack_heads(raw: bytes, count: int) -> np.ndarray:
 
 
 def recent_of(raw: bytes) -> list[tuple[int, int, int]]:
-    """The recent visits (step, n, successes) stored after a record's head, oldest first."""
+    """The recent visits (step, n, successes) stored after a record's head, oldest first (a
+    record is stored whole: unused visit slots are 0xff, n = -1)."""
     tail = np.frombuffer(raw[HEAD_BYTES:], dtype="<i4").reshape(-1, VISIT_FIELDS)
-    return [(int(v[0]), int(v[1]), int(v[2])) for v in tail]
+    return [(int(v[0]), int(v[1]), int(v[2])) for v in tail if v[1] != -1]
 
 
 RATE_KEEP = 1 - 1 / 512
-"""The namespace's success rate forgets by this factor per prompt reported (report.lua)."""
+"""The namespace's success rate forgets by this factor per prompt reported (record_update)."""
 HIST_BINS = 10
 VISIT_FIELDS = 4
 VISIT_BYTES = 4 * VISIT_FIELDS
 RECORD_BYTES = HEAD_BYTES + RECENT_KEPT * VISIT_BYTES
-"""A whole record, as read.lua pads it (0xff bytes: no visit; they read as -1)."""
+"""A whole record, as a report writes it and whole_records pads an older, shorter one (0xff
+bytes: no visit; they read as -1)."""
+NO_RECORD = b"\xff" * RECORD_BYTES
+"""What an unknown prompt reads as: its head NaN, no visit."""
+
+
+def whole_records(raws: Sequence[bytes | None]) -> bytes:
+    """Records as stored (None: the prompt has none) back to back, RECORD_BYTES each, for
+    unpack_records: a shorter record (an earlier release's) is padded with 0xff."""
+    try:
+        whole = b"".join(raws)  # type: ignore[arg-type]
+        if len(whole) == len(raws) * RECORD_BYTES:  # all whole: each is (records are >= 88 B)
+            return whole
+    except TypeError:  # a None among them
+        pass
+    return b"".join(NO_RECORD if r is None else (r + NO_RECORD)[:RECORD_BYTES] for r in raws)
 
 
 def unpack_records(raw: bytes, count: int) -> tuple[np.ndarray, np.ndarray]:

@@ -26,6 +26,10 @@ def _hiredis_packing(client: aioredis.Redis) -> None:
         def pack_command(self, *args: Any) -> list[bytes]:
             if isinstance(args[0], str) and " " in args[0]:  # "SCRIPT LOAD" -> two arguments
                 args = (*args[0].split(), *args[1:])
+            try:  # bytes, str, int and float pack as they are; a report sends ~3,000
+                return [hiredis.pack_command(args)]
+            except TypeError:
+                pass
             args = tuple(bytes(a) if isinstance(a, bytearray | memoryview) else a for a in args)
             try:
                 return [hiredis.pack_command(args)]

@@ -108,7 +108,7 @@ def test_embedded_redis_starts_from_a_deep_data_folder(tmp_path):
 
 async def test_last_visit_counts_and_rate_follow_the_reports(store, redis_client):
     """The grid prior's data (one count per prompt, at its latest visit) and the namespace's
-    success rate, kept by report.lua; each visit stores the rate's logit."""
+    success rate, kept by each report; each visit stores the rate's logit."""
     await _alloc(store, "lv", "e" * 32, 1, {"x": 8, "y": 8})
     await store.report("lv", "e" * 32, [Outcome("x", 2, 8, 0), Outcome("y", 8, 8, 0)])
     await _alloc(store, "lv", "f" * 32, 2, {"x": 8})
@@ -178,3 +178,85 @@ async def test_allocations_beyond_the_cap_are_dropped_oldest_first(redis_server,
         assert (await store.get_allocation("cap", "latest"))["allocation_id"] == ids[4]
     finally:
         await client.aclose()
+
+
+async def test_concurrent_reports_of_the_same_prompts_each_count_once(store, monkeypatch):
+    """Reports interleave at every await (WATCH, read, MULTI); a commit in between aborts the
+    others' MULTI and they read again, so no update is lost and none counts twice."""
+    import asyncio
+
+    from krl.allocator import report_write
+
+    attempts = []
+    once = report_write._once
+
+    async def counted(*args, **kwargs):
+        attempts.append(1)
+        return await once(*args, **kwargs)
+
+    monkeypatch.setattr(report_write, "_once", counted)
+
+    ids = [f"p{i}" for i in range(40)]
+    allocs = [f"{i + 500:032x}" for i in range(8)]
+    for i, a in enumerate(allocs):
+        await _alloc(store, "race", a, i, dict.fromkeys(ids, 4))
+    results = await asyncio.gather(
+        *(
+            store.report("race", a, [Outcome(p, i % 5, 4, 10) for p in ids])
+            for i, a in enumerate(allocs)
+        )
+    )
+    assert [r.accepted for r in results] == [40] * 8
+    assert len(attempts) > 8  # some were aborted by another's commit and read again
+    recs = await store.prompt_records("race", ids, 0)
+    assert {(r.visits, r.trials, r.successes) for r in recs} == {
+        (8, 32, sum(i % 5 for i in range(8)))
+    }
+    assert all(sorted(s for s, _, _ in r.recent) == list(range(8)) for r in recs)
+    meta = await store.namespace_meta("race")
+    assert meta["prompts"] == 40 and meta["reports"] == 8
+    assert sum(meta[f"h{i}"] for i in range(10)) == 40
+
+
+async def test_a_report_that_keeps_conflicting_gives_up_and_stores_nothing(
+    store, redis_client, monkeypatch
+):
+    """Another writer commits between every read and write (a real INCR of the namespace's
+    report version): after ATTEMPTS tries the report is refused with ABORTED, nothing stored."""
+    from krl.allocator import record_update, report_write
+    from krl.common.errors import Aborted
+
+    await _alloc(store, "busy", "9" * 32, 0, {"x": 4})
+    real = record_update.apply
+    calls = []
+
+    def interfering(*args, **kwargs):
+        calls.append(1)
+        redis_client.incr("krl:{busy}:v")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(record_update, "apply", interfering)
+    with pytest.raises(Aborted, match="conflicted"):
+        await store.report("busy", "9" * 32, [Outcome("x", 1, 4, 0)])
+    assert len(calls) == report_write.ATTEMPTS
+    assert redis_client.get("krl:{busy}:r:x") is None
+    assert redis_client.scard("krl:{busy}:a:" + "9" * 32 + ":r") == 0
+
+
+async def test_a_record_of_an_earlier_release_is_read_and_rewritten_whole(store, redis_client):
+    """Records were stored with only the visits they had (head + 16 bytes a visit); they read
+    as before and the next report writes the record whole (RECORD_BYTES, unused visits 0xff)."""
+    import struct
+
+    from krl.allocator.history import RECORD_BYTES
+
+    head = struct.pack("<11d", 3, 1, 5, 1, 4, 3, 3, 4, 4, 40, 0)
+    redis_client.set("krl:{old}:r:x", head + struct.pack("<4i", 5, 4, 3, 120))
+    h = await store.read_batch("old", ["x"], step=5)
+    assert h.visits[0, 0].tolist() == [5, 4, 3, 120] and (h.visits[0, 1:, 1] == -1).all()
+    await _alloc(store, "old", "8" * 32, 6, {"x": 4})
+    await store.report("old", "8" * 32, [Outcome("x", 2, 4, 40)])
+    raw = redis_client.get("krl:{old}:r:x")
+    assert len(raw) == RECORD_BYTES
+    (rec,) = await store.prompt_records("old", ["x"], 0)
+    assert rec.recent == [(5, 4, 3), (6, 4, 2)] and (rec.visits, rec.trials) == (2, 8)

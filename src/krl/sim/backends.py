@@ -1,5 +1,5 @@
 """Where the simulator's allocations come from: the real allocator code in process (its
-Allocator class over a real embedded redis-server, the same Lua scripts and solver the service
+Allocator class over a real embedded redis-server, the same store and solver the service
 runs), or a running allocator service over gRPC. Both take and give the same plain values."""
 
 from __future__ import annotations

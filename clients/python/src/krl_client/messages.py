@@ -114,18 +114,22 @@ def allocation(res: pb.AllocateResponse, prompt_ids: Sequence[str]) -> Allocatio
     )
 
 
-def outcomes_list(outcomes: OutcomesLike) -> list[Outcome]:
-    """Outcomes from a mapping prompt id -> (successes, trials[, total_tokens]) or Outcome, or
-    from an iterable of Outcome."""
+def outcome_columns(outcomes: OutcomesLike) -> tuple[list[str], list[int], list[int], list[int]]:
+    """(prompt ids, successes, trials, total tokens) from a mapping prompt id -> (successes,
+    trials[, total_tokens]) or Outcome, or from an iterable of Outcome. Columns, not one Outcome
+    per prompt: building 1,024 Outcome objects took longer (~2 ms) than the call itself."""
     if isinstance(outcomes, Mapping):
-        out = []
-        for pid, o in outcomes.items():
-            if isinstance(o, Outcome):
-                out.append(o)
-            else:
-                out.append(Outcome(pid, int(o[0]), int(o[1]), int(o[2]) if len(o) > 2 else 0))
-        return out
-    return list(outcomes)
+        ids, rows = list(outcomes.keys()), list(outcomes.values())
+    else:
+        rows = list(outcomes)
+        ids = [o.prompt_id for o in rows]
+    rows = [(o.successes, o.trials, o.total_tokens) if isinstance(o, Outcome) else o for o in rows]
+    return (
+        ids,
+        [int(o[0]) for o in rows],
+        [int(o[1]) for o in rows],
+        [int(o[2]) if len(o) > 2 else 0 for o in rows],
+    )
 
 
 def report_request(
@@ -133,14 +137,14 @@ def report_request(
 ) -> pb.ReportOutcomesRequest:
     """Packed parallel arrays (one entry per prompt), cheaper to build and parse than one
     message per prompt."""
-    rows = outcomes_list(outcomes)
+    ids, successes, trials, tokens = outcome_columns(outcomes)
     return pb.ReportOutcomesRequest(
         namespace=namespace,
         allocation_id=allocation_id,
-        prompt_ids=[o.prompt_id for o in rows],
-        successes=[o.successes for o in rows],
-        trials=[o.trials for o in rows],
-        total_tokens=[o.total_tokens for o in rows],
+        prompt_ids=ids,
+        successes=successes,
+        trials=trials,
+        total_tokens=tokens,
     )
 
 

@@ -1,0 +1,161 @@
+"""A report's write to Redis: atomic, counted once, and without Lua on the hot path.
+
+Under WATCH of the allocation, its reported set and the namespace's report version (which every
+report's MULTI increments), it reads what the report changes in one round trip, validates it
+(a rejected report writes nothing), computes the new records and namespace aggregates in numpy
+(record_update) and writes them in one MULTI. A report committed in between aborts the MULTI
+(WatchError) and the report is read again. Only reports write records, the aggregates and the
+last-visit counts, so the version key guards all of them; allocations touch other fields.
+
+Why not a Lua script, as before: the per-prompt arithmetic cost ~6 µs a prompt in Redis's Lua
+(8 ms for 1,024) and ~0.3 µs here; WATCH of the 1,024 record keys themselves costs Redis ~4 ms
+(each key is checked against the client's watched list), one version key nothing."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+from redis import exceptions as rexc
+
+from krl.allocator import record_update
+from krl.allocator.history import HIST_BINS
+from krl.common.errors import Aborted, InvalidArgument, NotFound
+from krl_client.messages import Outcome  # noqa: F401 - the row type OutcomeColumns holds
+
+ATTEMPTS = 16
+"""Reads and writes of one report before it gives up on concurrent reports of its namespace."""
+COUNT_FIELDS = ("prompts", "solved", "unsolved", *(f"h{i}" for i in range(HIST_BINS)))
+META_FIELDS = (*record_update.FLOAT_AGGREGATES, *COUNT_FIELDS, "rate_s", "rate_w")
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    accepted: int
+    duplicates: list[str]
+
+
+@dataclass(frozen=True)
+class ReportKeys:
+    allocation: str
+    reported: str
+    meta: str
+    last_visits: str
+    version: str
+    records: list[str]
+
+
+@dataclass(frozen=True)
+class ReportTTL:
+    open_s: int
+    """The reported set's TTL while prompts are still open."""
+    done_s: int
+    """The allocation's and its set's TTL once every prompt with n > 0 is reported."""
+
+
+async def write(
+    r, keys: ReportKeys, alloc_id: str, ns: str, cols, half_life: float, ttl: ReportTTL
+):
+    """Record `cols` (store.OutcomeColumns) for allocation `alloc_id`; see the module."""
+    for _ in range(ATTEMPTS):
+        async with r.pipeline(transaction=True) as pipe:
+            await pipe.watch(keys.allocation, keys.reported, keys.version)
+            try:
+                return await _once(r, pipe, keys, alloc_id, ns, cols, half_life, ttl)
+            except rexc.WatchError:
+                continue
+    raise Aborted(
+        f"the report of allocation {alloc_id!r} conflicted with concurrent reports of namespace "
+        f"{ns!r} {ATTEMPTS} times; nothing was stored, retry it"
+    )
+
+
+async def _once(r, pipe, keys: ReportKeys, alloc_id, ns, cols, half_life, ttl: ReportTTL):
+    # Read on another connection, after the WATCH: a change made since aborts the MULTI.
+    async with r.pipeline(transaction=False) as read:
+        read.hmget(keys.allocation, "_step", "_n", "_open")
+        read.pttl(keys.allocation)
+        read.smismember(keys.reported, cols.prompt_ids)
+        read.scard(keys.reported)
+        read.execute_command("MGET", *keys.records)  # one slot (a cluster pipeline blocks mget())
+        read.hmget(keys.meta, list(META_FIELDS))
+        read.hgetall(keys.last_visits)
+        (step, n, o), pttl, seen, reported, raws, meta, lv = await read.execute()
+    if n is None:
+        raise NotFound(f"no allocation {alloc_id!r} in namespace {ns!r} (unknown or expired)")
+    allotted = json.loads(n)
+    check_allotted(cols, allotted, alloc_id)
+    opened = int(o) if o is not None else sum(1 for x in allotted.values() if x > 0)
+    # a group with no scored rollout is no evidence: neither recorded nor marked reported, so
+    # the real outcome sent later still counts
+    scored, seen = cols.trials > 0, np.array(seen, dtype=bool)
+    dups = [cols.prompt_ids[i] for i in np.flatnonzero(scored & seen)]
+    fresh = np.flatnonzero(scored & ~seen).tolist()
+    if not fresh:
+        return ReportResult(0, dups)
+    old = dict(zip(META_FIELDS, (float(x) if x is not None else 0.0 for x in meta), strict=True))
+    up = record_update.apply(
+        [raws[i] for i in fresh],
+        cols.successes[fresh],
+        cols.trials[fresh],
+        cols.total_tokens[fresh],
+        int(step),
+        half_life,
+        (old["rate_s"], old["rate_w"]),
+    )
+    factor, add_s, add_w = up.rate
+    new_meta = {
+        "rate_s": repr(old["rate_s"] * factor + add_s),
+        "rate_w": repr(old["rate_w"] * factor + add_w),
+    }
+    new_meta |= {k: repr(old[k] + float(d)) for k, d in up.floats.items()}
+    new_meta |= {k: str(int(old[k]) + d) for k, d in up.counts.items()}
+    counts = {k.decode(): int(c) for k, c in lv.items()}
+    lv_set, lv_del = {}, []
+    for f, d in up.last_visits.items():
+        c = counts.get(f, 0) + d
+        if c > 0:
+            lv_set[f] = c
+        else:
+            lv_del.append(f)
+
+    pipe.multi()
+    pairs: list = [None] * (2 * len(fresh))
+    pairs[0::2] = [keys.records[i] for i in fresh]
+    pairs[1::2] = up.new_raws
+    pipe.execute_command("MSET", *pairs)
+    pipe.execute_command("SADD", keys.reported, *[cols.prompt_ids[i] for i in fresh])
+    pipe.hset(keys.meta, mapping=new_meta)
+    pipe.hincrby(keys.meta, "reports", 1)
+    if lv_set:
+        pipe.hset(keys.last_visits, mapping=lv_set)
+    if lv_del:
+        pipe.hdel(keys.last_visits, *lv_del)
+    pipe.incr(keys.version)
+    pipe.expire(keys.reported, ttl.open_s)
+    # Fully reported: keep it only as long as retries may come (the memory policy).
+    if reported + len(fresh) >= opened and pttl > ttl.done_s * 1000:
+        pipe.expire(keys.allocation, ttl.done_s)
+        pipe.expire(keys.reported, ttl.done_s)
+    await pipe.execute()
+    return ReportResult(len(fresh), dups)
+
+
+def check_allotted(cols, allotted: dict[str, int], alloc_id: str) -> None:
+    """The first outcome, in order, that is not in the allocation or has more trials than it
+    was allotted."""
+    n = np.fromiter((allotted.get(pid, -1) for pid in cols.prompt_ids), np.int64, len(cols))
+    bad = np.flatnonzero((n < 0) | (cols.trials > n))
+    if not bad.size:
+        return
+    i = int(bad[0])
+    pid = cols.prompt_ids[i]
+    if n[i] < 0:
+        raise InvalidArgument(
+            f"prompt {pid!r} is not part of allocation {alloc_id!r}", field="outcomes.prompt_id"
+        )
+    raise InvalidArgument(
+        f"prompt {pid!r} reports more trials than the {n[i]} it was allotted",
+        field="outcomes.trials",
+    )

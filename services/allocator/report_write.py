@@ -1,10 +1,11 @@
 """A report's write to Redis: atomic, counted once, and without Lua on the hot path.
 
 Under WATCH of the allocation, its reported set and the namespace's report version (which every
-report's MULTI increments), it reads what the report changes in one round trip, validates it
-(a rejected report writes nothing), computes the new records and namespace aggregates in numpy
-(record_update) and writes them in one MULTI. A report committed in between aborts the MULTI
-(WatchError) and the report is read again. Only reports write records, the aggregates and the
+report's MULTI sets to a fresh random token, record_cache.py), it reads what the report changes
+in one round trip (records this process already holds at that version are not read again),
+validates it (a rejected report writes nothing), computes the new records and namespace
+aggregates in numpy (record_update) and writes them in one MULTI. A report committed in between
+aborts the MULTI (WatchError) and the report is read again. Only reports write records, the aggregates and the
 last-visit counts, so the version key guards all of them; allocations touch other fields.
 
 Why not a Lua script, as before: the per-prompt arithmetic cost ~6 µs a prompt in Redis's Lua
@@ -14,6 +15,7 @@ Why not a Lua script, as before: the per-prompt arithmetic cost ~6 µs a prompt 
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +23,7 @@ from redis import exceptions as rexc
 
 from krl.allocator import record_update
 from krl.allocator.history import HIST_BINS
+from krl.allocator.record_cache import AllocationCache, RecordCache
 from krl.common.errors import Aborted, InvalidArgument, NotFound
 from krl_client.messages import Outcome  # noqa: F401 - the row type OutcomeColumns holds
 
@@ -55,15 +58,22 @@ class ReportTTL:
 
 
 async def write(
-    r, keys: ReportKeys, alloc_id: str, ns: str, cols, half_life: float, ttl: ReportTTL
+    r,
+    keys: ReportKeys,
+    alloc_id: str,
+    ns: str,
+    cols,
+    half_life: float,
+    ttl: ReportTTL,
+    known: Known,
 ):
     """Record `cols` (store.OutcomeColumns) for allocation `alloc_id`; see the module."""
     for _ in range(ATTEMPTS):
         async with r.pipeline(transaction=True) as pipe:
             await pipe.watch(keys.allocation, keys.reported, keys.version)
             try:
-                return await _once(r, pipe, keys, alloc_id, ns, cols, half_life, ttl)
-            except rexc.WatchError:
+                return await _once(r, pipe, keys, alloc_id, ns, cols, half_life, ttl, known)
+            except (rexc.WatchError, _StaleCache):
                 continue
     raise Aborted(
         f"the report of allocation {alloc_id!r} conflicted with concurrent reports of namespace "
@@ -71,32 +81,55 @@ async def write(
     )
 
 
-async def _once(r, pipe, keys: ReportKeys, alloc_id, ns, cols, half_life, ttl: ReportTTL):
+class _StaleCache(Exception):
+    """The cached records are of another version of the namespace: read them all again."""
+
+
+@dataclass(frozen=True)
+class Known:
+    """What this process knows of Redis, to read less: records and its own allocations."""
+
+    records: RecordCache
+    allocations: AllocationCache
+
+
+async def _once(r, pipe, keys: ReportKeys, alloc_id, ns, cols, half_life, ttl, known: Known):
+    ids = cols.prompt_ids
+    cached = known.records.lookup(ns, ids)
+    mine = known.allocations.get(keys.allocation)
     # Read on another connection, after the WATCH: a change made since aborts the MULTI.
     async with r.pipeline(transaction=False) as read:
-        read.hmget(keys.allocation, "_step", "_n", "_open")
+        read.hmget(keys.allocation, "_step", *(() if mine else ("_n", "_open")))
         read.pttl(keys.allocation)
-        read.smismember(keys.reported, cols.prompt_ids)
+        read.smismember(keys.reported, ids)
         read.scard(keys.reported)
-        read.execute_command("MGET", *keys.records)  # one slot (a cluster pipeline blocks mget())
         read.hmget(keys.meta, list(META_FIELDS))
         read.hgetall(keys.last_visits)
-        (step, n, o), pttl, seen, reported, raws, meta, lv = await read.execute()
-    if n is None:
+        read.get(keys.version)
+        if cached.need:  # one slot: a cluster pipeline blocks mget(), not the command
+            read.execute_command("MGET", *(keys.records[i] for i in cached.need))
+        got = await read.execute()
+    alloc, pttl, seen, reported, meta, lv, version = got[:7]
+    if pttl == -2 or alloc[0] is None:
         raise NotFound(f"no allocation {alloc_id!r} in namespace {ns!r} (unknown or expired)")
-    allotted = json.loads(n)
+    if not known.records.settle(ns, version, cached, ids, got[7] if cached.need else []):
+        raise _StaleCache
+    if mine:
+        step, allotted, opened = mine
+    else:
+        step, allotted = int(alloc[0]), json.loads(alloc[1])
+        opened = int(alloc[2]) if alloc[2] is not None else sum(x > 0 for x in allotted.values())
     check_allotted(cols, allotted, alloc_id)
-    opened = int(o) if o is not None else sum(1 for x in allotted.values() if x > 0)
     # a group with no scored rollout is no evidence: neither recorded nor marked reported, so
     # the real outcome sent later still counts
     scored, seen = cols.trials > 0, np.array(seen, dtype=bool)
-    dups = [cols.prompt_ids[i] for i in np.flatnonzero(scored & seen)]
+    dups = [ids[i] for i in np.flatnonzero(scored & seen)]
     fresh = np.flatnonzero(scored & ~seen).tolist()
     if not fresh:
         return ReportResult(0, dups)
     old = dict(zip(META_FIELDS, (float(x) if x is not None else 0.0 for x in meta), strict=True))
     up = record_update.apply(
-        [raws[i] for i in fresh],
+        [cached.raws[i] for i in fresh],
         cols.successes[fresh],
         cols.trials[fresh],
         cols.total_tokens[fresh],
@@ -119,26 +152,29 @@ async def _once(r, pipe, keys: ReportKeys, alloc_id, ns, cols, half_life, ttl: R
             lv_set[f] = c
         else:
             lv_del.append(f)
+    token = uuid.uuid4().bytes
 
     pipe.multi()
     pairs: list = [None] * (2 * len(fresh))
     pairs[0::2] = [keys.records[i] for i in fresh]
     pairs[1::2] = up.new_raws
     pipe.execute_command("MSET", *pairs)
-    pipe.execute_command("SADD", keys.reported, *[cols.prompt_ids[i] for i in fresh])
+    fresh_ids = [ids[i] for i in fresh]
+    pipe.execute_command("SADD", keys.reported, *fresh_ids)
     pipe.hset(keys.meta, mapping=new_meta)
     pipe.hincrby(keys.meta, "reports", 1)
     if lv_set:
         pipe.hset(keys.last_visits, mapping=lv_set)
     if lv_del:
         pipe.hdel(keys.last_visits, *lv_del)
-    pipe.incr(keys.version)
+    pipe.set(keys.version, token)
     pipe.expire(keys.reported, ttl.open_s)
     # Fully reported: keep it only as long as retries may come (the memory policy).
     if reported + len(fresh) >= opened and pttl > ttl.done_s * 1000:
         pipe.expire(keys.allocation, ttl.done_s)
         pipe.expire(keys.reported, ttl.done_s)
     await pipe.execute()
+    known.records.wrote(ns, version, token, fresh_ids, up.new_raws)
     return ReportResult(len(fresh), dups)
 
 

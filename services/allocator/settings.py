@@ -87,6 +87,13 @@ class AllocatorSettings(ServiceSettings):
         description="Allocations kept per namespace: the oldest beyond this are "
         "dropped (a report to one is NOT_FOUND). Bounds Redis memory (~80 KB per 1,024-prompt allocation with its reported set).",
     )
+    record_cache_mb: int = Field(
+        64,
+        ge=0,
+        description="Memory for the prompt records this process last read or wrote (~380 B a "
+        "prompt), used while the namespace's report version is unchanged, so Allocate and "
+        "ReportOutcomes read only the records they have not seen; 0: always read them all.",
+    )
     max_inflight_allocations: int = Field(
         16,
         ge=1,

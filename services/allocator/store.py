@@ -11,7 +11,8 @@ Keys (the namespace sits in a hash tag, so one namespace lives in one cluster sl
   krl:{ns}:a:<allocation id>      hash: _step, _meta (JSON), _n (JSON: prompt id -> n), _open
                                   (prompts with n > 0) (TTL)
   krl:{ns}:a:<allocation id>:r    set of prompt ids already reported               (TTL)
-  krl:{ns}:v                      integer: the namespace's reports so far (a report's WATCH)
+  krl:{ns}:v                      string: the namespace's report version, a random token each
+                                  report sets (what it WATCHes; record_cache.py)
   krl:{ns}:allocs                 list of allocation ids, newest first; past max_allocations_kept
                                   the oldest are dropped with their hashes and sets
 An allocation lives allocation_ttl_s, or reported_allocation_ttl_s once every prompt with n > 0
@@ -50,6 +51,7 @@ from krl.allocator.history import (
     whole_records,
 )
 from krl.allocator.prior import RateMoments
+from krl.allocator.record_cache import AllocationCache, RecordCache
 from krl.allocator.report_write import ReportResult
 from krl.allocator.settings import AllocatorSettings
 from krl.common.errors import NotFound, Unavailable
@@ -130,6 +132,7 @@ class HistoryStore:
         allocation_ttl_s: int,
         reported_ttl_s: int = 3600,
         allocations_kept: int = 1000,
+        record_cache_bytes: int = 64 << 20,
     ) -> None:
         self.r = client
         self.cluster = isinstance(client, RedisCluster)
@@ -138,6 +141,7 @@ class HistoryStore:
         self.reported_ttl = min(int(reported_ttl_s), self.ttl)
         self.kept = int(allocations_kept)
         self._listed: set[str] = set()  # namespaces this process has put in krl:namespaces
+        self.known = report_write.Known(RecordCache(record_cache_bytes), AllocationCache())
 
     @classmethod
     def from_settings(cls, client: aioredis.Redis, s: AllocatorSettings) -> HistoryStore:
@@ -148,6 +152,7 @@ class HistoryStore:
             allocation_ttl_s=s.allocation_ttl_s,
             reported_ttl_s=s.reported_allocation_ttl_s,
             allocations_kept=s.max_allocations_kept,
+            record_cache_bytes=s.record_cache_mb << 20,
         )
 
     @staticmethod
@@ -165,13 +170,24 @@ class HistoryStore:
 
     @_redis_errors
     async def read_batch(self, ns: str, prompt_ids: Sequence[str], step: int) -> BatchHistory:
-        async with self.r.pipeline(transaction=True) as pipe:  # one snapshot, one round trip
-            pipe.hmget(self._k(ns, "meta"), list(READ_META))
-            pipe.hgetall(self._k(ns, "lv"))
-            pipe.execute_command("MGET", *self._records(ns, prompt_ids))  # one slot: allowed
-            raw_meta, lv, raws = await pipe.execute()
+        """The batch's histories in one snapshot (MULTI): the namespace's meta and last-visit
+        counts, and the records this process does not hold at the current report version."""
+        for _ in range(2):  # a second time with nothing cached when the cache is stale
+            cached = self.known.records.lookup(ns, prompt_ids)
+            need = [prompt_ids[i] for i in cached.need]
+            async with self.r.pipeline(transaction=True) as pipe:
+                pipe.hmget(self._k(ns, "meta"), list(READ_META))
+                pipe.hgetall(self._k(ns, "lv"))
+                pipe.get(self._k(ns, "v"))
+                if need:  # one slot: a cluster pipeline blocks mget(), not the command
+                    pipe.execute_command("MGET", *self._records(ns, need))
+                raw_meta, lv, version, *fetched = await pipe.execute()
+            if self.known.records.settle(
+                ns, version, cached, prompt_ids, fetched[0] if need else []
+            ):
+                break
         meta = [float(x) if x is not None else 0.0 for x in raw_meta]
-        rec, visits = unpack_records(whole_records(raws), len(prompt_ids))
+        rec, visits = unpack_records(whole_records(cached.raws), len(prompt_ids))
         rec = np.nan_to_num(rec)
         col = {name: rec[:, i] for i, name in enumerate(RECORD_FIELDS)}
         w = decay_factor(step, col["step"], self.half_life)
@@ -204,12 +220,8 @@ class HistoryStore:
         """listed False: an internal allocation (an import's) that the allocation list, 'latest'
         and the allocation counter do not show."""
         key, allocs = self._k(ns, "a", alloc_id), self._k(ns, "allocs")
-        mapping = {
-            "_step": step,
-            "_meta": json.dumps(meta),
-            "_n": json.dumps(n),
-            "_open": len(n) - list(n.values()).count(0),  # prompts a report must answer for
-        }
+        opened = len(n) - list(n.values()).count(0)  # prompts a report must answer for
+        mapping = {"_step": step, "_meta": json.dumps(meta), "_n": json.dumps(n), "_open": opened}
         async with self.r.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping=mapping)
             pipe.expire(key, self.ttl)
@@ -219,6 +231,7 @@ class HistoryStore:
                 pipe.ltrim(allocs, 0, self.kept - 1)
                 pipe.hincrby(self._k(ns, "meta"), "allocations", 1)
             res = await pipe.execute()
+        self.known.allocations.put(key, step, n, opened)
         if listed and (dropped := [x.decode() for x in res[3]]):
             # The oldest beyond max_allocations_kept go, with their reported sets.
             keys = [self._k(ns, "a", x, *r) for x in dropped for r in ((), ("r",))]
@@ -245,7 +258,9 @@ class HistoryStore:
             records=self._records(ns, cols.prompt_ids),
         )
         ttl = report_write.ReportTTL(open_s=self.ttl, done_s=self.reported_ttl)
-        return await report_write.write(self.r, keys, alloc_id, ns, cols, self.half_life, ttl)
+        return await report_write.write(
+            self.r, keys, alloc_id, ns, cols, self.half_life, ttl, self.known
+        )
 
     @_redis_errors
     async def get_allocation(self, ns: str, alloc_id: str) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """The history store against a real redis-server: idempotent, atomic reports and decay."""
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -221,8 +222,10 @@ async def test_concurrent_reports_of_the_same_prompts_each_count_once(store, mon
 async def test_a_report_that_keeps_conflicting_gives_up_and_stores_nothing(
     store, redis_client, monkeypatch
 ):
-    """Another writer commits between every read and write (a real INCR of the namespace's
-    report version): after ATTEMPTS tries the report is refused with ABORTED, nothing stored."""
+    """Another writer commits between every read and write (a real SET of the namespace's
+    report version, as a report of another allocator does): after ATTEMPTS tries the report is
+    refused with ABORTED, nothing stored. (Every other try finds its cached records of an old
+    version and reads them again before it computes.)"""
     from krl.allocator import record_update, report_write
     from krl.common.errors import Aborted
 
@@ -232,13 +235,13 @@ async def test_a_report_that_keeps_conflicting_gives_up_and_stores_nothing(
 
     def interfering(*args, **kwargs):
         calls.append(1)
-        redis_client.incr("krl:{busy}:v")
+        redis_client.set("krl:{busy}:v", os.urandom(16))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(record_update, "apply", interfering)
     with pytest.raises(Aborted, match="conflicted"):
         await store.report("busy", "9" * 32, [Outcome("x", 1, 4, 0)])
-    assert len(calls) == report_write.ATTEMPTS
+    assert report_write.ATTEMPTS // 2 <= len(calls) <= report_write.ATTEMPTS
     assert redis_client.get("krl:{busy}:r:x") is None
     assert redis_client.scard("krl:{busy}:a:" + "9" * 32 + ":r") == 0
 

@@ -144,6 +144,8 @@ def build_app(allocator: Allocator, token: str | None) -> FastAPI:
             alloc.metrics.prompts_tracked.set(counts["prompts"])
             alloc.metrics.prompts_solved.set(counts["solved"])
             alloc.metrics.prompts_unsolved.set(counts["unsolved"])
+        cache = alloc.store.known.records
+        alloc.metrics.sync_record_cache(cache.hits, cache.misses, cache.entries)
         return Response(generate_latest(alloc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -28,6 +28,13 @@ N_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 512)
 
 
 class AllocatorMetrics:
+    def sync_record_cache(self, held: int, from_redis: int, entries: int) -> None:
+        """Bring the record-read counters up to the cache's totals (read at scrape time)."""
+        for source, total in (("held", held), ("redis", from_redis)):
+            self.record_reads.labels(source).inc(max(total - self._reads_seen[source], 0))
+            self._reads_seen[source] = total
+        self.records_held.set(entries)
+
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
@@ -92,6 +99,19 @@ class AllocatorMetrics:
             ["method", "code"],
             registry=r,
         )
+        self.record_reads = Counter(
+            "krl_allocator_record_reads_total",
+            "Prompt records an Allocate or report needed, by source: held (this process had "
+            "them at the namespace's report version) or redis.",
+            ["source"],
+            registry=r,
+        )
+        self.records_held = Gauge(
+            "krl_allocator_records_held",
+            "Prompt records held in memory (record_cache_mb).",
+            registry=r,
+        )
+        self._reads_seen = {"held": 0, "redis": 0}
         self.prompts_tracked = Gauge(
             "krl_allocator_prompts_tracked",
             "Prompts with a history, over all namespaces.",

@@ -61,6 +61,10 @@ class RecordCache:
         self.hits = 0
         self.misses = 0
 
+    @property
+    def entries(self) -> int:
+        return self._entries
+
     def lookup(self, ns: str, ids: Sequence[str]) -> Cached:
         """What is cached of these prompts, and which to read."""
         c = self._ns.get(ns)

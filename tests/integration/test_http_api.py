@@ -81,6 +81,10 @@ async def test_metrics_are_real_prometheus_text(allocator):
     assert samples[("krl_allocator_rollouts_per_prompt_count", (("mode", "eb"),))] == 3
     assert samples[("krl_allocator_allocate_duration_seconds_count", (("mode", "eb"),))] == 1
     assert ("krl_allocator_solve_duration_seconds_count", (("mode", "eb"),)) in samples
+    # the Allocate read 3 records from Redis (none yet); the report used them as held
+    assert samples[("krl_allocator_record_reads_total", (("source", "redis"),))] == 3
+    assert samples[("krl_allocator_record_reads_total", (("source", "held"),))] == 3
+    assert samples[("krl_allocator_records_held", ())] == 3
 
 
 async def test_http_auth(redis_server):

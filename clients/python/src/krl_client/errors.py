@@ -109,9 +109,11 @@ RETRYABLE_CODES = frozenset(
         grpc.StatusCode.UNAVAILABLE,
         grpc.StatusCode.DEADLINE_EXCEEDED,
         grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,  # a report that met concurrent ones stored nothing
     }
 )
-"""The only codes a client retries: the server is away, slow, or shedding load. A limit is
+"""The only codes a client retries: the server is away, slow, shedding load, or a report met
+concurrent ones (ABORTED: nothing stored; reports count once anyway). A limit is
 INVALID_ARGUMENT and is never retried; RESOURCE_EXHAUSTED only with a retry-after-ms hint (load
 shedding), not gRPC's own refusal of a message over the size limit."""
 RETRY_AFTER_KEY = "retry-after-ms"

@@ -19,18 +19,16 @@ import uuid
 from dataclasses import dataclass
 
 import numpy as np
-from redis import exceptions as rexc
 
 from krl.allocator import record_update
-from krl.allocator.history import HIST_BINS
-from krl.allocator.record_cache import AllocationCache, RecordCache
+from krl.allocator.record_cache import META_FIELDS, AllocationCache, NamespaceState, RecordCache
+from krl.allocator.watched import Watched, watched
 from krl.common.errors import Aborted, InvalidArgument, NotFound
 from krl_client.messages import Outcome  # noqa: F401 - the row type OutcomeColumns holds
 
+FLOAT_FIELDS = frozenset((*record_update.FLOAT_AGGREGATES, "rate_s", "rate_w"))
 ATTEMPTS = 16
 """Reads and writes of one report before it gives up on concurrent reports of its namespace."""
-COUNT_FIELDS = ("prompts", "solved", "unsolved", *(f"h{i}" for i in range(HIST_BINS)))
-META_FIELDS = (*record_update.FLOAT_AGGREGATES, *COUNT_FIELDS, "rate_s", "rate_w")
 
 
 @dataclass(frozen=True)
@@ -69,12 +67,13 @@ async def write(
 ):
     """Record `cols` (store.OutcomeColumns) for allocation `alloc_id`; see the module."""
     for _ in range(ATTEMPTS):
-        async with r.pipeline(transaction=True) as pipe:
-            await pipe.watch(keys.allocation, keys.reported, keys.version)
+        async with watched(r) as w:
             try:
-                return await _once(r, pipe, keys, alloc_id, ns, cols, half_life, ttl, known)
-            except (rexc.WatchError, _StaleCache):
+                done = await _once(w, keys, alloc_id, ns, cols, half_life, ttl, known)
+            except _StaleCache:
                 continue
+            if done is not None:
+                return done
     raise Aborted(
         f"the report of allocation {alloc_id!r} conflicted with concurrent reports of namespace "
         f"{ns!r} {ATTEMPTS} times; nothing was stored, retry it"
@@ -93,27 +92,31 @@ class Known:
     allocations: AllocationCache
 
 
-async def _once(r, pipe, keys: ReportKeys, alloc_id, ns, cols, half_life, ttl, known: Known):
+async def _once(w: Watched, keys: ReportKeys, alloc_id, ns, cols, half_life, ttl, known: Known):
+    """The report, or None when another report committed first (read it all again)."""
     ids = cols.prompt_ids
     cached = known.records.lookup(ns, ids)
     mine = known.allocations.get(keys.allocation)
-    # Read on another connection, after the WATCH: a change made since aborts the MULTI.
-    async with r.pipeline(transaction=False) as read:
-        read.hmget(keys.allocation, "_step", *(() if mine else ("_n", "_open")))
-        read.pttl(keys.allocation)
-        read.smismember(keys.reported, ids)
-        read.scard(keys.reported)
-        read.hmget(keys.meta, list(META_FIELDS))
-        read.hgetall(keys.last_visits)
-        read.get(keys.version)
-        if cached.need:  # one slot: a cluster pipeline blocks mget(), not the command
-            read.execute_command("MGET", *(keys.records[i] for i in cached.need))
-        got = await read.execute()
-    alloc, pttl, seen, reported, meta, lv, version = got[:7]
+    reads: list = [
+        ("HMGET", keys.allocation, "_step", *(() if mine else ("_n", "_open"))),
+        ("PTTL", keys.allocation),
+        ("SMISMEMBER", keys.reported, *ids),
+        ("SCARD", keys.reported),
+        ("GET", keys.version),
+    ]
+    if cached.state is None:
+        reads += [("HMGET", keys.meta, *META_FIELDS), ("HGETALL", keys.last_visits)]
+    if cached.need:
+        reads.append(("MGET", *(keys.records[i] for i in cached.need)))
+    got = await w.read((keys.allocation, keys.reported, keys.version), reads)
+    alloc, pttl, seen, reported, version = got[:5]
+    read_state = NamespaceState.from_replies(got[5], got[6]) if cached.state is None else None
     if pttl == -2 or alloc[0] is None:
         raise NotFound(f"no allocation {alloc_id!r} in namespace {ns!r} (unknown or expired)")
-    if not known.records.settle(ns, version, cached, ids, got[7] if cached.need else []):
+    fetched = got[-1] if cached.need else []
+    if not known.records.settle(ns, version, cached, ids, fetched, read_state):
         raise _StaleCache
+    state = cached.state
     if mine:
         step, allotted, opened = mine
     else:
@@ -127,7 +130,7 @@ async def _once(r, pipe, keys: ReportKeys, alloc_id, ns, cols, half_life, ttl, k
     fresh = np.flatnonzero(scored & ~seen).tolist()
     if not fresh:
         return ReportResult(0, dups)
-    old = dict(zip(META_FIELDS, (float(x) if x is not None else 0.0 for x in meta), strict=True))
+    old = state.meta
     up = record_update.apply(
         [cached.raws[i] for i in fresh],
         cols.successes[fresh],
@@ -138,44 +141,51 @@ async def _once(r, pipe, keys: ReportKeys, alloc_id, ns, cols, half_life, ttl, k
         (old["rate_s"], old["rate_w"]),
     )
     factor, add_s, add_w = up.rate
-    new_meta = {
-        "rate_s": repr(old["rate_s"] * factor + add_s),
-        "rate_w": repr(old["rate_w"] * factor + add_w),
-    }
-    new_meta |= {k: repr(old[k] + float(d)) for k, d in up.floats.items()}
-    new_meta |= {k: str(int(old[k]) + d) for k, d in up.counts.items()}
-    counts = {k.decode(): int(c) for k, c in lv.items()}
-    lv_set, lv_del = {}, []
+    new_meta = {"rate_s": old["rate_s"] * factor + add_s, "rate_w": old["rate_w"] * factor + add_w}
+    new_meta |= {k: old[k] + float(d) for k, d in up.floats.items()}
+    new_meta |= {k: float(int(old[k]) + d) for k, d in up.counts.items()}
+    counts = dict(state.last_visits)
+    lv_set: list = []
+    lv_del: list = []
     for f, d in up.last_visits.items():
-        c = counts.get(f, 0) + d
+        key = f.encode()
+        c = counts.get(key, 0) + d
         if c > 0:
-            lv_set[f] = c
+            lv_set += (key, c)
+            counts[key] = c
         else:
-            lv_del.append(f)
+            lv_del.append(key)
+            counts.pop(key, None)
     token = uuid.uuid4().bytes
-
-    pipe.multi()
     pairs: list = [None] * (2 * len(fresh))
     pairs[0::2] = [keys.records[i] for i in fresh]
     pairs[1::2] = up.new_raws
-    pipe.execute_command("MSET", *pairs)
     fresh_ids = [ids[i] for i in fresh]
-    pipe.execute_command("SADD", keys.reported, *fresh_ids)
-    pipe.hset(keys.meta, mapping=new_meta)
-    pipe.hincrby(keys.meta, "reports", 1)
+    writes: list = [
+        ("MSET", *pairs),
+        ("SADD", keys.reported, *fresh_ids),
+        ("HSET", keys.meta, *(x for k, v in new_meta.items() for x in (k, _field(k, v)))),
+        ("HINCRBY", keys.meta, "reports", 1),
+        ("SET", keys.version, token),
+        ("EXPIRE", keys.reported, ttl.open_s),
+    ]
     if lv_set:
-        pipe.hset(keys.last_visits, mapping=lv_set)
+        writes.append(("HSET", keys.last_visits, *lv_set))
     if lv_del:
-        pipe.hdel(keys.last_visits, *lv_del)
-    pipe.set(keys.version, token)
-    pipe.expire(keys.reported, ttl.open_s)
+        writes.append(("HDEL", keys.last_visits, *lv_del))
     # Fully reported: keep it only as long as retries may come (the memory policy).
     if reported + len(fresh) >= opened and pttl > ttl.done_s * 1000:
-        pipe.expire(keys.allocation, ttl.done_s)
-        pipe.expire(keys.reported, ttl.done_s)
-    await pipe.execute()
-    known.records.wrote(ns, version, token, fresh_ids, up.new_raws)
+        writes += [("EXPIRE", keys.allocation, ttl.done_s), ("EXPIRE", keys.reported, ttl.done_s)]
+    if not await w.commit(writes):
+        return None
+    new_state = NamespaceState({**old, **new_meta}, counts)
+    known.records.wrote(ns, version, token, fresh_ids, up.new_raws, new_state)
     return ReportResult(len(fresh), dups)
+
+
+def _field(name: str, value: float) -> str:
+    """A meta value as stored: counts as integers (HINCRBY may move them), sums exactly."""
+    return repr(value) if name in FLOAT_FIELDS else str(int(value))
 
 
 def check_allotted(cols, allotted: dict[str, int], alloc_id: str) -> None:

@@ -51,7 +51,12 @@ from krl.allocator.history import (
     whole_records,
 )
 from krl.allocator.prior import RateMoments
-from krl.allocator.record_cache import AllocationCache, RecordCache
+from krl.allocator.record_cache import (
+    META_FIELDS,
+    AllocationCache,
+    NamespaceState,
+    RecordCache,
+)
 from krl.allocator.report_write import ReportResult
 from krl.allocator.settings import AllocatorSettings
 from krl.common.errors import NotFound, Unavailable
@@ -114,13 +119,15 @@ class OutcomeColumns:
         return len(self.prompt_ids)
 
 
-def _pairs(lv: dict[bytes, bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The last-visit counts ('k:n' -> prompts) -> (successes, trials, prompts)."""
+def _pairs(lv: dict[bytes, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The last-visit counts ('k:n' -> prompts) -> (successes, trials, prompts), ordered by
+    (n, k): the prior fitted to them must not depend on the order a hash was read in."""
     kn = [f.partition(b":") for f in lv]
     k = np.fromiter((int(a) for a, _, _ in kn), np.int64, len(kn))
     n = np.fromiter((int(b) for _, _, b in kn), np.int64, len(kn))
-    c = np.fromiter((int(x) for x in lv.values()), np.int64, len(kn))
-    return k, n, c
+    c = np.fromiter(lv.values(), np.int64, len(kn))
+    order = np.lexsort((k, n))
+    return k[order], n[order], c[order]
 
 
 class HistoryStore:
@@ -172,21 +179,23 @@ class HistoryStore:
     async def read_batch(self, ns: str, prompt_ids: Sequence[str], step: int) -> BatchHistory:
         """The batch's histories in one snapshot (MULTI): the namespace's meta and last-visit
         counts, and the records this process does not hold at the current report version."""
-        for _ in range(2):  # a second time with nothing cached when the cache is stale
+        for _ in range(2):  # a second time with nothing held when what was held is stale
             cached = self.known.records.lookup(ns, prompt_ids)
             need = [prompt_ids[i] for i in cached.need]
             async with self.r.pipeline(transaction=True) as pipe:
-                pipe.hmget(self._k(ns, "meta"), list(READ_META))
-                pipe.hgetall(self._k(ns, "lv"))
                 pipe.get(self._k(ns, "v"))
+                if cached.state is None:
+                    pipe.hmget(self._k(ns, "meta"), list(META_FIELDS))
+                    pipe.hgetall(self._k(ns, "lv"))
                 if need:  # one slot: a cluster pipeline blocks mget(), not the command
                     pipe.execute_command("MGET", *self._records(ns, need))
-                raw_meta, lv, version, *fetched = await pipe.execute()
-            if self.known.records.settle(
-                ns, version, cached, prompt_ids, fetched[0] if need else []
-            ):
+                version, *got = await pipe.execute()
+            read = NamespaceState.from_replies(got[0], got[1]) if cached.state is None else None
+            fetched = got[-1] if need else []
+            if self.known.records.settle(ns, version, cached, prompt_ids, fetched, read):
                 break
-        meta = [float(x) if x is not None else 0.0 for x in raw_meta]
+        state = cached.state
+        meta = [state.meta[f] for f in READ_META]
         rec, visits = unpack_records(whole_records(cached.raws), len(prompt_ids))
         rec = np.nan_to_num(rec)
         col = {name: rec[:, i] for i, name in enumerate(RECORD_FIELDS)}
@@ -202,7 +211,7 @@ class HistoryStore:
             moments=RateMoments(*meta[:4]),
             tokens_mean_namespace=meta[5] / meta[4] if meta[4] > 0 else float("nan"),
             visits=visits,
-            last_visit_pairs=_pairs(lv),
+            last_visit_pairs=_pairs(state.last_visits),
             rate_logit=_logit(meta[6] / meta[7]) if meta[7] > 0 else None,
         )
 

@@ -38,6 +38,8 @@ def _same(a, b) -> None:
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
     np.testing.assert_array_equal(a.visits, b.visits)
     assert a.moments == b.moments and a.rate_logit == b.rate_logit
+    for x, y in zip(a.last_visit_pairs, b.last_visit_pairs, strict=True):
+        np.testing.assert_array_equal(x, y)
 
 
 async def test_records_held_are_used_and_equal_what_redis_holds(stores):

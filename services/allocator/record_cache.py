@@ -193,16 +193,22 @@ class RecordCache:
 class AllocationCache:
     """The last allocations this process saved: (step, prompt id -> n, prompts with n > 0). An
     allocation never changes once saved, so a report of it needs from Redis only whether it
-    still exists (its TTL), not its 1,024-entry map."""
+    still exists (its TTL), not its 1,024-entry map. Holds at most `max_prompts` prompts over
+    all allocations (and always the newest, unless max_prompts is 0)."""
 
-    def __init__(self, kept: int = 64) -> None:
-        self.kept = kept
+    def __init__(self, max_prompts: int) -> None:
+        self.max_prompts = max(int(max_prompts), 0)
         self._items: OrderedDict[str, tuple[int, dict[str, int], int]] = OrderedDict()
+        self._prompts = 0
 
     def put(self, key: str, step: int, allotted: dict[str, int], opened: int) -> None:
+        if not self.max_prompts:
+            return
         self._items[key] = (step, allotted, opened)
-        while len(self._items) > self.kept:
-            self._items.popitem(last=False)
+        self._prompts += len(allotted)
+        while self._prompts > self.max_prompts and len(self._items) > 1:
+            _, (_, old, _) = self._items.popitem(last=False)
+            self._prompts -= len(old)
 
     def get(self, key: str) -> tuple[int, dict[str, int], int] | None:
         return self._items.get(key)

@@ -92,7 +92,8 @@ class AllocatorSettings(ServiceSettings):
         ge=0,
         description="Memory for the prompt records this process last read or wrote (~380 B a "
         "prompt), used while the namespace's report version is unchanged, so Allocate and "
-        "ReportOutcomes read only the records they have not seen; 0: always read them all.",
+        "ReportOutcomes read only the records they have not seen, and for its latest "
+        "allocations' maps (as many prompts again, ~100 B each); 0: always read them all.",
     )
     max_inflight_allocations: int = Field(
         16,

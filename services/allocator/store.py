@@ -148,7 +148,8 @@ class HistoryStore:
         self.reported_ttl = min(int(reported_ttl_s), self.ttl)
         self.kept = int(allocations_kept)
         self._listed: set[str] = set()  # namespaces this process has put in krl:namespaces
-        self.known = report_write.Known(RecordCache(record_cache_bytes), AllocationCache())
+        records = RecordCache(record_cache_bytes)  # allocations: as many prompts as records
+        self.known = report_write.Known(records, AllocationCache(records.max_entries))
 
     @classmethod
     def from_settings(cls, client: aioredis.Redis, s: AllocatorSettings) -> HistoryStore:

@@ -102,3 +102,17 @@ async def test_the_cache_keeps_within_its_memory(redis_server):
         assert len(store.known.records.lookup("a", IDS).need) == len(IDS)
     finally:
         await client.aclose()
+
+
+def test_the_allocations_held_keep_within_their_prompts():
+    from krl.allocator.record_cache import AllocationCache
+
+    held = AllocationCache(max_prompts=100)
+    for i in range(5):
+        held.put(f"a{i}", i, {f"p{j}": 2 for j in range(40)}, 40)
+    assert [held.get(f"a{i}") is not None for i in range(5)] == [False, False, False, True, True]
+    held.put("big", 9, {f"p{j}": 2 for j in range(500)}, 500)  # over the budget alone: kept
+    assert held.get("big") is not None and held.get("a4") is None
+    off = AllocationCache(max_prompts=0)
+    off.put("a", 0, {"p": 2}, 1)
+    assert off.get("a") is None

@@ -11,16 +11,16 @@ import signal
 from krl.common.grpc_server import GrpcServer
 from krl.common.http_server import HttpServer
 from krl.trainer import grpc_api
+from krl.trainer.build import TrainerRun
 from krl.trainer.control import FAILED
 from krl.trainer.http_api import build_app
-from krl.trainer.loop import Trainer
 from krl.trainer.settings import TrainerSettings
 
 log = logging.getLogger(__name__)
 
 
 async def serve(settings: TrainerSettings) -> int:
-    trainer = Trainer(settings)
+    trainer = TrainerRun(settings)
     token = settings.token()
     grpc_server = GrpcServer(
         host=settings.host,

@@ -10,8 +10,8 @@ from krl.api.trainer.v1 import trainer_pb2 as pb
 from krl.api.trainer.v1 import trainer_pb2_grpc as pb_grpc
 from krl.common.errors import FailedPrecondition
 from krl.common.grpc_server import unary_errors
+from krl.trainer.build import TrainerRun
 from krl.trainer.control import FAILED, FINISHED, PAUSED, RUNNING, STARTING, STOPPING
-from krl.trainer.loop import Trainer
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TrainerService"].full_name
 STATES = {
@@ -26,7 +26,7 @@ DONE = (FINISHED, FAILED)
 
 
 class TrainerServicer(pb_grpc.TrainerServiceServicer):
-    def __init__(self, trainer: Trainer) -> None:
+    def __init__(self, trainer: TrainerRun) -> None:
         self.trainer = trainer
         self.control = trainer.control
 
@@ -85,7 +85,7 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
         return pb.StopTrainingResponse(state=self._state())
 
 
-def register(trainer: Trainer):
+def register(trainer: TrainerRun):
     def add(server: grpc.aio.Server) -> None:
         pb_grpc.add_TrainerServiceServicer_to_server(TrainerServicer(trainer), server)
 

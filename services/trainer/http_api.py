@@ -15,10 +15,10 @@ from krl.common.http import (
     make_app,
 )
 from krl.rl.runlog import json_safe
-from krl.trainer.loop import Trainer
+from krl.trainer.build import TrainerRun
 
 
-def build_app(trainer: Trainer, token: str | None) -> FastAPI:
+def build_app(trainer: TrainerRun, token: str | None) -> FastAPI:
     app = make_app(
         title="knapsack-rl trainer",
         version=__version__,

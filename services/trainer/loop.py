@@ -21,23 +21,21 @@ import logging
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from krl.common.errors import FailedPrecondition
-from krl.model.loading import load_model, load_tokenizer
 from krl.model.weights import to_bytes
 from krl.rl.data import EpochSampler
 from krl.rl.runlog import RunLog
 from krl.rollout.client import Group, PromptSpec
 from krl.rollout.fleet import RolloutFleet
 from krl.tasks.base import Task, TaskSource
-from krl.tasks.factory import load_source
 from krl.trainer import checkpoint as ckpt
 from krl.trainer import grpo
 from krl.trainer.control import FAILED, FINISHED, RUNNING, STOPPING, Control, Status
 from krl.trainer.metrics import TrainerMetrics
-from krl.trainer.policy import prepare_policy
 from krl.trainer.record import observe, step_row
 from krl.trainer.rounds import step_rounds
 from krl.trainer.settings import TrainerSettings
@@ -49,87 +47,57 @@ log = logging.getLogger(__name__)
 
 
 class Trainer:
+    """One run's loop, built whole by build.build_trainer (every part it trains with is an
+    argument here; nothing is created later)."""
+
     def __init__(
         self,
         settings: TrainerSettings,
-        metrics: TrainerMetrics | None = None,
-        control: Control | None = None,
+        *,
+        metrics: TrainerMetrics,
+        control: Control,
+        status: Status,
+        runlog: RunLog,
+        source: TaskSource,
+        sampler: EpochSampler,
+        allocator: AllocatorClient,
+        rollout: RolloutFleet,
+        journal: Journal,
+        tokenizer: Any,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        reference: torch.nn.Module | None,
+        resumed: ckpt.TrainerState | None = None,
     ) -> None:
-        self.s = settings
-        self.metrics = metrics or TrainerMetrics()
-        self.control = control or Control()
-        self.status = Status(total_steps=settings.steps)
-        self.run_dir = Path(settings.run_dir)
-        self.version = 0
-        self.step = 0  # steps completed
-        self.batches = 0  # batches of M prompts drawn (dapo draws several per step)
-        self.rollouts_total = 0
-        self.pushed_step = -1
-
-    # ---------------------------------------------------------------- setup
-    def setup(self) -> None:
-        s = self.s
-        if s.threads:
-            torch.set_num_threads(s.threads)
-        torch.manual_seed(s.seed)
-        self.source: TaskSource = load_source(
-            s.task,
-            seed=s.warmup_seed,
-            train_per_level=s.train_per_level,
-            heldout_per_level=s.eval_per_level,
-        )
-        self.sampler = EpochSampler([t.id for t in self.source.train], s.prompts_per_step, s.seed)
-        token = s.peer()
-        kw = {"token": token, "retries": s.client_retries, "backoff_s": s.client_backoff_s}
-        self.allocator = AllocatorClient(s.allocator, s.run_namespace, timeout_s=30.0, **kw)
-        self.rollout = RolloutFleet(s.rollout, **kw)
-        self.runlog = RunLog(self.run_dir)
-        self.journal = Journal(self.run_dir / "allocations.jsonl")
-
-        latest = ckpt.latest(self.run_dir / "checkpoints")
-        if latest is not None:
-            state = ckpt.load_state(latest)
-            if state.namespace != s.run_namespace or state.seed != s.seed:
-                raise RuntimeError(
-                    f"checkpoint {latest} belongs to another run "
-                    f"(namespace {state.namespace}, seed {state.seed})"
-                )
-            policy_dir = latest
-        else:
-            policy_dir = prepare_policy(
-                s.model,
-                tasks=self.source.train,
-                task_name=s.task,
-                warmup_steps=s.warmup(),
-                warmup_lr=s.warmup_lr,
-                seed=s.warmup_seed,
-                cache_dir=s.cache_dir,
-                progress=self._warmup_progress,
-            )
-        self.tokenizer = load_tokenizer(policy_dir)
-        self.model = load_model(policy_dir)
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=s.lr, weight_decay=s.weight_decay
-        )
-        self.reference = load_model(policy_dir) if s.kl_beta > 0 else None
+        s = settings
+        self.s = s
+        self.metrics = metrics
+        self.control = control
+        self.status = status
+        self.run_dir = Path(s.run_dir)
+        self.runlog = runlog
+        self.source = source
+        self.eval_tasks = source.heldout
+        self.sampler = sampler
+        self.allocator = allocator
+        self.rollout = rollout
+        self.journal = journal
+        self.tokenizer = tokenizer
+        self.model = model
+        self.optimizer = optimizer
+        self.reference = reference
         self.loss_cfg = grpo.LossConfig(s.eps_low, s.eps_high, s.kl_beta, s.temperature)
         self._prompt_ids: dict[str, list[int]] = {}
-        self.eval_tasks = self.source.heldout
-        if latest is not None:
-            ckpt.load_trainer_parts(latest, self.optimizer)
-            self.step = state.step
-            self.batches = state.batches
-            self.rollouts_total = state.rollouts
-            self.version = state.policy_version
-            self.runlog.truncate_after(self.step)
-            self.control.last_checkpoint = str(latest)
-            log.info(
-                "resumed from %s at step %d (data cursor epoch %d, offset %d)",
-                latest,
-                self.step,
-                *state.cursor,
-            )
+        self.pushed_step = -1
+        r = resumed
+        self.step = r.step if r else 0  # steps completed
+        self.batches = r.batches if r else 0  # batches of M prompts drawn (dapo: several a step)
+        self.rollouts_total = r.rollouts if r else 0
+        self.version = r.policy_version if r else 0
         self.status.step = self.step
+
+    def start(self) -> None:
+        """Meet the rollout service: wait until it serves, then give it our weights."""
         info = self.rollout.wait_ready(timeout_s=600.0)
         log.info(
             "rollout service: engine %s, model %s, version %d",
@@ -139,10 +107,6 @@ class Trainer:
         )
         self.version = max(self.version, info.policy_version)
         self._push(force=True)
-
-    def _warmup_progress(self, step: int, loss: float) -> None:
-        if step % 25 == 0 or step == 1:
-            self.runlog.event("warmup", {"step": step, "of": self.s.warmup(), "loss": loss})
 
     # ---------------------------------------------------------------- pieces
     def _push(self, force: bool = False) -> float:
@@ -305,7 +269,7 @@ class Trainer:
         s = self.s
         c = self.control
         try:
-            self.setup()
+            self.start()
             c.state = RUNNING
             if self.step == 0:
                 self.evaluate()

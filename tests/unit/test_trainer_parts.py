@@ -266,3 +266,31 @@ def test_tail_returns_each_complete_line_once_and_survives_truncation(tmp_path):
     log.metrics_path = path
     log.truncate_after(1)  # the file is replaced by a shorter one
     assert tail.new_rows() == [{"step": 1}]
+
+
+def test_a_run_that_cannot_be_built_fails_with_its_reason(tmp_path):
+    """TrainerRun serves control and status before its trainer exists; a run folder whose
+    checkpoint is another run's fails the run (FAILED, the reason in status and events.jsonl)
+    before any service is called."""
+    from krl.trainer.build import TrainerRun
+    from krl.trainer.control import FAILED, STARTING
+
+    model, tok = _tiny(tmp_path)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    run_dir = tmp_path / "run"
+    ckpt.save(
+        run_dir / "checkpoints",
+        model,
+        tok,
+        opt,
+        ckpt.TrainerState(4, 5, (0, 8), 0, "other"),
+        keep=1,
+    )
+    run = TrainerRun(TrainerSettings(run_dir=str(run_dir), namespace="mine", seed=0))
+    assert run.control.state == STARTING and run.step == 0 and run.trainer is None
+    with pytest.raises(RuntimeError, match="not built"):
+        run.save_checkpoint()
+    assert run.run() == FAILED
+    assert run.control.state == FAILED and "belongs to another run" in run.control.error
+    events = [json.loads(x) for x in (run_dir / "events.jsonl").read_text().splitlines()]
+    assert events[-1]["event"] == "failed" and "another run" in events[-1]["error"]

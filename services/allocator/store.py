@@ -56,6 +56,7 @@ from krl.allocator.record_cache import (
     AllocationCache,
     NamespaceState,
     RecordCache,
+    version_of,
 )
 from krl.allocator.report_write import ReportResult
 from krl.allocator.settings import AllocatorSettings
@@ -80,6 +81,10 @@ def _redis_errors(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
             raise Unavailable(f"Redis is unreachable: {e}") from e
         except (rexc.ClusterDownError, rexc.TryAgainError, rexc.RedisClusterException) as e:
             raise Unavailable(f"Redis Cluster is failing over: {e}") from e
+        except (rexc.MovedError, rexc.AskError, rexc.ReadOnlyError) as e:
+            # a slot moved, or its master became a replica, under a transaction: Redis aborted
+            # it whole (EXECABORT), so nothing was written and the call can be retried
+            raise Unavailable(f"Redis is failing over: {e}") from e
 
     return wrapper
 
@@ -185,12 +190,14 @@ class HistoryStore:
             need = [prompt_ids[i] for i in cached.need]
             async with self.r.pipeline(transaction=True) as pipe:
                 pipe.get(self._k(ns, "v"))
+                pipe.hget(self._k(ns, "meta"), "reports")
                 if cached.state is None:
                     pipe.hmget(self._k(ns, "meta"), list(META_FIELDS))
                     pipe.hgetall(self._k(ns, "lv"))
                 if need:  # one slot: a cluster pipeline blocks mget(), not the command
                     pipe.execute_command("MGET", *self._records(ns, need))
-                version, *got = await pipe.execute()
+                token, reports, *got = await pipe.execute()
+            version = version_of(token, reports)
             read = NamespaceState.from_replies(got[0], got[1]) if cached.state is None else None
             fetched = got[-1] if need else []
             if self.known.records.settle(ns, version, cached, prompt_ids, fetched, read):

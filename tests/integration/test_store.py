@@ -263,3 +263,25 @@ async def test_a_record_of_an_earlier_release_is_read_and_rewritten_whole(store,
     assert len(raw) == RECORD_BYTES
     (rec,) = await store.prompt_records("old", ["x"], 0)
     assert rec.recent == [(5, 4, 3), (6, 4, 2)] and (rec.visits, rec.trials) == (2, 8)
+
+
+async def test_a_redis_that_became_a_replica_is_unavailable_and_the_retry_counts_once(
+    store, redis_client
+):
+    """A failover demotes the node under a report: Redis refuses its MULTI whole (READONLY,
+    EXECABORT). That is UNAVAILABLE (clients retry it), nothing is written, and the report
+    retried once the node takes writes again counts once."""
+    from krl.common.errors import Unavailable
+
+    await _alloc(store, "ro", "7" * 32, 0, {"x": 4, "y": 4})
+    redis_client.execute_command("REPLICAOF", "127.0.0.1", "1")  # a master that is not there
+    try:
+        with pytest.raises(Unavailable, match="failing over"):
+            await store.report("ro", "7" * 32, [Outcome("x", 1, 4, 0), Outcome("y", 2, 4, 0)])
+    finally:
+        redis_client.execute_command("REPLICAOF", "NO", "ONE")
+    assert redis_client.get("krl:{ro}:r:x") is None
+    res = await store.report("ro", "7" * 32, [Outcome("x", 1, 4, 0), Outcome("y", 2, 4, 0)])
+    assert res.accepted == 2 and res.duplicates == []
+    (rec,) = await store.prompt_records("ro", ["x"], 0)
+    assert rec.visits == 1

@@ -33,7 +33,6 @@ from krl.allocator.record_cache import (
 )
 from krl.allocator.watched import Watched, watched
 from krl.common.errors import Aborted, InvalidArgument, NotFound
-from krl_client.messages import Outcome  # noqa: F401 - the row type OutcomeColumns holds
 
 FLOAT_FIELDS = frozenset((*record_update.FLOAT_AGGREGATES, "rate_s", "rate_w"))
 ATTEMPTS = 16
@@ -133,7 +132,7 @@ async def _once(w: Watched, keys: ReportKeys, alloc_id, ns, cols, half_life, ttl
         step, allotted, opened = mine
     else:
         step, allotted = int(alloc[0]), json.loads(alloc[1])
-        opened = int(alloc[2]) if alloc[2] is not None else sum(x > 0 for x in allotted.values())
+        opened = int(alloc[2]) if alloc[2] is not None else open_prompts(allotted)
     check_allotted(cols, allotted, alloc_id)
     # a group with no scored rollout is no evidence: neither recorded nor marked reported, so
     # the real outcome sent later still counts
@@ -199,6 +198,11 @@ async def _once(w: Watched, keys: ReportKeys, alloc_id, ns, cols, half_life, ttl
 def _field(name: str, value: float) -> str:
     """A meta value as stored: counts as integers (HINCRBY may move them), sums exactly."""
     return repr(value) if name in FLOAT_FIELDS else str(int(value))
+
+
+def open_prompts(allotted: dict[str, int]) -> int:
+    """Prompts with n > 0: what a report must answer for before the allocation is done."""
+    return len(allotted) - list(allotted.values()).count(0)
 
 
 def check_allotted(cols, allotted: dict[str, int], alloc_id: str) -> None:

@@ -237,7 +237,7 @@ class HistoryStore:
         """listed False: an internal allocation (an import's) that the allocation list, 'latest'
         and the allocation counter do not show."""
         key, allocs = self._k(ns, "a", alloc_id), self._k(ns, "allocs")
-        opened = len(n) - list(n.values()).count(0)  # prompts a report must answer for
+        opened = report_write.open_prompts(n)
         mapping = {"_step": step, "_meta": json.dumps(meta), "_n": json.dumps(n), "_open": opened}
         async with self.r.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping=mapping)

@@ -324,17 +324,22 @@ def test_control_api_and_prometheus_metrics(stack, tmp_path):
 
 def test_allocator_and_rollout_restarts_lose_and_double_count_nothing(stack, tmp_path):
     run = tmp_path / "e2e-faults"
-    proc, _, _ = stack.trainer(run, "--steps", "8", "--checkpoint-every", "0", cache=stack.cache)
+    steps = 14  # room after the restarts: a trainer done before one would test nothing
+    proc, _, _ = stack.trainer(
+        run, "--steps", str(steps), "--checkpoint-every", "0", cache=stack.cache
+    )
     try:
         _wait_step(run, proc, 2)
         stack.restart_allocator()
         _wait_step(run, proc, 4)
         stack.restart_rollout()  # comes back with its own weights (version 0)
+        at = _steps(run)[-1]["step"]
+        assert at < steps, f"the trainer reached step {at} before the rollout service was back"
         assert proc.wait(timeout=400) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
-    _check_exactly_once(stack, run, 8)
+    _check_exactly_once(stack, run, steps)
     # The restarted rollout service came back with its own weights (version 0) and must end
     # with ours: by a re-push after FAILED_PRECONDITION ("pushing them again") when a Generate
     # hit it first, or by the step's regular push when the restart fell between generate and

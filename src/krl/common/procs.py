@@ -15,6 +15,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from krl_client.channel import RECONNECT_OPTIONS
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -31,7 +33,7 @@ def wait_serving(
     """Until `target` answers health SERVING. A process that exits first is an error, unless
     `exit_ok` and it exited 0 (a job that finished its work before it was polled)."""
     deadline = time.monotonic() + timeout_s
-    with grpc.insecure_channel(target) as ch:
+    with grpc.insecure_channel(target, options=RECONNECT_OPTIONS) as ch:
         stub = health_pb2_grpc.HealthStub(ch)
         while True:
             if proc is not None and proc.poll() is not None:

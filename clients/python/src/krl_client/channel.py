@@ -22,11 +22,22 @@ from krl_client.errors import from_grpc_error, retry_after_s, retryable
 T = TypeVar("T")
 
 
+# gRPC's own reconnect backoff starts at 1 s and grows to 120 s: after a restart of a few
+# seconds a channel could stay in TRANSIENT_FAILURE for many seconds after the service was back,
+# failing every retry of ours in the meantime. Restarts here are short; reconnect soon (the
+# connect timeout, grpc.min_reconnect_backoff_ms, stays at its 20 s default for slow networks).
+RECONNECT_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1_000),
+]
+
+
 def channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
     return [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.keepalive_time_ms", 60_000),
+        *RECONNECT_OPTIONS,
     ]
 
 

@@ -9,12 +9,10 @@ import logging
 import redis.asyncio as aioredis
 
 from krl.allocator import grpc_api
+from krl.allocator.build import build_allocator
 from krl.allocator.http_api import build_app
 from krl.allocator.metrics import AllocatorMetrics
-from krl.allocator.redis_client import connect
-from krl.allocator.service import Allocator
 from krl.allocator.settings import AllocatorSettings
-from krl.allocator.store import HistoryStore
 from krl.common.grpc_server import GrpcServer
 from krl.common.http_server import HttpServer
 from krl.common.lifecycle import serve_until_signal
@@ -45,9 +43,7 @@ class AllocatorApp:
             self.watch = asyncio.create_task(
                 self.embedded.supervise(on_restart=metrics.redis_restarts.inc)
             )
-        self.redis = await connect(url, s.redis_timeout_s)
-        store = HistoryStore.from_settings(self.redis, s)
-        allocator = Allocator(store, s, metrics)
+        allocator, self.redis = await build_allocator(s, url, metrics)
         token = s.token()
         self.grpc = GrpcServer(
             host=s.host,

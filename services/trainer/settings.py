@@ -94,7 +94,7 @@ class TrainerSettings(ServiceSettings):
     cache_dir: Path = Field(Path(".krl/models"), description="Where warmed-up policies are kept.")
 
     # allocation
-    strategy: Strategy = Field("knapsack-eb", description="How rollouts are handed out.")
+    strategy: Strategy = Field(Strategy.KNAPSACK_EB, description="How rollouts are handed out.")
     prompts_per_step: int = Field(64, ge=1, description="Prompts drawn per step (M).")
     rollouts_per_prompt: int = Field(
         8, ge=1, description="Budget per step is M x this (the uniform baseline's n)."

@@ -15,8 +15,9 @@ from krl.common.procs import ServiceProcess, free_port
 from krl.common.redis_server import EmbeddedRedis
 from krl.experiment.analysis import RunCurves, effective_ratio
 from krl.rl.rows import undeclared
+from krl.rl.strategies import STRATEGIES
 from krl.sim.backends import InProcessAllocator, ServiceAllocator
-from krl.sim.engine import STRATEGIES, SimConfig, simulate
+from krl.sim.engine import SimConfig, simulate
 from krl.sim.population import Difficulty, Population, expected_effective_ratio
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,8 @@ from dataclasses import fields
 from pathlib import Path
 
 from krl.allocator.objectives import OBJECTIVES
-from krl.sim.engine import STRATEGIES, SimConfig
+from krl.rl.strategies import STRATEGIES
+from krl.sim.engine import SimConfig
 
 SIM_HELP = {
     "difficulty": "initial success probabilities: beta:A,B | levels:P1,P2,... | fixed:P",

@@ -3,26 +3,55 @@ histories are recorded the same way): uniform is the solve with min_n = max_n = 
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+import enum
+from collections.abc import Callable
 
-Strategy = Literal[
-    "uniform", "knapsack-eb", "knapsack-paper", "knapsack-bayes", "dapo", "knapsack-dapo"
-]
-STRATEGIES: tuple[str, ...] = get_args(Strategy)
-"""Every strategy, the one list the trainer's settings, the simulator and the experiments use."""
 
-DYNAMIC = frozenset({"dapo", "knapsack-dapo"})
+class Strategy(enum.StrEnum):
+    """Every strategy, the one list the trainer's settings, the simulator and the experiments
+    use. Members are strings: `Strategy.UNIFORM == "uniform"`."""
+
+    UNIFORM = "uniform"
+    KNAPSACK_EB = "knapsack-eb"
+    KNAPSACK_PAPER = "knapsack-paper"
+    KNAPSACK_BAYES = "knapsack-bayes"
+    DAPO = "dapo"
+    KNAPSACK_DAPO = "knapsack-dapo"
+
+
+STRATEGIES: tuple[str, ...] = tuple(s.value for s in Strategy)
+
+DYNAMIC = frozenset({Strategy.DAPO, Strategy.KNAPSACK_DAPO})
 """Strategies that drop zero-variance groups and refill from the next prompts (dynamic.py)."""
 
 
+def _even(budget: int, prompts: int, min_n: int, max_n: int) -> dict:
+    return {"mode": "bayes", "min_n": budget // prompts, "max_n": -(-budget // prompts)}
+
+
+def _solved(mode: str, **extra: object) -> Callable[[int, int, int, int], dict]:
+    def args(budget: int, prompts: int, min_n: int, max_n: int) -> dict:
+        return {"mode": mode, "min_n": min_n, "max_n": max_n, **extra}
+
+    return args
+
+
+ARGS: dict[Strategy, Callable[[int, int, int, int], dict]] = {
+    Strategy.UNIFORM: _even,
+    Strategy.DAPO: _even,
+    Strategy.KNAPSACK_EB: _solved("eb"),
+    Strategy.KNAPSACK_DAPO: _solved("eb"),
+    Strategy.KNAPSACK_BAYES: _solved("bayes"),
+    Strategy.KNAPSACK_PAPER: _solved("paper", fallback=True),
+}
+
+
+def parse_strategy(name: str) -> Strategy:
+    try:
+        return Strategy(name)
+    except ValueError:
+        raise ValueError(f"unknown strategy {name!r}: use one of {', '.join(STRATEGIES)}") from None
+
+
 def strategy_args(strategy: str, budget: int, prompts: int, min_n: int, max_n: int) -> dict:
-    if strategy in ("knapsack-eb", "knapsack-dapo"):
-        return {"mode": "eb", "min_n": min_n, "max_n": max_n}
-    if strategy == "knapsack-bayes":
-        return {"mode": "bayes", "min_n": min_n, "max_n": max_n}
-    if strategy == "knapsack-paper":
-        return {"mode": "paper", "min_n": min_n, "max_n": max_n, "fallback": True}
-    if strategy in ("uniform", "dapo"):
-        lo, hi = budget // prompts, -(-budget // prompts)
-        return {"mode": "bayes", "min_n": lo, "max_n": hi}
-    raise ValueError(f"unknown strategy {strategy!r}")
+    return ARGS[parse_strategy(strategy)](budget, prompts, min_n, max_n)

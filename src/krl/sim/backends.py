@@ -12,12 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from krl.allocator.metrics import AllocatorMetrics
-from krl.allocator.redis_client import connect
-from krl.allocator.service import AllocateInput, Allocator
+from krl.allocator.build import build_allocator
+from krl.allocator.service import AllocateInput
 from krl.allocator.settings import AllocatorSettings
 from krl.allocator.solver import Mode
-from krl.allocator.store import HistoryStore, Outcome
+from krl.allocator.store import Outcome
 from krl.common.redis_server import EmbeddedRedis
 from krl_client import AllocatorClient
 
@@ -35,9 +34,7 @@ class InProcessAllocator:
             self.redis_server = EmbeddedRedis(self._tmp, appendonly=False).start()
             redis_url = self.redis_server.url
         settings = AllocatorSettings(redis_url=redis_url, half_life_steps=half_life_steps)
-        self._redis = self._runner.run(connect(redis_url, settings.redis_timeout_s))
-        store = HistoryStore.from_settings(self._redis, settings)
-        self.allocator = Allocator(store, settings, AllocatorMetrics())
+        self.allocator, self._redis = self._runner.run(build_allocator(settings, redis_url))
         self.half_life_steps = half_life_steps
 
     def allocate(

@@ -25,7 +25,7 @@ from krl.allocator.values import paper_value
 from krl.rl.data import EpochSampler
 from krl.rl.dynamic import keep_mask
 from krl.rl.rows import EvalRow, Row, StepRow
-from krl.rl.strategies import DYNAMIC, STRATEGIES, strategy_args
+from krl.rl.strategies import DYNAMIC, parse_strategy, strategy_args
 from krl.sim.population import Difficulty, LearningModel, Population, expected_effective_ratio
 
 TOKENS_PER_ROLLOUT = 64  # the simulator's rollouts all cost the same
@@ -152,8 +152,7 @@ def simulate(
 ) -> RunResult:
     """Run `cfg.steps` updates of one strategy, or fewer when `rollout_budget` rollouts are
     spent first (dapo's updates cost a varying number); rows as in the module docstring."""
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
+    strategy = parse_strategy(strategy).value
     cfg.validate()
     t0 = time.perf_counter()
     pop = Population.draw(

@@ -274,17 +274,19 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
     s = bsub.add_parser("solver", help="exact solver vs the paper's DP on the same instances")
     s.add_argument("--repeats", type=int, default=21, help="timed solves per size (median kept)")
     s.add_argument("--dp-max-prompts", type=int, default=1024, help="run the DP up to this size")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="seed of the random instances (default 0)")
     s.set_defaults(func=_run_bench, which="solver")
     a = bsub.add_parser("allocator", help="Allocate / ReportOutcomes latency over loopback gRPC")
-    a.add_argument("--prompts", type=int, default=1024)
-    a.add_argument("--requests", type=int, default=200)
+    a.add_argument("--prompts", type=int, default=1024, help="prompts per call (default 1024)")
+    a.add_argument(
+        "--requests", type=int, default=200, help="Allocate + report rounds timed (default 200)"
+    )
     a.add_argument("--target", help="an allocator already running (host:port); default: start one")
     a.set_defaults(func=_run_bench, which="allocator")
     load = bsub.add_parser("load", help="bounded load: concurrent clients calling Allocate")
-    load.add_argument("--clients", type=int, default=8)
+    load.add_argument("--clients", type=int, default=8, help="concurrent clients (default 8)")
     load.add_argument("--seconds", type=float, default=10.0, help="duration (bounded to 120)")
-    load.add_argument("--prompts", type=int, default=256)
+    load.add_argument("--prompts", type=int, default=256, help="prompts per call (default 256)")
     load.add_argument(
         "--target", help="an allocator already running (host:port); default: start one"
     )
@@ -303,13 +305,15 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
     r = bsub.add_parser(
         "rollout", help="rollout service tokens/s vs the same engine called directly"
     )
-    r.add_argument("--prompts", type=int, default=64)
+    r.add_argument("--prompts", type=int, default=64, help="prompts per batch (default 64)")
     r.add_argument("--n", type=int, default=8, help="rollouts per prompt")
-    r.add_argument("--max-new-tokens", type=int, default=32)
+    r.add_argument(
+        "--max-new-tokens", type=int, default=32, help="tokens per completion (default 32)"
+    )
     r.add_argument("--max-batch-rows", type=int, default=256, help="rows per engine call")
     r.add_argument("--rounds", type=int, default=7, help="timed rounds per path (median kept)")
     r.add_argument("--threads", type=int, default=2, help="torch threads, both paths")
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     r.add_argument("--model", help="local model folder (default: a fresh tiny model)")
     r.set_defaults(func=_run_bench, which="rollout")
 

@@ -3,6 +3,8 @@ the Field's words as help, and a flag given lands in the resolved settings."""
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 from pydantic import BaseModel, SecretStr
 
@@ -81,3 +83,24 @@ def test_help_is_the_fields_description() -> None:
         a for a in sub.choices["rollout"]._actions if "--verify-timeout-s" in a.option_strings
     )
     assert action.help.startswith(RolloutSettings.model_fields["verify_timeout_s"].description[:30])
+
+
+def _commands(parser: argparse.ArgumentParser, path: str = "krl"):
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _commands(sub, f"{path} {name}")
+
+
+def test_every_command_and_flag_has_help():
+    from krl.cli import build_parser
+
+    missing = [
+        f"{path} {action.option_strings[-1] if action.option_strings else action.dest}"
+        for path, parser in _commands(build_parser())
+        for action in parser._actions
+        if not isinstance(action, argparse._SubParsersAction | argparse._HelpAction)
+        and not action.help
+    ]
+    assert missing == []

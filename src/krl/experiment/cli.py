@@ -129,7 +129,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "(--backend loop: one `krl up` per run), and write OUT/results.md, results.json and the "
         "plots. Running the same command again skips finished runs and resumes the others.",
     )
-    e.add_argument("--backend", choices=("sim", "loop"), default="sim")
+    e.add_argument(
+        "--backend",
+        choices=("sim", "loop"),
+        default="sim",
+        help="sim: the simulator; loop: real training runs through the three services "
+        "(default sim)",
+    )
     e.add_argument(
         "--strategies",
         type=_strategies,

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from krl.rl.data import EpochSampler
 from krl.rl.runlog import RunLog, Tail, read_rows
-from krl.rl.strategies import ARGS, STRATEGIES, Strategy, parse_strategy, strategy_args
+from krl.rl.strategies import SOLVED, STRATEGIES, Strategy, parse_strategy, strategy_args
 from krl.tasks.reverse import ReverseSource
 from krl.trainer import checkpoint as ckpt
 from krl.trainer.allocation import plan_step
@@ -297,7 +297,7 @@ def test_a_run_that_cannot_be_built_fails_with_its_reason(tmp_path):
 
 
 def test_strategies_are_one_enum_and_each_has_its_arguments():
-    assert set(ARGS) == set(Strategy) and list(STRATEGIES) == [s.value for s in Strategy]
+    assert set(SOLVED) == set(Strategy) and list(STRATEGIES) == [s.value for s in Strategy]
     assert Strategy("knapsack-eb") is Strategy.KNAPSACK_EB and Strategy.UNIFORM == "uniform"
     with pytest.raises(ValueError, match="unknown strategy 'greedy': use one of uniform"):
         parse_strategy("greedy")

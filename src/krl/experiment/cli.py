@@ -11,7 +11,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from krl.allocator.objectives import OBJECTIVES
-from krl.rl.strategies import STRATEGIES
+from krl.rl.strategies import STRATEGIES, parse_strategy
 from krl.sim.engine import SimConfig
 
 SIM_HELP = {
@@ -52,11 +52,13 @@ def _sim_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _strategies(text: str) -> tuple[str, ...]:
-    out = tuple(s.strip() for s in text.split(",") if s.strip())
-    bad = [s for s in out if s not in STRATEGIES]
-    if bad or not out:
+    try:
+        out = tuple(parse_strategy(s.strip()).value for s in text.split(",") if s.strip())
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if not out:
         raise argparse.ArgumentTypeError(
-            f"unknown strategy {bad or text!r}: use any of {','.join(STRATEGIES)}"
+            f"no strategy in {text!r}: use any of {','.join(STRATEGIES)}"
         )
     return out
 

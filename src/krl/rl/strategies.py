@@ -4,7 +4,6 @@ histories are recorded the same way): uniform is the solve with min_n = max_n = 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
 
 
 class Strategy(enum.StrEnum):
@@ -25,25 +24,16 @@ DYNAMIC = frozenset({Strategy.DAPO, Strategy.KNAPSACK_DAPO})
 """Strategies that drop zero-variance groups and refill from the next prompts (dynamic.py)."""
 
 
-def _even(budget: int, prompts: int, min_n: int, max_n: int) -> dict:
-    return {"mode": "bayes", "min_n": budget // prompts, "max_n": -(-budget // prompts)}
-
-
-def _solved(mode: str, **extra: object) -> Callable[[int, int, int, int], dict]:
-    def args(budget: int, prompts: int, min_n: int, max_n: int) -> dict:
-        return {"mode": mode, "min_n": min_n, "max_n": max_n, **extra}
-
-    return args
-
-
-ARGS: dict[Strategy, Callable[[int, int, int, int], dict]] = {
-    Strategy.UNIFORM: _even,
-    Strategy.DAPO: _even,
-    Strategy.KNAPSACK_EB: _solved("eb"),
-    Strategy.KNAPSACK_DAPO: _solved("eb"),
-    Strategy.KNAPSACK_BAYES: _solved("bayes"),
-    Strategy.KNAPSACK_PAPER: _solved("paper", fallback=True),
+SOLVED: dict[Strategy, dict | None] = {
+    Strategy.UNIFORM: None,
+    Strategy.DAPO: None,
+    Strategy.KNAPSACK_EB: {"mode": "eb"},
+    Strategy.KNAPSACK_DAPO: {"mode": "eb"},
+    Strategy.KNAPSACK_BAYES: {"mode": "bayes"},
+    Strategy.KNAPSACK_PAPER: {"mode": "paper", "fallback": True},
 }
+"""Each strategy's solve (mode and options, between the run's min_n and max_n); None: the
+budget split evenly (min_n = max_n = budget / M, up to rounding)."""
 
 
 def parse_strategy(name: str) -> Strategy:
@@ -54,4 +44,7 @@ def parse_strategy(name: str) -> Strategy:
 
 
 def strategy_args(strategy: str, budget: int, prompts: int, min_n: int, max_n: int) -> dict:
-    return ARGS[parse_strategy(strategy)](budget, prompts, min_n, max_n)
+    solve = SOLVED[parse_strategy(strategy)]
+    if solve is None:
+        return {"mode": "bayes", "min_n": budget // prompts, "max_n": -(-budget // prompts)}
+    return {**solve, "min_n": min_n, "max_n": max_n}

@@ -47,6 +47,7 @@ class AllocatorServicer(pb_grpc.AllocatorServiceServicer):
                     request.visit_half_life if request.HasField("visit_half_life") else None
                 ),
                 objective=request.objective or None,
+                loss_agg=request.loss_agg or None,
             )
         )
         out = pb.AllocateResponse(

@@ -23,6 +23,7 @@ from krl.allocator.service import (
 from krl.allocator.solver import Mode
 from krl.allocator.store import Outcome
 from krl.common.errors import InvalidArgument
+from krl_client.messages import LossAgg
 
 INT32, INT64 = 2**31 - 1, 2**63 - 1
 NDJSON = "application/x-ndjson"
@@ -70,7 +71,15 @@ class AllocateIn(_Strict):
         None, ge=0, description="Mode eb: evidence halves every this many visits (0: never)."
     )
     objective: Objective | None = Field(
-        None, description="Mode eb: what the allocation maximises (unset: the server's)."
+        None,
+        description="Mode eb: what the allocation maximises (unset: the one made for loss_agg, "
+        "else the server's).",
+    )
+    loss_agg: LossAgg | None = Field(
+        None,
+        description="The caller's loss aggregation: prompt-mean (each prompt's group weighs the "
+        "same whatever its n), token-mean, seq-mean-token-mean or seq-mean-token-sum (a prompt "
+        "weighs n-fold); mode eb with no objective maximises the objective made for it.",
     )
 
 
@@ -170,6 +179,7 @@ def add_write_routes(api: APIRouter) -> None:
                 fallback=body.fallback,
                 visit_half_life=body.visit_half_life,
                 objective=body.objective,
+                loss_agg=body.loss_agg,
             )
         )
         return AllocationOut(**await alloc.allocation(namespace, res.allocation_id))

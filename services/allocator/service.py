@@ -25,6 +25,7 @@ from krl.allocator.settings import AllocatorSettings
 from krl.allocator.solver import Mode
 from krl.allocator.store import HistoryStore, Outcome, OutcomeColumns, ReportResult
 from krl.common.errors import InvalidArgument, KrlError, Overloaded, check
+from krl_client.messages import OBJECTIVE_FOR_LOSS
 
 # fullmatch, not match: with match, "$" also matches before a trailing newline ("run1\n")
 NAMESPACE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -48,7 +49,10 @@ class AllocateInput:
     visit_half_life: float | None = None
     """eb: evidence halves every this many visits of the prompt (0: never); None: the server's."""
     objective: str | None = None
-    """eb: one of objectives.OBJECTIVES; None: the server's (settings.objective)."""
+    """eb: one of objectives.OBJECTIVES; None: the one made for loss_agg, else the server's
+    (settings.objective)."""
+    loss_agg: str | None = None
+    """The caller's loss aggregation (krl_client.messages.LOSS_AGGS); None: unknown."""
 
 
 @dataclass
@@ -185,6 +189,21 @@ class Allocator:
         finally:
             self._inflight -= 1
 
+    def _objective(self, req: AllocateInput) -> str:
+        """The request's objective, else the one made for its loss aggregation, else the
+        server's."""
+        if req.loss_agg:
+            check(
+                req.loss_agg in OBJECTIVE_FOR_LOSS,
+                "loss_agg",
+                f"{req.loss_agg!r} is not one of {', '.join(OBJECTIVE_FOR_LOSS)}",
+            )
+        if req.objective:
+            return req.objective
+        if req.loss_agg:
+            return OBJECTIVE_FOR_LOSS[req.loss_agg]
+        return self.settings.objective
+
     async def _allocate(self, req: AllocateInput) -> AllocateResult:
         started = time.perf_counter()
         check_namespace(req.namespace)
@@ -210,7 +229,7 @@ class Allocator:
             req.max_n,
             req.mode,
             req.fallback,
-            objective=req.objective or self.settings.objective,
+            objective=self._objective(req),
         )
         solver.validate(problem, len(req.prompt_ids))
         half_life = self._visit_half_life(req.visit_half_life)

@@ -9,6 +9,9 @@ single-Beta posterior; `dapo` (dynamic sampling, krl.rl.dynamic) asks for unifor
 `uniform` and filters them afterwards; `knapsack-dapo` allocates each round like `knapsack-eb`
 and filters like `dapo` (the paper's combination).
 
+The trainer declares its loss aggregation with every Allocate, so the allocator maximises the
+objective made for it (krl_client.messages.OBJECTIVE_FOR_LOSS) unless its setting names one.
+
 The journal (krl_client.session.Journal; allocations.jsonl in the run folder) records each step's allocation id and n per
 prompt before its rollouts are generated. A run resumed from an older checkpoint replays the
 journaled allocation of a step it redoes, and reports under the same allocation id: the allocator
@@ -31,6 +34,7 @@ def plan_step(
     budget: int,
     min_n: int,
     max_n: int,
+    loss_agg: str | None = None,
 ) -> StepPlan:
     """The step's allocation: the journaled one when this step was allocated before, else a
     fresh Allocate (recorded before any rollout is generated)."""
@@ -38,7 +42,7 @@ def plan_step(
     if old is not None:
         return old
     args = strategy_args(strategy, budget, len(prompt_ids), min_n, max_n)
-    a = client.allocate(prompt_ids, budget, step=step, **args)
+    a = client.allocate(prompt_ids, budget, step=step, loss_agg=loss_agg, **args)
     plan = StepPlan(step, a.allocation_id, dict(a.n), solve_ms=a.solve_ms, objective=a.objective)
     journal.record(plan)
     return plan

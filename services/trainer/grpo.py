@@ -11,25 +11,42 @@ rewards, so a group of 3 and a group of 40 are each normalised by their own stat
 whose rewards are all equal has A = 0 for every member: it gives no gradient, is counted as
 zero-variance and is left out of the batch (its tokens do not dilute the loss either).
 
-Loss (token-level, DAPO-style): over every completion token t of every kept sequence,
+Loss: for every completion token t of every kept sequence s,
 
     ratio_t = exp(logp_theta(t) - logp_behaviour(t))
     l_t = max(-A * ratio_t, -A * clip(ratio_t, 1 - eps_low, 1 + eps_high)) + beta * k3_t
-    loss = sum_t l_t / (number of kept completion tokens)
+    loss = sum_s w_s sum_{t in s} l_t
+
+where the weights w_s are the loss aggregation (verl's names; T tokens, S sequences and G groups
+kept, T_g the kept tokens of group g, |s| the tokens of s):
+
+    token-mean            w_s = 1 / T              a group weighs its share of the tokens: n-fold
+    seq-mean-token-sum    w_s = 1 / S              a group weighs its share of sequences: n-fold
+    seq-mean-token-mean   w_s = 1 / (S |s|)        likewise, each sequence averaged over tokens
+    prompt-mean           w_s = 1 / (G T_g)        every group weighs 1 / G whatever its n: more
+                                                   rollouts make its estimate less noisy, they do
+                                                   not make the prompt count more
+
+so under the first three a prompt given n rollouts counts n times in the update, and the
+allocation changes what is learned, not only how well it is estimated (allocator objectives:
+the trainer declares its aggregation and the allocator maximises the objective made for it).
 
 where logp is log_softmax(logits / T) (the rollout service reports behaviour logprobs the same
 way), and k3_t = exp(ref - theta) - (ref - theta) - 1 is the KL estimate to a frozen reference
 policy (only when beta > 0). Micro-batches are formed by tokens and their gradients summed with
-the global token count as the divisor, so the update equals the full-batch update."""
+the weights computed over the whole batch, so the update equals the full-batch update."""
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+
+from krl_client.messages import LOSS_AGGS, LossAgg
 
 
 @dataclass(frozen=True)
@@ -76,12 +93,14 @@ def group_advantages(
 @dataclass(frozen=True)
 class Sample:
     """One completion ready for the loss: prompt and completion token ids, the behaviour
-    policy's logprob of each completion token, and the completion's advantage."""
+    policy's logprob of each completion token, the completion's advantage and its group (the
+    prompt it answers; prompt-mean weighs groups equally)."""
 
     prompt_ids: list[int]
     completion_ids: list[int]
     behaviour_logprobs: list[float]
     advantage: float
+    group: int = 0
 
     def __post_init__(self) -> None:
         if len(self.completion_ids) != len(self.behaviour_logprobs):
@@ -119,17 +138,40 @@ class LossConfig:
     eps_high: float = 0.28
     kl_beta: float = 0.0
     temperature: float = 1.0
+    loss_agg: LossAgg = "token-mean"
 
 
-def _pad(samples: Sequence[Sample], pad_id: int) -> tuple[torch.Tensor, ...]:
+def loss_weights(samples: Sequence[Sample], loss_agg: str) -> list[float]:
+    """w_s of each sample under the aggregation (module docstring); they sum to 1 over the
+    samples' tokens, so the loss is a weighted mean of per-token losses."""
+    tokens = [len(s.completion_ids) for s in samples]
+    if loss_agg == "token-mean":
+        total = sum(tokens)
+        return [1.0 / total] * len(samples)
+    if loss_agg == "seq-mean-token-sum":
+        return [1.0 / len(samples)] * len(samples)
+    if loss_agg == "seq-mean-token-mean":
+        return [1.0 / (len(samples) * t) for t in tokens]
+    if loss_agg == "prompt-mean":
+        per_group: Counter[int] = Counter()
+        for s, t in zip(samples, tokens, strict=True):
+            per_group[s.group] += t
+        return [1.0 / (len(per_group) * per_group[s.group]) for s in samples]
+    raise ValueError(f"loss_agg must be one of {', '.join(LOSS_AGGS)}, got {loss_agg!r}")
+
+
+def _pad(
+    samples: Sequence[Sample], weights: Sequence[float], pad_id: int
+) -> tuple[torch.Tensor, ...]:
     """input ids, attention mask, completion mask (on the predicted token's position), behaviour
-    logprobs and advantages laid out for next-token prediction."""
+    logprobs, advantages and loss weights laid out for next-token prediction."""
     rows, width = len(samples), max(s.length for s in samples)
     ids = torch.full((rows, width), pad_id, dtype=torch.long)
     attn = torch.zeros((rows, width), dtype=torch.long)
     cmask = torch.zeros((rows, width - 1))
     old = torch.zeros((rows, width - 1))
     adv = torch.zeros((rows, 1))
+    w = torch.tensor(list(weights), dtype=torch.float32)[:, None]
     for i, s in enumerate(samples):
         seq = s.prompt_ids + s.completion_ids
         ids[i, : len(seq)] = torch.tensor(seq)
@@ -139,7 +181,7 @@ def _pad(samples: Sequence[Sample], pad_id: int) -> tuple[torch.Tensor, ...]:
         cmask[i, p - 1 : p - 1 + c] = 1
         old[i, p - 1 : p - 1 + c] = torch.tensor(s.behaviour_logprobs)
         adv[i, 0] = s.advantage
-    return ids, attn, cmask, old, adv
+    return ids, attn, cmask, old, adv, w
 
 
 def token_logprobs(
@@ -158,9 +200,11 @@ def clipped_loss_sum(
     mask: torch.Tensor,
     cfg: LossConfig,
     ref: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Sum over masked tokens of the clipped surrogate (+ beta * k3); the caller divides by the
-    batch's token count. Also returns sums for the step's statistics."""
+    """Sum over masked tokens of the clipped surrogate (+ beta * k3), each row's tokens times
+    its weight (rows, 1) when given. Also returns unweighted token sums for the step's
+    statistics."""
     ratio = torch.exp(new - old)
     pg1 = -adv * ratio
     pg2 = -adv * torch.clamp(ratio, 1 - cfg.eps_low, 1 + cfg.eps_high)
@@ -177,6 +221,8 @@ def clipped_loss_sum(
         k3 = torch.exp(d) - d - 1
         per_token = per_token + cfg.kl_beta * k3
         stats["ref_kl_sum"] = float((k3.detach() * mask).sum())
+    if weights is not None:
+        mask = mask * weights
     return (per_token * mask).sum(), stats
 
 
@@ -210,20 +256,21 @@ def train_step(
     if not kept:
         return None
     total = sum(len(s.completion_ids) for s in kept)
+    weight = dict(zip(map(id, kept), loss_weights(kept, cfg.loss_agg), strict=True))
     model.train()
     optimizer.zero_grad(set_to_none=True)
     loss_sum = 0.0
     agg = {"clipped_tokens": 0.0, "ratio_sum": 0.0, "behaviour_kl_sum": 0.0, "ref_kl_sum": 0.0}
     batches = micro_batches(kept, max_tokens)
     for mb in batches:
-        ids, attn, cmask, old, adv = _pad(mb, pad_id)
+        ids, attn, cmask, old, adv, w = _pad(mb, [weight[id(x)] for x in mb], pad_id)
         new = token_logprobs(model, ids, attn, cfg.temperature)
         ref = None
         if cfg.kl_beta > 0 and reference is not None:
             with torch.no_grad():
                 ref = token_logprobs(reference, ids, attn, cfg.temperature)
-        s, st = clipped_loss_sum(new, old, adv, cmask, cfg, ref)
-        (s / total).backward()
+        s, st = clipped_loss_sum(new, old, adv, cmask, cfg, ref, w)
+        s.backward()
         loss_sum += float(s.detach())
         for k, v in st.items():
             agg[k] += v
@@ -232,7 +279,7 @@ def train_step(
     optimizer.zero_grad(set_to_none=True)
     grad_norm = float(norm)
     return StepResult(
-        loss=loss_sum / total,
+        loss=loss_sum,
         grad_norm=grad_norm if math.isfinite(grad_norm) else float("nan"),
         tokens=total,
         sequences=len(kept),

@@ -86,7 +86,9 @@ class Trainer:
         self.model = model
         self.optimizer = optimizer
         self.reference = reference
-        self.loss_cfg = grpo.LossConfig(s.eps_low, s.eps_high, s.kl_beta, s.temperature)
+        self.loss_cfg = grpo.LossConfig(
+            s.eps_low, s.eps_high, s.kl_beta, s.temperature, loss_agg=s.loss_agg
+        )
         self._prompt_ids: dict[str, list[int]] = {}
         self.pushed_step = -1
         r = resumed
@@ -225,8 +227,10 @@ class Trainer:
             [[c.reward for c in g.completions] for g in trained], scale=s.adv_scale, clip=s.adv_clip
         )
         samples = [
-            grpo.Sample(self._prompt_tokens(g, tasks), c.token_ids, c.logprobs, float(a))
-            for g, a_row, flat in zip(trained, adv.advantages, adv.zero_variance, strict=True)
+            grpo.Sample(self._prompt_tokens(g, tasks), c.token_ids, c.logprobs, float(a), i)
+            for i, (g, a_row, flat) in enumerate(
+                zip(trained, adv.advantages, adv.zero_variance, strict=True)
+            )
             if not flat
             for c, a in zip(g.completions, a_row, strict=True)
         ]

@@ -54,6 +54,7 @@ def next_round(t: Trainer, step: int) -> Round:
         budget=s.budget,
         min_n=s.min_n,
         max_n=s.max_n,
+        loss_agg=s.loss_agg,
     )
     t_alloc = time.monotonic() - t0
     tasks = {pid: t.source.get(pid) for pid in ids}

@@ -13,6 +13,7 @@ from krl.common.config import ServiceSettings, secret
 from krl.common.errors import InvalidArgument
 from krl.rl.strategies import Strategy
 from krl.tasks.factory import parse_task
+from krl_client.messages import LossAgg
 
 # Fields that may differ between a run and its resumption (where to find things, not what to do).
 RESUMABLE_CHANGES = frozenset(
@@ -118,6 +119,13 @@ class TrainerSettings(ServiceSettings):
         "std", description="Group advantage: (r - mean) / std, or r - mean."
     )
     adv_clip: float = Field(5.0, gt=0, description="Advantages are clipped to +- this.")
+    loss_agg: LossAgg = Field(
+        "prompt-mean",
+        description="How the loss weighs rollouts: prompt-mean (every prompt's group weighs the "
+        "same whatever its n), token-mean, seq-mean-token-mean or seq-mean-token-sum (verl's "
+        "names: a prompt with n rollouts weighs n-fold). Declared to the allocator, which "
+        "maximises the objective made for it.",
+    )
     eps_low: float = Field(0.2, ge=0, lt=1, description="PPO clip below 1.")
     eps_high: float = Field(0.28, ge=0, description="PPO clip above 1.")
     kl_beta: float = Field(0.0, ge=0, description="KL-to-reference weight (0: no reference).")

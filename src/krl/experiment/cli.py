@@ -35,7 +35,7 @@ SIM_HELP = {
     "variance (default: the allocator's)",
 }
 SIM_ONLY = ("difficulty", "prompts", "heldout", "lr_shared", "lr_own", "loss_agg")
-LOOP_ONLY = ("task", "lr", "threads", "warmup_steps", "max_new_tokens")
+LOOP_ONLY = ("task", "lr", "threads", "warmup_steps", "max_new_tokens", "eval_per_level")
 
 
 def _sim_flags(p: argparse.ArgumentParser) -> None:
@@ -168,6 +168,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     loop.add_argument("--threads", type=int, help="torch threads of each trainer")
     loop.add_argument("--warmup-steps", type=int, help="supervised warm-up steps")
     loop.add_argument("--max-new-tokens", type=int, help="longest completion")
+    loop.add_argument(
+        "--eval-per-level",
+        type=int,
+        help="held-out prompts per level (default 64; 256 gives 1,536 on reverse)",
+    )
     _allocator_flags(e)
     e.set_defaults(func=run_experiment)
 

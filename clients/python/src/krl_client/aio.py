@@ -37,6 +37,7 @@ class AsyncAllocatorClient(AsyncGrpcClient):
         fallback: bool = True,
         visit_half_life: float | None = None,
         objective: str | None = None,
+        loss_agg: str | None = None,
         namespace: str | None = None,
     ) -> m.Allocation:
         req = m.allocate_request(
@@ -50,6 +51,7 @@ class AsyncAllocatorClient(AsyncGrpcClient):
             fallback=fallback,
             visit_half_life=visit_half_life,
             objective=objective,
+            loss_agg=loss_agg,
         )
         return m.allocation(await self._call(self._stub.Allocate, req), req.prompt_ids)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from krl_client.api import allocator_pb2 as pb
 
@@ -24,6 +25,23 @@ OBJECTIVES = (
     "variance",
 )
 """Mode eb's objectives (the allocator's krl.allocator.objectives; a test keeps them equal)."""
+
+LossAgg = Literal["prompt-mean", "token-mean", "seq-mean-token-mean", "seq-mean-token-sum"]
+"""How a trainer's loss weighs its rollouts (verl's names, plus prompt-mean: every prompt's group
+weighs the same whatever its n); the trainer's krl.trainer.grpo implements each."""
+LOSS_AGGS: tuple[str, ...] = get_args(LossAgg)
+
+OBJECTIVE_FOR_LOSS: dict[str, str] = {
+    "prompt-mean": "group-gradient",
+    "token-mean": "sqrt-gradient",
+    "seq-mean-token-mean": "sqrt-gradient",
+    "seq-mean-token-sum": "sqrt-gradient",
+}
+"""The objective mode eb maximises for a trainer's loss aggregation (the request's loss_agg),
+chosen by held-out accuracy on the real loop (docs/RESULTS.md). Under prompt-mean a group weighs
+1/G whatever its n, so extra rollouts only sharpen its gradient's sign and size (E[sigma^] of the
+group); under the others a prompt's weight grows with its n, and sqrt-gradient's diminishing
+returns keep one prompt from taking over the update."""
 
 
 @dataclass(frozen=True)
@@ -73,9 +91,12 @@ def allocate_request(
     fallback: bool,
     visit_half_life: float | None,
     objective: str | None,
+    loss_agg: str | None = None,
 ) -> pb.AllocateRequest:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
+    if loss_agg and loss_agg not in OBJECTIVE_FOR_LOSS:
+        raise ValueError(f"loss_agg must be one of {', '.join(LOSS_AGGS)}, got {loss_agg!r}")
     if isinstance(prompt_ids, str):
         raise TypeError("prompt_ids must be a sequence of ids, not one string")
     return pb.AllocateRequest(
@@ -89,6 +110,7 @@ def allocate_request(
         fallback=fallback,
         visit_half_life=visit_half_life,
         objective=objective or "",
+        loss_agg=loss_agg or "",
         packed=True,
     )
 

@@ -38,10 +38,13 @@ class AllocatorClient(GrpcClient):
         fallback: bool = True,
         visit_half_life: float | None = None,
         objective: str | None = None,
+        loss_agg: str | None = None,
         namespace: str | None = None,
     ) -> m.Allocation:
         """n per prompt with sum(n) <= budget and min_n <= n <= max_n. visit_half_life and
-        objective apply to mode eb (None: the server's)."""
+        objective apply to mode eb (None: the server's). loss_agg declares how the caller's loss
+        weighs rollouts (messages.LOSS_AGGS); with no objective, mode eb maximises the one made
+        for it (messages.OBJECTIVE_FOR_LOSS)."""
         req = m.allocate_request(
             namespace or self.namespace,
             prompt_ids,
@@ -53,6 +56,7 @@ class AllocatorClient(GrpcClient):
             fallback=fallback,
             visit_half_life=visit_half_life,
             objective=objective,
+            loss_agg=loss_agg,
         )
         return m.allocation(self._call(self._stub.Allocate, req), req.prompt_ids)
 

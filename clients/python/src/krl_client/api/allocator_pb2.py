@@ -24,35 +24,35 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n krl/allocator/v1/allocator.proto\x12\x10krl.allocator.v1\"\x9d\x02\n\x0f\x41llocateRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x03\x12\x12\n\nprompt_ids\x18\x03 \x03(\t\x12\x0e\n\x06\x62udget\x18\x04 \x01(\x03\x12\r\n\x05min_n\x18\x05 \x01(\x05\x12\r\n\x05max_n\x18\x06 \x01(\x05\x12.\n\x04mode\x18\x07 \x01(\x0e\x32 .krl.allocator.v1.AllocationMode\x12\x15\n\x08\x66\x61llback\x18\x08 \x01(\x08H\x00\x88\x01\x01\x12\x1c\n\x0fvisit_half_life\x18\t \x01(\x01H\x01\x88\x01\x01\x12\x11\n\tobjective\x18\n \x01(\t\x12\x0e\n\x06packed\x18\x0b \x01(\x08\x42\x0b\n\t_fallbackB\x12\n\x10_visit_half_life\"J\n\x10PromptAllocation\x12\x11\n\tprompt_id\x18\x01 \x01(\t\x12\t\n\x01n\x18\x02 \x01(\x05\x12\t\n\x01p\x18\x03 \x01(\x01\x12\r\n\x05value\x18\x04 \x01(\x01\"\x84\x02\n\x10\x41llocateResponse\x12\x15\n\rallocation_id\x18\x01 \x01(\t\x12\x37\n\x0b\x61llocations\x18\x02 \x03(\x0b\x32\".krl.allocator.v1.PromptAllocation\x12\x11\n\tobjective\x18\x03 \x01(\x01\x12\x10\n\x08solve_ms\x18\x04 \x01(\x01\x12.\n\x04mode\x18\x05 \x01(\x0e\x32 .krl.allocator.v1.AllocationMode\x12\x13\n\x0b\x62udget_used\x18\x06 \x01(\x03\x12\x11\n\tgap_bound\x18\x07 \x01(\x01\x12\t\n\x01n\x18\x08 \x03(\x05\x12\t\n\x01p\x18\t \x03(\x01\x12\r\n\x05value\x18\n \x03(\x01\"[\n\rPromptOutcome\x12\x11\n\tprompt_id\x18\x01 \x01(\t\x12\x11\n\tsuccesses\x18\x02 \x01(\x05\x12\x0e\n\x06trials\x18\x03 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x04 \x01(\x03\"\xc1\x01\n\x15ReportOutcomesRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x15\n\rallocation_id\x18\x02 \x01(\t\x12\x31\n\x08outcomes\x18\x03 \x03(\x0b\x32\x1f.krl.allocator.v1.PromptOutcome\x12\x12\n\nprompt_ids\x18\x04 \x03(\t\x12\x11\n\tsuccesses\x18\x05 \x03(\x05\x12\x0e\n\x06trials\x18\x06 \x03(\x05\x12\x14\n\x0ctotal_tokens\x18\x07 \x03(\x03\"\\\n\x16ReportOutcomesResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12\x12\n\nduplicates\x18\x02 \x01(\x05\x12\x1c\n\x14\x64uplicate_prompt_ids\x18\x03 \x03(\t\"L\n\x15GetPromptStatsRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x12\n\nprompt_ids\x18\x02 \x03(\t\x12\x0c\n\x04step\x18\x03 \x01(\x03\">\n\x10RecentAllocation\x12\x0c\n\x04step\x18\x01 \x01(\x03\x12\t\n\x01n\x18\x02 \x01(\x05\x12\x11\n\tsuccesses\x18\x03 \x01(\x05\"\xeb\x02\n\x0bPromptStats\x12\x11\n\tprompt_id\x18\x01 \x01(\t\x12\r\n\x05\x66ound\x18\x02 \x01(\x08\x12\x0e\n\x06visits\x18\x03 \x01(\x03\x12\x0e\n\x06trials\x18\x04 \x01(\x03\x12\x11\n\tsuccesses\x18\x05 \x01(\x03\x12\x11\n\tlast_step\x18\x06 \x01(\x03\x12\x13\n\x0blast_trials\x18\x07 \x01(\x05\x12\x16\n\x0elast_successes\x18\x08 \x01(\x05\x12\x1a\n\x12\x65vidence_successes\x18\t \x01(\x01\x12\x19\n\x11\x65vidence_failures\x18\n \x01(\x01\x12\x13\n\x0bmean_tokens\x18\x0b \x01(\x01\x12\x17\n\x0fposterior_alpha\x18\x0c \x01(\x01\x12\x16\n\x0eposterior_beta\x18\r \x01(\x01\x12\x16\n\x0eposterior_mean\x18\x0e \x01(\x01\x12\x32\n\x06recent\x18\x0f \x03(\x0b\x32\".krl.allocator.v1.RecentAllocation\"F\n\x16GetPromptStatsResponse\x12,\n\x05stats\x18\x01 \x03(\x0b\x32\x1d.krl.allocator.v1.PromptStats*\x9b\x01\n\x0e\x41llocationMode\x12\x1f\n\x1b\x41LLOCATION_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41LLOCATION_MODE_PAPER\x10\x01\x12\x19\n\x15\x41LLOCATION_MODE_BAYES\x10\x02\x12\x1a\n\x16\x41LLOCATION_MODE_TOKENS\x10\x03\x12\x16\n\x12\x41LLOCATION_MODE_EB\x10\x04\x32\xaf\x02\n\x10\x41llocatorService\x12Q\n\x08\x41llocate\x12!.krl.allocator.v1.AllocateRequest\x1a\".krl.allocator.v1.AllocateResponse\x12\x63\n\x0eReportOutcomes\x12\'.krl.allocator.v1.ReportOutcomesRequest\x1a(.krl.allocator.v1.ReportOutcomesResponse\x12\x63\n\x0eGetPromptStats\x12\'.krl.allocator.v1.GetPromptStatsRequest\x1a(.krl.allocator.v1.GetPromptStatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n krl/allocator/v1/allocator.proto\x12\x10krl.allocator.v1\"\xaf\x02\n\x0f\x41llocateRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x03\x12\x12\n\nprompt_ids\x18\x03 \x03(\t\x12\x0e\n\x06\x62udget\x18\x04 \x01(\x03\x12\r\n\x05min_n\x18\x05 \x01(\x05\x12\r\n\x05max_n\x18\x06 \x01(\x05\x12.\n\x04mode\x18\x07 \x01(\x0e\x32 .krl.allocator.v1.AllocationMode\x12\x15\n\x08\x66\x61llback\x18\x08 \x01(\x08H\x00\x88\x01\x01\x12\x1c\n\x0fvisit_half_life\x18\t \x01(\x01H\x01\x88\x01\x01\x12\x11\n\tobjective\x18\n \x01(\t\x12\x0e\n\x06packed\x18\x0b \x01(\x08\x12\x10\n\x08loss_agg\x18\x0c \x01(\tB\x0b\n\t_fallbackB\x12\n\x10_visit_half_life\"J\n\x10PromptAllocation\x12\x11\n\tprompt_id\x18\x01 \x01(\t\x12\t\n\x01n\x18\x02 \x01(\x05\x12\t\n\x01p\x18\x03 \x01(\x01\x12\r\n\x05value\x18\x04 \x01(\x01\"\x84\x02\n\x10\x41llocateResponse\x12\x15\n\rallocation_id\x18\x01 \x01(\t\x12\x37\n\x0b\x61llocations\x18\x02 \x03(\x0b\x32\".krl.allocator.v1.PromptAllocation\x12\x11\n\tobjective\x18\x03 \x01(\x01\x12\x10\n\x08solve_ms\x18\x04 \x01(\x01\x12.\n\x04mode\x18\x05 \x01(\x0e\x32 .krl.allocator.v1.AllocationMode\x12\x13\n\x0b\x62udget_used\x18\x06 \x01(\x03\x12\x11\n\tgap_bound\x18\x07 \x01(\x01\x12\t\n\x01n\x18\x08 \x03(\x05\x12\t\n\x01p\x18\t \x03(\x01\x12\r\n\x05value\x18\n \x03(\x01\"[\n\rPromptOutcome\x12\x11\n\tprompt_id\x18\x01 \x01(\t\x12\x11\n\tsuccesses\x18\x02 \x01(\x05\x12\x0e\n\x06trials\x18\x03 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x04 \x01(\x03\"\xc1\x01\n\x15ReportOutcomesRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x15\n\rallocation_id\x18\x02 \x01(\t\x12\x31\n\x08outcomes\x18\x03 \x03(\x0b\x32\x1f.krl.allocator.v1.PromptOutcome\x12\x12\n\nprompt_ids\x18\x04 \x03(\t\x12\x11\n\tsuccesses\x18\x05 \x03(\x05\x12\x0e\n\x06trials\x18\x06 \x03(\x05\x12\x14\n\x0ctotal_tokens\x18\x07 \x03(\x03\"\\\n\x16ReportOutcomesResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12\x12\n\nduplicates\x18\x02 \x01(\x05\x12\x1c\n\x14\x64uplicate_prompt_ids\x18\x03 \x03(\t\"L\n\x15GetPromptStatsRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x12\n\nprompt_ids\x18\x02 \x03(\t\x12\x0c\n\x04step\x18\x03 \x01(\x03\">\n\x10RecentAllocation\x12\x0c\n\x04step\x18\x01 \x01(\x03\x12\t\n\x01n\x18\x02 \x01(\x05\x12\x11\n\tsuccesses\x18\x03 \x01(\x05\"\xeb\x02\n\x0bPromptStats\x12\x11\n\tprompt_id\x18\x01 \x01(\t\x12\r\n\x05\x66ound\x18\x02 \x01(\x08\x12\x0e\n\x06visits\x18\x03 \x01(\x03\x12\x0e\n\x06trials\x18\x04 \x01(\x03\x12\x11\n\tsuccesses\x18\x05 \x01(\x03\x12\x11\n\tlast_step\x18\x06 \x01(\x03\x12\x13\n\x0blast_trials\x18\x07 \x01(\x05\x12\x16\n\x0elast_successes\x18\x08 \x01(\x05\x12\x1a\n\x12\x65vidence_successes\x18\t \x01(\x01\x12\x19\n\x11\x65vidence_failures\x18\n \x01(\x01\x12\x13\n\x0bmean_tokens\x18\x0b \x01(\x01\x12\x17\n\x0fposterior_alpha\x18\x0c \x01(\x01\x12\x16\n\x0eposterior_beta\x18\r \x01(\x01\x12\x16\n\x0eposterior_mean\x18\x0e \x01(\x01\x12\x32\n\x06recent\x18\x0f \x03(\x0b\x32\".krl.allocator.v1.RecentAllocation\"F\n\x16GetPromptStatsResponse\x12,\n\x05stats\x18\x01 \x03(\x0b\x32\x1d.krl.allocator.v1.PromptStats*\x9b\x01\n\x0e\x41llocationMode\x12\x1f\n\x1b\x41LLOCATION_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41LLOCATION_MODE_PAPER\x10\x01\x12\x19\n\x15\x41LLOCATION_MODE_BAYES\x10\x02\x12\x1a\n\x16\x41LLOCATION_MODE_TOKENS\x10\x03\x12\x16\n\x12\x41LLOCATION_MODE_EB\x10\x04\x32\xaf\x02\n\x10\x41llocatorService\x12Q\n\x08\x41llocate\x12!.krl.allocator.v1.AllocateRequest\x1a\".krl.allocator.v1.AllocateResponse\x12\x63\n\x0eReportOutcomes\x12\'.krl.allocator.v1.ReportOutcomesRequest\x1a(.krl.allocator.v1.ReportOutcomesResponse\x12\x63\n\x0eGetPromptStats\x12\'.krl.allocator.v1.GetPromptStatsRequest\x1a(.krl.allocator.v1.GetPromptStatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'krl.allocator.v1.allocator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ALLOCATIONMODE']._serialized_start=1645
-  _globals['_ALLOCATIONMODE']._serialized_end=1800
+  _globals['_ALLOCATIONMODE']._serialized_start=1663
+  _globals['_ALLOCATIONMODE']._serialized_end=1818
   _globals['_ALLOCATEREQUEST']._serialized_start=55
-  _globals['_ALLOCATEREQUEST']._serialized_end=340
-  _globals['_PROMPTALLOCATION']._serialized_start=342
-  _globals['_PROMPTALLOCATION']._serialized_end=416
-  _globals['_ALLOCATERESPONSE']._serialized_start=419
-  _globals['_ALLOCATERESPONSE']._serialized_end=679
-  _globals['_PROMPTOUTCOME']._serialized_start=681
-  _globals['_PROMPTOUTCOME']._serialized_end=772
-  _globals['_REPORTOUTCOMESREQUEST']._serialized_start=775
-  _globals['_REPORTOUTCOMESREQUEST']._serialized_end=968
-  _globals['_REPORTOUTCOMESRESPONSE']._serialized_start=970
-  _globals['_REPORTOUTCOMESRESPONSE']._serialized_end=1062
-  _globals['_GETPROMPTSTATSREQUEST']._serialized_start=1064
-  _globals['_GETPROMPTSTATSREQUEST']._serialized_end=1140
-  _globals['_RECENTALLOCATION']._serialized_start=1142
-  _globals['_RECENTALLOCATION']._serialized_end=1204
-  _globals['_PROMPTSTATS']._serialized_start=1207
-  _globals['_PROMPTSTATS']._serialized_end=1570
-  _globals['_GETPROMPTSTATSRESPONSE']._serialized_start=1572
-  _globals['_GETPROMPTSTATSRESPONSE']._serialized_end=1642
-  _globals['_ALLOCATORSERVICE']._serialized_start=1803
-  _globals['_ALLOCATORSERVICE']._serialized_end=2106
+  _globals['_ALLOCATEREQUEST']._serialized_end=358
+  _globals['_PROMPTALLOCATION']._serialized_start=360
+  _globals['_PROMPTALLOCATION']._serialized_end=434
+  _globals['_ALLOCATERESPONSE']._serialized_start=437
+  _globals['_ALLOCATERESPONSE']._serialized_end=697
+  _globals['_PROMPTOUTCOME']._serialized_start=699
+  _globals['_PROMPTOUTCOME']._serialized_end=790
+  _globals['_REPORTOUTCOMESREQUEST']._serialized_start=793
+  _globals['_REPORTOUTCOMESREQUEST']._serialized_end=986
+  _globals['_REPORTOUTCOMESRESPONSE']._serialized_start=988
+  _globals['_REPORTOUTCOMESRESPONSE']._serialized_end=1080
+  _globals['_GETPROMPTSTATSREQUEST']._serialized_start=1082
+  _globals['_GETPROMPTSTATSREQUEST']._serialized_end=1158
+  _globals['_RECENTALLOCATION']._serialized_start=1160
+  _globals['_RECENTALLOCATION']._serialized_end=1222
+  _globals['_PROMPTSTATS']._serialized_start=1225
+  _globals['_PROMPTSTATS']._serialized_end=1588
+  _globals['_GETPROMPTSTATSRESPONSE']._serialized_start=1590
+  _globals['_GETPROMPTSTATSRESPONSE']._serialized_end=1660
+  _globals['_ALLOCATORSERVICE']._serialized_start=1821
+  _globals['_ALLOCATORSERVICE']._serialized_end=2124
 # @@protoc_insertion_point(module_scope)

@@ -21,7 +21,7 @@ ALLOCATION_MODE_TOKENS: AllocationMode
 ALLOCATION_MODE_EB: AllocationMode
 
 class AllocateRequest(_message.Message):
-    __slots__ = ("namespace", "step", "prompt_ids", "budget", "min_n", "max_n", "mode", "fallback", "visit_half_life", "objective", "packed")
+    __slots__ = ("namespace", "step", "prompt_ids", "budget", "min_n", "max_n", "mode", "fallback", "visit_half_life", "objective", "packed", "loss_agg")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     PROMPT_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -33,6 +33,7 @@ class AllocateRequest(_message.Message):
     VISIT_HALF_LIFE_FIELD_NUMBER: _ClassVar[int]
     OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
     PACKED_FIELD_NUMBER: _ClassVar[int]
+    LOSS_AGG_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     step: int
     prompt_ids: _containers.RepeatedScalarFieldContainer[str]
@@ -44,7 +45,8 @@ class AllocateRequest(_message.Message):
     visit_half_life: float
     objective: str
     packed: bool
-    def __init__(self, namespace: _Optional[str] = ..., step: _Optional[int] = ..., prompt_ids: _Optional[_Iterable[str]] = ..., budget: _Optional[int] = ..., min_n: _Optional[int] = ..., max_n: _Optional[int] = ..., mode: _Optional[_Union[AllocationMode, str]] = ..., fallback: _Optional[bool] = ..., visit_half_life: _Optional[float] = ..., objective: _Optional[str] = ..., packed: _Optional[bool] = ...) -> None: ...
+    loss_agg: str
+    def __init__(self, namespace: _Optional[str] = ..., step: _Optional[int] = ..., prompt_ids: _Optional[_Iterable[str]] = ..., budget: _Optional[int] = ..., min_n: _Optional[int] = ..., max_n: _Optional[int] = ..., mode: _Optional[_Union[AllocationMode, str]] = ..., fallback: _Optional[bool] = ..., visit_half_life: _Optional[float] = ..., objective: _Optional[str] = ..., packed: _Optional[bool] = ..., loss_agg: _Optional[str] = ...) -> None: ...
 
 class PromptAllocation(_message.Message):
     __slots__ = ("prompt_id", "n", "p", "value")

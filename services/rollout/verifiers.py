@@ -98,11 +98,16 @@ def reasoning_gym_for(answer: str) -> Scorer:
 
     try:
         ref = json.loads(answer)
-        ds = dataset(ref["dataset"], int(ref["seed"]), int(ref["size"]))
-        entry = ds[int(ref["index"])]
-    except (ValueError, KeyError, TypeError, IndexError) as e:
+        size, index = int(ref["size"]), int(ref["index"])
+        level = None if ref.get("level") is None else int(ref["level"])
+        if not 0 <= index < size:
+            raise IndexError(f"index {index} is outside [0, {size})")
+        ds = dataset(str(ref["dataset"]), int(ref["seed"]), size, level)
+        entry = ds[index]
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
         raise InvalidArgument(
-            f"reasoning_gym answers are entry references ({{dataset, seed, size, index}}): {e}",
+            "reasoning_gym answers are entry references ({dataset, seed, size, index[, level]}): "
+            f"{e}",
             field="answer",
         ) from None
 

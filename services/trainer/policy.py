@@ -33,7 +33,8 @@ def sft_batch(tasks: Sequence[Task], tokenizer, pad_id: int) -> tuple[torch.Tens
     rows = []
     for t in tasks:
         p = tokenizer(t.prompt, add_special_tokens=False)["input_ids"]
-        a = tokenizer(t.answer, add_special_tokens=False)["input_ids"] + [eos]
+        target = t.meta.get("target", t.answer)  # a scorer's reference is not the text to learn
+        a = tokenizer(target, add_special_tokens=False)["input_ids"] + [eos]
         rows.append((p, a))
     width = max(len(p) + len(a) for p, a in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
@@ -109,6 +110,9 @@ def prepare_policy(
     key = _key(
         model=str(model),
         task=task_name,
+        data=hashlib.sha256(
+            "\n".join(f"{t.prompt}\t{t.meta.get('target', t.answer)}" for t in tasks).encode()
+        ).hexdigest(),
         seed=seed,
         steps=warmup_steps,
         lr=warmup_lr,

@@ -38,15 +38,42 @@ def test_math_verify_on_latex() -> None:
 
 def test_reasoning_gym_uses_the_datasets_own_scorer() -> None:
     src = ReasoningGymSource("basic_arithmetic", seed=3, train_size=5, heldout_size=2)
-    task = src.train[0]
-    ref = json.loads(task.answer)
-    from krl.tasks.reasoning_gym import dataset
+    assert {t.level for t in src.train} == set(range(1, 7))
+    for task in (src.train[0], src.train[-1], src.heldout[-1]):
+        ref = json.loads(task.answer)
+        from krl.tasks.reasoning_gym import dataset
 
-    right = dataset(ref["dataset"], ref["seed"], ref["size"])[ref["index"]]["answer"]
-    assert verifiers.reasoning_gym(f"<answer>{right}</answer>", task.answer) == 1.0
-    assert verifiers.reasoning_gym("<answer>nonsense</answer>", task.answer) == 0.0
+        entry = dataset(ref["dataset"], ref["seed"], ref["size"], ref["level"])[ref["index"]]
+        assert entry["question"] == task.prompt and entry["answer"] == task.meta["target"]
+        right = task.meta["target"]
+        assert verifiers.reasoning_gym(f"<answer>{right}</answer>", task.answer) == 1.0
+        assert verifiers.reasoning_gym(right, task.answer) == 1.0
+        assert verifiers.reasoning_gym("<answer>nonsense</answer>", task.answer) == 0.0
     with pytest.raises(InvalidArgument, match="entry references"):
         verifiers.reasoning_gym("1", "not json")
+
+
+def test_reasoning_gym_references_are_bounded_and_checked_before_building() -> None:
+    """A reference names a shipped level, a size within MAX_SIZE and an index inside it;
+    anything else is refused before reasoning-gym builds a dataset."""
+    from krl.tasks.reasoning_gym import MAX_SIZE
+
+    def ref(**kw) -> str:
+        base = {"dataset": "spell_backward", "seed": 1, "size": 4, "index": 0, "level": 2}
+        return json.dumps({**base, **kw})
+
+    assert verifiers.reasoning_gym("x", ref()) == 0.0
+    for bad, why in (
+        (ref(size=MAX_SIZE + 1), "size"),
+        (ref(size=0, index=0), "outside"),
+        (ref(index=4), "outside"),
+        (ref(index=-1), "outside"),
+        (ref(level=99), "no level 99"),
+        (ref(level="x"), "entry references"),
+        (ref(dataset="no_such_dataset", level=None), "no_such_dataset"),
+    ):
+        with pytest.raises(InvalidArgument, match=why):
+            verifiers.reasoning_gym("x", bad)
 
 
 def test_unknown_verifier() -> None:

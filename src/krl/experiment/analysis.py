@@ -5,7 +5,12 @@ Every comparison is at an equal rollout budget R (the allocated strategies' step
 ratios use the rows with rollouts_total <= R even when a baseline ran longer. The compute
 multiplier of strategy X is R_uniform(a) / R_X(a), where a is X's final held-out accuracy and
 R_S(a) the rollouts at which S's accuracy curve (running maximum, linearly interpolated between
-evaluations) first reaches a; uniform may run past R (baseline_factor) so it can get there."""
+evaluations) first reaches a; uniform may run past R (baseline_factor) so it can get there.
+
+Beside the final evaluation, two less noisy accuracies: the mean of the last LAST_EVALS
+evaluations within R, and the area under the accuracy-against-rollouts curve over [0, R]
+divided by R (the mean accuracy over the run's compute: a strategy that learns sooner scores
+higher at the same end point)."""
 
 from __future__ import annotations
 
@@ -15,6 +20,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
+LAST_EVALS = 3
+"""Evaluations averaged for the 'last' accuracy."""
 
 
 @dataclass
@@ -43,6 +51,23 @@ class RunCurves:
             np.array([e["rollouts_total"] for e in ev], dtype=np.float64),
             np.array([e["accuracy"]["all"] for e in ev], dtype=np.float64),
         )
+
+
+def last_mean(acc: np.ndarray, k: int = LAST_EVALS) -> float:
+    """Mean of the last k accuracies (all of them when fewer)."""
+    return float(np.mean(acc[-k:])) if acc.size else math.nan
+
+
+def area_under(x: np.ndarray, acc: np.ndarray, budget: float) -> float:
+    """Mean accuracy over rollouts [0, budget]: the trapezoid area under the curve (held flat
+    after its last evaluation), divided by budget."""
+    if x.size == 0 or budget <= 0:
+        return math.nan
+    xs = np.append(x, budget) if x[-1] < budget else x
+    ys = np.append(acc, acc[-1]) if x[-1] < budget else acc
+    keep = xs <= budget
+    xs, ys = xs[keep], ys[keep]
+    return float(np.sum((xs[1:] - xs[:-1]) * (ys[1:] + ys[:-1]) / 2) / budget)
 
 
 def effective_ratio(rows: Sequence[Mapping], key: str = "effective_rollout_ratio") -> float:
@@ -124,6 +149,19 @@ class StrategySummary:
     prompt has a history), paired by seed."""
     accuracy_vs_uniform: Spread = field(default_factory=Spread)
     """Final held-out accuracy minus uniform's at the equal budget, paired by seed."""
+    last_accuracy: Spread = field(default_factory=Spread)
+    """Mean of the last LAST_EVALS evaluations within the budget."""
+    last_vs_uniform: Spread = field(default_factory=Spread)
+    auc: Spread = field(default_factory=Spread)
+    """Mean accuracy over the budget's rollouts (area_under)."""
+    auc_vs_uniform: Spread = field(default_factory=Spread)
+    effective_prompt_ratio: Spread = field(default_factory=Spread)
+    """Share of prompt-visits whose group carried a gradient."""
+    after_epoch1_prompt_ratio: Spread = field(default_factory=Spread)
+    tokens: Spread = field(default_factory=Spread)
+    """Completion tokens generated within the budget (hard prompts answer longer)."""
+    wall_s: Spread = field(default_factory=Spread)
+    """Seconds from the first to the last step within the budget (evaluations included)."""
 
     def as_dict(self) -> dict:
         out = {k: (v.as_dict() if isinstance(v, Spread) else v) for k, v in self.__dict__.items()}
@@ -166,10 +204,17 @@ def summarize(
             for r in rows:
                 for n, c in r["n_counts"].items():
                     s.n_counts[int(n)] += c
+            s.effective_prompt_ratio.values.append(_prompt_ratio(rows))
+            s.after_epoch1_prompt_ratio.values.append(_prompt_ratio(_after_epoch1(rows)))
+            s.tokens.values.append(float(sum(r.get("tokens", 0) for r in rows)))
+            if rows and "time" in rows[0]:
+                s.wall_s.values.append(float(rows[-1]["time"] - rows[0]["time"]))
             x, acc = run.accuracy(budget)
             if acc.size:
                 s.final_accuracy.values.append(float(acc[-1]))
                 s.peak_accuracy.values.append(float(acc.max()))
+                s.last_accuracy.values.append(last_mean(acc))
+                s.auc.values.append(area_under(x, acc, budget))
             b = base.get(seed)
             if b is None:
                 continue
@@ -182,6 +227,11 @@ def summarize(
             _, bacc_eq = b.accuracy(budget)
             if acc.size and bacc_eq.size:
                 s.accuracy_vs_uniform.values.append(float(acc[-1] - bacc_eq[-1]))
+                s.last_vs_uniform.values.append(last_mean(acc) - last_mean(bacc_eq))
+                bx_eq, _ = b.accuracy(budget)
+                s.auc_vs_uniform.values.append(
+                    area_under(x, acc, budget) - area_under(bx_eq, bacc_eq, budget)
+                )
             if strategy != "dapo" and rows and "expected_value" in rows[0]:
                 s.objective_vs_uniform.values.append(
                     _value_per_rollout(rows) / _value_per_rollout(b.within(budget)) - 1.0
@@ -196,6 +246,15 @@ def summarize(
                 s.compute_multiplier.values.append(theirs / mine if mine > 0 else math.nan)
         out.append(s)
     return out
+
+
+def _prompt_ratio(rows: Sequence[Mapping]) -> float:
+    """Prompt-weighted mean of the effective-prompt ratio (nan without the column)."""
+    have = [r for r in rows if "effective_prompt_ratio" in r]
+    total = sum(r["prompts"] for r in have)
+    return (
+        sum(r["effective_prompt_ratio"] * r["prompts"] for r in have) / total if total else math.nan
+    )
 
 
 def _after_epoch1(rows: Sequence[Mapping]) -> list[Mapping]:
@@ -258,6 +317,50 @@ def markdown_table(summaries: Sequence[StrategySummary]) -> str:
             "-" if base else fmt_ci(s.accuracy_vs_uniform).replace("%", ""),
             fmt_spread(s.peak_accuracy, pct=True),
             mult,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _points(sp: Spread) -> str:
+    """A paired difference of accuracies in points with its 95% interval: '+2.1 [+0.4, +3.8]'."""
+    return fmt_ci(sp).replace("%", "")
+
+
+def learning_table(summaries: Sequence[StrategySummary]) -> str:
+    """What the policy learned at the equal budget: held-out accuracy three ways, each against
+    uniform's with a paired 95% interval, uniform's rollouts to match, and what it cost."""
+    cols = [
+        "strategy",
+        "seeds",
+        f"held-out, last {LAST_EVALS} evals",
+        "− uniform's (95% CI, points)",
+        "AUC − uniform's (95% CI, points)",
+        "final − uniform's (95% CI, points)",
+        "uniform's rollouts to match",
+        "effective-prompt ratio (after epoch 1)",
+        "completion tokens",
+        "wall time",
+    ]
+    lines = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
+    for s in summaries:
+        base = s.strategy == "uniform"
+        mult = fmt_spread(s.compute_multiplier, digits=2)
+        mult = "1×" if base else (mult + "×" if mult != "-" else "-")
+        if s.multiplier_lower_bounds and not base:
+            mult += f" (≥ on {s.multiplier_lower_bounds} seed(s))"
+        cells = [
+            s.strategy,
+            str(s.seeds),
+            fmt_spread(s.last_accuracy, pct=True),
+            "-" if base else _points(s.last_vs_uniform),
+            "-" if base else _points(s.auc_vs_uniform),
+            "-" if base else _points(s.accuracy_vs_uniform),
+            mult,
+            f"{fmt_spread(s.effective_prompt_ratio, pct=True)} "
+            f"({fmt_spread(s.after_epoch1_prompt_ratio, pct=True)})",
+            f"{s.tokens.mean:,.0f}" if s.tokens.finite else "-",
+            f"{s.wall_s.mean / 60:.1f} min" if s.wall_s.finite else "-",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -35,7 +35,15 @@ SIM_HELP = {
     "variance (default: the allocator's)",
 }
 SIM_ONLY = ("difficulty", "prompts", "heldout", "lr_shared", "lr_own", "loss_agg")
-LOOP_ONLY = ("task", "lr", "threads", "warmup_steps", "max_new_tokens", "eval_per_level")
+LOOP_ONLY = (
+    "task",
+    "lr",
+    "threads",
+    "warmup_steps",
+    "max_new_tokens",
+    "eval_per_level",
+    "train_per_level",
+)
 
 
 def _sim_flags(p: argparse.ArgumentParser) -> None:
@@ -172,6 +180,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--eval-per-level",
         type=int,
         help="held-out prompts per level (default 64; 256 gives 1,536 on reverse)",
+    )
+    loop.add_argument(
+        "--train-per-level", type=int, help="training prompts per level (default 512)"
     )
     _allocator_flags(e)
     e.set_defaults(func=run_experiment)

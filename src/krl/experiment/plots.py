@@ -49,13 +49,44 @@ def _grid(runs: Sequence[RunCurves], budget: int, key, points: int = 60):
     return out
 
 
-def _bands(ax, data, budget: int) -> None:
+def _ci(ys: np.ndarray) -> np.ndarray:
+    """Half-width of the 95% t-interval of the mean over rows, per column."""
+    from scipy.stats import t
+
+    k = ys.shape[0]
+    return t.ppf(0.975, k - 1) * ys.std(axis=0, ddof=1) / np.sqrt(k)
+
+
+def _bands(ax, data, budget: int, ci: bool = False) -> None:
+    """Mean over seeds with a band: min-max, or the 95% interval of the mean (ci)."""
     for strategy, (x, ys) in data.items():
         c = COLORS.get(strategy)
         mean = ys.mean(axis=0)
         ax.plot(x / budget, mean, color=c, label=f"{strategy} ({ys.shape[0]} seeds)")
         if ys.shape[0] > 1:
-            ax.fill_between(x / budget, ys.min(axis=0), ys.max(axis=0), color=c, alpha=0.15)
+            lo, hi = (mean - _ci(ys), mean + _ci(ys)) if ci else (ys.min(0), ys.max(0))
+            ax.fill_between(x / budget, lo, hi, color=c, alpha=0.15)
+
+
+def _paired_difference(runs: Sequence[RunCurves], budget: int, points: int = 60):
+    """Per strategy other than uniform: accuracy minus uniform's on the same seed, both
+    interpolated onto a common grid of rollouts up to the equal budget."""
+    base = {r.seed: r for r in runs if r.strategy == "uniform"}
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    by: dict[str, list[RunCurves]] = {}
+    for r in runs:
+        if r.strategy != "uniform" and r.seed in base:
+            by.setdefault(r.strategy, []).append(r)
+    for strategy, rs in by.items():
+        pairs = [(r.accuracy(budget), base[r.seed].accuracy(budget)) for r in rs]
+        pairs = [(a, b) for a, b in pairs if a[0].size >= 2 and b[0].size >= 2]
+        if not pairs:
+            continue
+        top = min(min(a[0][-1], b[0][-1]) for a, b in pairs)
+        grid = np.linspace(0, top, points)
+        diffs = np.array([np.interp(grid, *a) - np.interp(grid, *b) for a, b in pairs])
+        out[strategy] = (grid, diffs)
+    return out
 
 
 def _smoothed_ratio(run: RunCurves, window: int) -> tuple[np.ndarray, np.ndarray]:
@@ -95,16 +126,30 @@ def plot_experiment(
     paths.append(_save(fig, out_dir / "effective_ratio.png", plt))
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    _bands(ax, _grid(runs, budget, lambda r: r.accuracy()), step_budget)
+    _bands(ax, _grid(runs, budget, lambda r: r.accuracy()), step_budget, ci=True)
     ax.axvline(steps_total, color="k", lw=0.8, ls=":", label="equal budget R")
     ax.set(
         xlabel="rollouts consumed / B  (= steps of uniform)",
         ylabel="held-out accuracy",
-        title=f"Held-out accuracy against compute (band: min-max over seeds)\n{title}",
+        title=f"Held-out accuracy against compute (band: 95% interval of the mean)\n{title}",
     )
     ax.legend()
     ax.grid(alpha=0.3)
     paths.append(_save(fig, out_dir / "heldout_vs_rollouts.png", plt))
+
+    diffs = _paired_difference(runs, budget)
+    if diffs:
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        _bands(ax, {s: (x, 100 * d) for s, (x, d) in diffs.items()}, step_budget, ci=True)
+        ax.axhline(0, color=COLORS["uniform"], lw=1.0, label="uniform")
+        ax.set(
+            xlabel="rollouts consumed / B  (= steps of uniform)",
+            ylabel="held-out accuracy − uniform's (points)",
+            title=f"Paired by seed at equal rollouts (band: 95% interval)\n{title}",
+        )
+        ax.legend()
+        ax.grid(alpha=0.3)
+        paths.append(_save(fig, out_dir / "heldout_difference.png", plt))
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2), width_ratios=[2, 1])
     for s in summaries:

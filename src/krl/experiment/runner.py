@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from krl.experiment.analysis import RunCurves, markdown_table, summarize
+from krl.experiment.analysis import RunCurves, learning_table, markdown_table, summarize
 from krl.sim.engine import SimConfig, simulate
 
 
@@ -265,6 +265,10 @@ def write_results(out: Path, plan: Plan, title: str, command: str) -> dict:
         f"); mean ± sd over seeds {', '.join(map(str, plan.seeds))}.",
         "",
         table,
+        "",
+        "What the policy learned at the equal budget (uniform's rows cut at it):",
+        "",
+        learning_table(summaries),
         "",
         *[f"![{p.stem}]({p.name})" for p in figures],
         "",

@@ -52,4 +52,6 @@ def load_source(
         return JsonlSource(Path(task.arg))
     from krl.tasks.reasoning_gym import ReasoningGymSource
 
-    return ReasoningGymSource(task.arg, seed=seed)
+    return ReasoningGymSource(
+        task.arg, seed=seed, train_size=train_per_level, heldout_size=heldout_per_level
+    )

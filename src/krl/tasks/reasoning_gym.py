@@ -1,7 +1,16 @@
 """Tasks from the `reasoning-gym` package's procedural datasets, scored by its own scorers.
 
 The answer field carries what the verifier needs to rebuild the entry (dataset, seed, size,
-index), so the rollout service scores with `dataset.score_answer` exactly as reasoning-gym does."""
+index, and the level where the dataset has levels here), so the rollout service scores with
+`dataset.score_answer` exactly as reasoning-gym does. The gold answer text is kept in the task's
+meta (`target`) for the supervised warm-up.
+
+Levels: for the datasets in LEVELS, `reasoning_gym:NAME` is a graded family like `reverse` (one
+reasoning-gym configuration per level, train_per_level and heldout_per_level entries each; the
+held-out entries come from another seed of the same generator). Other datasets use their
+default configuration, one level. A reference can only name a level of LEVELS, never a
+configuration of its own, and its size is bounded (MAX_SIZE), so a request cannot make the
+scorer build an arbitrary dataset."""
 
 from __future__ import annotations
 
@@ -12,30 +21,85 @@ from typing import Any
 from krl.common.errors import InvalidArgument
 from krl.tasks.base import Task, TaskSource
 
+MAX_SIZE = 100_000
+"""Largest dataset a reference may name (reasoning-gym builds some datasets whole)."""
+
+LEVELS: dict[str, tuple[dict[str, Any], ...]] = {
+    # English words spelt backward, by length: the tiny policy learns it within a CPU run
+    "spell_backward": tuple(
+        {"min_word_len": lo, "max_word_len": hi}
+        for lo, hi in ((3, 4), (5, 5), (6, 6), (7, 7), (8, 8), (9, 10))
+    ),
+    # integer arithmetic without parentheses or negation, from one-digit sums to three-term
+    # two-digit sums: a spread of success rates for the tiny from-scratch policy
+    "basic_arithmetic": tuple(
+        {
+            "min_terms": terms,
+            "max_terms": terms,
+            "min_digits": digits,
+            "max_digits": digits,
+            "operators": ops,
+            "allow_parentheses": False,
+            "allow_negation": False,
+        }
+        for terms, digits, ops in (
+            (2, 1, ("+",)),
+            (2, 1, ("+", "-")),
+            (3, 1, ("+", "-")),
+            (2, 2, ("+",)),
+            (2, 2, ("+", "-")),
+            (3, 2, ("+", "-")),
+        )
+    ),
+}
+
+
+def _config(name: str, level: int | None) -> dict[str, Any]:
+    if level is None:
+        return {}
+    levels = LEVELS.get(name, ())
+    if not 1 <= level <= len(levels):
+        raise InvalidArgument(
+            f"reasoning-gym dataset {name!r} has no level {level} (levels: {len(levels)})",
+            field="tasks",
+        )
+    return levels[level - 1]
+
 
 @functools.lru_cache(maxsize=32)
-def dataset(name: str, seed: int, size: int) -> Any:
+def dataset(name: str, seed: int, size: int, level: int | None = None) -> Any:
     import reasoning_gym
 
+    if not 1 <= size <= MAX_SIZE:
+        raise InvalidArgument(f"size must be in [1, {MAX_SIZE}], got {size}", field="tasks")
     try:
-        return reasoning_gym.create_dataset(name, seed=seed, size=size)
+        return reasoning_gym.create_dataset(name, seed=seed, size=size, **_config(name, level))
+    except InvalidArgument:
+        raise
     except Exception as e:  # reasoning-gym raises ValueError/KeyError for unknown names
         raise InvalidArgument(f"reasoning-gym dataset {name!r}: {e}", field="tasks") from None
 
 
-def entry_ref(name: str, seed: int, size: int, index: int) -> str:
-    return json.dumps({"dataset": name, "seed": seed, "size": size, "index": index})
+def entry_ref(name: str, seed: int, size: int, index: int, level: int | None = None) -> str:
+    ref: dict[str, Any] = {"dataset": name, "seed": seed, "size": size, "index": index}
+    if level is not None:
+        ref["level"] = level
+    return json.dumps(ref)
 
 
-def _tasks(name: str, seed: int, size: int, split: str) -> list[Task]:
-    ds = dataset(name, seed, size)
+def _tasks(name: str, seed: int, size: int, split: str, level: int | None) -> list[Task]:
+    if level is not None:  # levels draw apart (one seed for all would repeat the same numbers)
+        seed += 7919 * level
+    ds = dataset(name, seed, size, level)
+    tag = "" if level is None else f"-L{level}"
     return [
         Task(
-            id=f"rg-{name}-s{seed}-{split}-{i:05d}",
+            id=f"rg-{name}-s{seed}-{split}{tag}-{i:05d}",
             prompt=ds[i]["question"],
-            answer=entry_ref(name, seed, size, i),
+            answer=entry_ref(name, seed, size, i, level),
             verifier="reasoning_gym",
-            level=None,
+            level=level,
+            meta={"target": str(ds[i]["answer"])},
         )
         for i in range(size)
     ]
@@ -47,9 +111,16 @@ class ReasoningGymSource(TaskSource):
     def __init__(
         self, dataset_name: str, *, seed: int = 0, train_size: int = 1000, heldout_size: int = 100
     ) -> None:
-        # Held-out entries come from another seed of the same generator.
-        super().__init__(
-            _tasks(dataset_name, seed, train_size, "train"),
-            _tasks(dataset_name, seed + 1_000_003, heldout_size, "eval"),
-        )
+        """train_size and heldout_size count per level for a leveled dataset."""
+        levels: list[int | None] = list(range(1, len(LEVELS.get(dataset_name, ())) + 1))
+        train: list[Task] = []
+        heldout: list[Task] = []
+        for lv in levels or [None]:
+            tr = _tasks(dataset_name, seed, train_size, "train", lv)
+            seen = {t.prompt for t in tr}
+            train += tr
+            # held-out entries: another seed of the same generator, never a training question
+            ev = _tasks(dataset_name, seed + 1_000_003, heldout_size, "eval", lv)
+            heldout += [t for t in ev if t.prompt not in seen]
+        super().__init__(train, heldout)
         self.name = f"reasoning_gym:{dataset_name}"

@@ -127,3 +127,20 @@ async def test_async_session_graded_rewards_and_bad_rewards(allocator):
         assert stats["a"].mean_tokens == 3.0
         m = s.metrics(plan, rewards)
         assert m["knapsack/informative_prompt_ratio"] == 0.5 and m["knapsack/n_max"] == 4
+
+
+async def test_sessions_declare_their_loss_aggregation(allocator):
+    """A session's loss_agg goes with every Allocate: the allocation records the objective made
+    for it; an unknown one is refused when the session is made."""
+    from krl_client.messages import OBJECTIVE_FOR_LOSS
+
+    base = f"http://127.0.0.1:{allocator.http.port}/v1/namespaces/decl/allocations/"
+    async with AsyncAllocatorClient(f"127.0.0.1:{allocator.grpc.port}", "decl") as client:
+        for loss in ("prompt-mean", "token-mean"):
+            s = AsyncAllocationSession(client, budget_per_prompt=4, loss_agg=loss)
+            plan = await s.allocate(1, IDS)
+            async with httpx.AsyncClient() as h:
+                got = (await h.get(base + plan.allocation_id)).json()
+            assert got["objective_name"] == OBJECTIVE_FOR_LOSS[loss]
+        with pytest.raises(ValueError, match="loss_agg"):
+            AsyncAllocationSession(client, loss_agg="token-sum")

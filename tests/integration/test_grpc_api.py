@@ -367,3 +367,46 @@ async def test_packed_and_message_forms_agree_and_are_not_mixed(allocator, redis
             )
         )
         assert again.accepted == 0 and again.duplicates == len(ids)  # the same outcomes
+
+
+async def test_the_declared_loss_picks_the_objective_made_for_it(allocator, redis_client):
+    """A request that declares its loss aggregation and names no objective is solved with
+    OBJECTIVE_FOR_LOSS's objective (the same n as naming it); a named objective wins; an
+    unknown loss_agg is INVALID_ARGUMENT naming the field and stores nothing (sent as a raw
+    message: the client refuses it before sending)."""
+    from krl_client.messages import LOSS_AGGS, OBJECTIVE_FOR_LOSS
+
+    client = AllocatorClient(target(allocator), namespace="losses")
+    ids = [f"q{i}" for i in range(48)]
+    p_true = np.linspace(0.02, 0.98, 48)
+    rng = np.random.default_rng(2)
+    for step in range(4):
+        a = await call(client.allocate, ids, 384, step=step, min_n=2, max_n=48)
+        k = {pid: (int(rng.binomial(n, p_true[i])), n) for i, (pid, n) in enumerate(a.n.items())}
+        await call(client.report, a.allocation_id, k)
+    kw = {"step": 4, "min_n": 2, "max_n": 48}
+    named = {
+        o: (await call(client.allocate, ids, 384, objective=o, **kw)).n
+        for o in set(OBJECTIVE_FOR_LOSS.values()) | {"gradient"}
+    }
+    assert named["group-gradient"] != named["sqrt-gradient"] != named["gradient"]
+    for loss in LOSS_AGGS:
+        got = await call(client.allocate, ids, 384, loss_agg=loss, **kw)
+        assert got.n == named[OBJECTIVE_FOR_LOSS[loss]], loss
+    both = await call(client.allocate, ids, 384, loss_agg="prompt-mean", objective="gradient", **kw)
+    assert both.n == named["gradient"]
+    assert max(named["group-gradient"].values()) < max(named["gradient"].values())
+    with pytest.raises(ValueError, match="loss_agg"):
+        client.allocate(ids, 384, loss_agg="token-sum", **kw)
+    before = set(redis_client.keys("*"))
+    async with grpc.aio.insecure_channel(target(allocator)) as ch:
+        stub = pb_grpc.AllocatorServiceStub(ch)
+        req = pb.AllocateRequest(
+            namespace="losses", prompt_ids=ids, budget=384, min_n=2, max_n=48, loss_agg="sum"
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await stub.Allocate(req)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert e.value.details().startswith("loss_agg:"), e.value.details()
+    assert set(redis_client.keys("*")) == before
+    client.close()

@@ -67,6 +67,7 @@ async def test_http_and_grpc_allocate_the_same_and_a_retried_report_counts_once(
         ("allocations", {"prompt_ids": ["a"], "budget": 1, "min_n": 2}, "budget"),
         ("allocations", {"prompt_ids": ["a", "a"], "budget": 8}, "prompt_ids[1]"),
         ("allocations", {"prompt_ids": ["a"], "budget": 8, "mode": "magic"}, "mode"),
+        ("allocations", {"prompt_ids": ["a"], "budget": 8, "loss_agg": "sum"}, "loss_agg"),
         ("allocations", {"prompt_ids": ["a"], "budget": 8, "extra": 1}, "extra"),
         ("allocations", {"prompt_ids": ["a"], "budget": 8, "max_n": 10**6}, "max_n"),
         ("allocations", {"prompt_ids": ["a"], "budget": 8, "step": -1}, "step"),
@@ -231,3 +232,20 @@ async def test_concurrent_http_reports_of_one_allocation_count_once(allocator):
         res = await asyncio.gather(*(h.post(url, json=outs) for _ in range(8)))
         assert sum(r.json()["accepted"] for r in res) == 2
         assert (await h.get("/v1/namespaces/web/prompts/a")).json()["visits"] == 1
+
+
+async def test_http_allocate_takes_the_loss_aggregation(allocator):
+    """POST allocations with loss_agg and no objective records the objective made for that
+    loss (objective_name), as gRPC does; a named objective wins."""
+    from krl_client.messages import OBJECTIVE_FOR_LOSS
+
+    async with http(allocator) as h:
+        await _history(h, "lossy", 1)
+        for loss, objective in OBJECTIVE_FOR_LOSS.items():
+            body = {"prompt_ids": IDS, "budget": 64, "min_n": 2, "max_n": 16, "loss_agg": loss}
+            r = await h.post("/v1/namespaces/lossy/allocations", json=body)
+            assert r.status_code == 201, r.text
+            assert r.json()["objective_name"] == objective
+        body = {**body, "objective": "paper"}
+        r = await h.post("/v1/namespaces/lossy/allocations", json=body)
+        assert r.json()["objective_name"] == "paper"

@@ -68,6 +68,7 @@ def _train(target: str, tmp_path) -> dict:
         "advantages": advantages,
         "stats": stats,
         "log": trainer.state.log_history,
+        "loss_type": args.loss_type,
     }
 
 
@@ -91,4 +92,8 @@ async def test_grpo_trainer_runs_with_allocated_group_sizes(allocator, tmp_path)
     assert all(a == 0.0 for a, pad in zip(out["advantages"], pads, strict=True) if pad)
     assert any(a != 0.0 for a, pad in zip(out["advantages"], pads, strict=True) if not pad)
     assert "knapsack/effective_rollout_ratio" in knap.last_metrics
+    # the adapter declared TRL's loss to the allocator (its loss_type, in our names)
+    from krl_client.trl import LOSS_AGG_OF_TRL
+
+    assert knap.session.loss_agg == LOSS_AGG_OF_TRL[out["loss_type"]]
     assert all("loss" in row for row in out["log"][:-1])

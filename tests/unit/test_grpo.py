@@ -193,3 +193,65 @@ def test_nothing_to_learn_returns_none(tiny):
     opt = torch.optim.SGD(tiny.parameters(), lr=0.1)
     assert grpo.train_step(tiny, opt, [_sample(2, 2, 0.0)], grpo.LossConfig()) is None
     assert grpo.train_step(tiny, opt, [], grpo.LossConfig()) is None
+
+
+def _groups(spec):
+    """Samples from (group, completion tokens) pairs, advantage 1."""
+    return [grpo.Sample([5], list(range(10, 10 + c)), [-1.0] * c, 1.0, g) for g, c in spec]
+
+
+def _group_weights(samples, agg):
+    """The share of the loss each group carries: sum over its samples of w_s x tokens."""
+    out: dict[int, float] = {}
+    for s, w in zip(samples, grpo.loss_weights(samples, agg), strict=True):
+        out[s.group] = out.get(s.group, 0.0) + w * len(s.completion_ids)
+    return out
+
+
+def test_each_loss_aggregation_weighs_groups_as_documented():
+    """Group 0 has 4 rollouts of 2 tokens, group 1 one rollout of 6 tokens (14 tokens, 5
+    sequences): by hand, the weight of each group in the update."""
+    samples = _groups([(0, 2), (0, 2), (0, 2), (0, 2), (1, 6)])
+    expect = {
+        "token-mean": {0: 8 / 14, 1: 6 / 14},
+        "seq-mean-token-sum": {0: 8 / 5, 1: 6 / 5},
+        "seq-mean-token-mean": {0: 4 / 5, 1: 1 / 5},
+        "prompt-mean": {0: 1 / 2, 1: 1 / 2},
+    }
+    assert set(expect) == set(grpo.LOSS_AGGS)
+    for agg, want in expect.items():
+        assert _group_weights(samples, agg) == pytest.approx(want), agg
+    # prompt-mean: a group's weight does not grow with its n (the point of the mode)
+    more = _groups([(0, 2)] * 40 + [(1, 6)])
+    assert _group_weights(more, "prompt-mean") == pytest.approx({0: 0.5, 1: 0.5})
+    assert _group_weights(more, "token-mean")[0] == pytest.approx(80 / 86)
+    with pytest.raises(ValueError, match="loss_agg"):
+        grpo.loss_weights(samples, "sum-of-everything")
+
+
+def test_the_update_follows_the_loss_aggregation(tiny):
+    """On-policy (every ratio 1), the loss is minus the weighted mean advantage: under
+    prompt-mean a group of 3 and a group of 1 count alike, under token-mean by their tokens;
+    micro-batching leaves either update unchanged."""
+    specs = [
+        ([5, 6], [10, 2], 1.0, 0),
+        ([5, 6], [11, 2], 1.0, 0),
+        ([5, 6], [12, 2], 1.0, 0),
+        ([7], [13, 14, 15, 2], -1.0, 1),
+    ]
+    base = _on_policy(tiny, [(p, c, a) for p, c, a, _ in specs])
+    samples = [
+        grpo.Sample(s.prompt_ids, s.completion_ids, s.behaviour_logprobs, s.advantage, g)
+        for s, (*_, g) in zip(base, specs, strict=True)
+    ]
+    want = {"prompt-mean": -(0.5 * 1.0 + 0.5 * -1.0), "token-mean": -(6 * 1.0 - 4) / 10}
+    for agg, loss in want.items():
+        weights = []
+        for max_tokens in (10_000, 1):
+            m = copy.deepcopy(tiny)
+            opt = torch.optim.SGD(m.parameters(), lr=0.1)
+            cfg = grpo.LossConfig(loss_agg=agg)
+            res = grpo.train_step(m, opt, samples, cfg, max_tokens=max_tokens, max_grad_norm=1e9)
+            assert res.loss == pytest.approx(loss, abs=1e-5), agg
+            weights.append(torch.cat([p.detach().flatten() for p in m.parameters()]))
+        torch.testing.assert_close(weights[0], weights[1], rtol=0, atol=1e-6)

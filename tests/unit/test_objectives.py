@@ -6,12 +6,16 @@ import pytest
 
 from krl.allocator import grid, objectives, selection, solver
 from krl.allocator.solver import Batch, Mode, Problem
+from krl_client.messages import LOSS_AGGS, OBJECTIVE_FOR_LOSS
 from krl_client.messages import OBJECTIVES as CLIENT_OBJECTIVES
 
 
 def test_client_names_the_same_objectives():
     assert CLIENT_OBJECTIVES == objectives.OBJECTIVES
     assert objectives.DEFAULT in objectives.OBJECTIVES
+    # every loss aggregation has an objective made for it, and it is one the allocator has
+    assert tuple(OBJECTIVE_FOR_LOSS) == LOSS_AGGS
+    assert set(OBJECTIVE_FOR_LOSS.values()) <= set(objectives.OBJECTIVES)
 
 
 def test_gradient_table_matches_monte_carlo():

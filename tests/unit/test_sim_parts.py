@@ -155,3 +155,36 @@ def test_summary_pairs_seeds_and_reads_the_compute_multiplier():
         )
         == 0.25
     )
+
+
+def test_last_mean_and_area_under_by_hand():
+    from krl.experiment.analysis import area_under, last_mean
+
+    x = np.array([0.0, 10, 20, 30])
+    acc = np.array([0.2, 0.4, 0.4, 0.6])
+    assert last_mean(acc) == pytest.approx((0.4 + 0.4 + 0.6) / 3)
+    assert last_mean(acc, 10) == pytest.approx(0.4)
+    # trapezoids: (0.3 + 0.4 + 0.5) x 10 / 30
+    assert area_under(x, acc, 30) == pytest.approx(0.4)
+    # held flat after the last evaluation; points past the budget are not counted
+    assert area_under(x, acc, 40) == pytest.approx((12 + 6) / 40)
+    assert area_under(x, acc, 20) == pytest.approx((3 + 4) / 20)
+    assert math.isnan(area_under(np.array([]), np.array([]), 30))
+
+
+def test_learning_table_pairs_seeds_on_the_less_noisy_accuracies():
+    from krl.experiment.analysis import learning_table
+
+    runs = [
+        _run("uniform", 0, 0.4, [0.1, 0.1, 0.2, 0.2, 0.3, 0.4, 0.5]),
+        _run("knapsack-eb", 0, 0.5, [0.1, 0.3, 0.4, 0.5]),
+        _run("uniform", 1, 0.4, [0.1, 0.2, 0.2, 0.2, 0.2]),
+        _run("knapsack-eb", 1, 0.5, [0.1, 0.2, 0.3, 0.3]),
+    ]
+    out = {s.strategy: s for s in summarize(runs, budget=30)}
+    kn = out["knapsack-eb"]
+    # seed 0: last three within 30 rollouts 0.3,0.4,0.5 vs 0.1,0.2,0.2; seed 1: 0.2,0.3,0.3 vs 0.2
+    assert kn.last_vs_uniform.values == pytest.approx([0.4 - 0.5 / 3, 0.8 / 3 - 0.2])
+    assert kn.auc_vs_uniform.values[0] == pytest.approx((0.2 + 0.35 + 0.45 - 0.1 - 0.15 - 0.2) / 3)
+    table = learning_table(list(out.values()))
+    assert "knapsack-eb" in table and "uniform's rollouts to match" in table

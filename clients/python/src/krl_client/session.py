@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from krl_client.messages import Outcome, ReportResult
+from krl_client.messages import LOSS_AGGS, Outcome, ReportResult
 
 T = TypeVar("T")
 
@@ -214,10 +214,17 @@ class _SessionBase:
     mode: str = "eb"
     success_threshold: float = 1.0
     journal: str | os.PathLike[str] | Journal | None = None
+    loss_agg: str | None = None
+    """How the trainer's loss weighs rollouts (messages.LOSS_AGGS), declared with every Allocate
+    so that the allocator maximises the objective made for it; None: not declared."""
     allocate_kw: dict[str, Any] = field(default_factory=dict)
     """Further arguments of client.allocate (objective, visit_half_life, namespace, ...)."""
 
     def __post_init__(self) -> None:
+        if self.loss_agg is not None and self.loss_agg not in LOSS_AGGS:
+            raise ValueError(
+                f"loss_agg must be one of {', '.join(LOSS_AGGS)}, got {self.loss_agg!r}"
+            )
         if self.journal is not None and not isinstance(self.journal, Journal):
             self.journal = Journal(self.journal)
 
@@ -232,6 +239,7 @@ class _SessionBase:
             min_n=self.min_n,
             max_n=self.max_n,
             mode=self.mode,
+            **({"loss_agg": self.loss_agg} if self.loss_agg else {}),
             **self.allocate_kw,
         )
 

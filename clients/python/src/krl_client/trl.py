@@ -35,6 +35,15 @@ from krl_client.session import AllocationSession, StepPlan
 
 PAD = "krl_pad"
 PROMPT_ID = "krl_prompt_id"
+LOSS_AGG_OF_TRL = {
+    "grpo": "seq-mean-token-mean",
+    "dr_grpo": "seq-mean-token-sum",
+    "bnpo": "token-mean",
+    "dapo": "token-mean",
+}
+"""How each of TRL's loss_types weighs rollouts, in our names: grpo averages each sequence's
+tokens then the sequences, dr_grpo sums tokens over a constant, bnpo and dapo average all tokens.
+Declared to the allocator at the first generation unless the session declares one itself."""
 
 
 def text_id(prompt: Any) -> str:
@@ -95,6 +104,8 @@ class KnapsackGRPO:
             raise ValueError(f"{len(prompts)} prompts is not a multiple of num_generations {g}")
         firsts = prompts[::g]
         ids = _unique([self.prompt_id(p) for p in firsts])
+        if self.session.loss_agg is None:
+            self.session.loss_agg = LOSS_AGG_OF_TRL.get(getattr(trainer.args, "loss_type", ""))
         plan = self.session.allocate(self._step_key(trainer), ids)
         self.plans.append(plan)
         prompt_ids = trainer._tokenize_prompts(prompts)[0]

@@ -16,7 +16,9 @@ no change there. What changes is how the batch is repeated for generation:
 Config: keep `actor_rollout_ref.rollout.n` at the budget per prompt (verl sizes its mini-batches
 with it; the budget keeps the step's total rows the same), allocate with
 `budget = rollout.n * prompts`, and make that total divisible by the data-parallel size (verl
-balances rows across ranks). docs/INTEGRATIONS.md has the whole recipe. Imports numpy only when
+balances rows across ranks); declare the actor's loss to the allocator with
+`AllocationSession(..., loss_agg=loss_agg_of(config.actor_rollout_ref.actor.loss_agg_mode))`.
+docs/INTEGRATIONS.md has the whole recipe. Imports numpy only when
 called, nothing from verl: a DataProto is used through select_idxs, non_tensor_batch and batch."""
 
 from __future__ import annotations
@@ -27,6 +29,15 @@ from krl_client.messages import ReportResult
 from krl_client.session import AllocationSession, StepPlan
 
 PROMPT_ID = "krl_prompt_id"
+
+
+def loss_agg_of(verl_mode: str) -> str:
+    """verl's actor loss_agg_mode in the allocator's names (its -norm variant divides the token
+    sum by a constant: seq-mean-token-sum)."""
+    name = verl_mode.removesuffix("-norm")
+    if name not in ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum"):
+        raise ValueError(f"unknown verl loss_agg_mode {verl_mode!r}")
+    return name
 
 
 def repeat_by_allocation(batch: Any, plan: StepPlan) -> Any:

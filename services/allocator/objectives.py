@@ -9,14 +9,15 @@ Objectives (F for a prompt of success probability p, q = 1 - p, K ~ Binomial(N, 
                  effective-rollout ratio counts);
 - `gradient`     E[sqrt(K (N - K))]: the magnitude of the group's GRPO gradient with
                  std-normalised advantages, sum_j A_j (y_j - p) = N sigma^ = sqrt(K (N - K))
-                 (the default: what an update that sums or token-averages over rollouts
-                 gains from the group);
+                 (what an update that sums or token-averages over rollouts gains from the
+                 group; it concentrates a step's budget on a few prompts near p = 1/2);
 - `sqrt-gradient` E[sqrt(K (N - K))] / sqrt(N) = sqrt(N) E[sigma^]: the group's gradient
                  signal against its sampling noise (which grows as sqrt(N)): more rollouts on a
-                 prompt pay, with diminishing returns, so a step still sees many prompts;
-- `group-gradient` E[sqrt(K (N - K))] / N: the same averaged within the group, for a loss that
-                 averages groups (the original GRPO's group mean): there a group weighs the
-                 same whatever its n, so more rollouts only make its sign surer.
+                 prompt pay, with diminishing returns, so a step still sees many prompts (the
+                 default, and the one made for token-mean losses);
+- `group-gradient` E[sqrt(K (N - K))] / N = E[sigma^]: the same averaged within the group, for
+                 a loss that averages groups (prompt-mean): there a group weighs the same
+                 whatever its n, so more rollouts only make its sign and size surer.
 
 The first three are concave in N from N = 0 (grid.py). `rollouts` and `gradient` are not: for
 a hard prompt the first success has to be found before rollouts pay, so F is convex in N at
@@ -51,7 +52,9 @@ Objective = Literal[
     "gradient", "sqrt-gradient", "group-gradient", "rollouts", "paper", "informative", "variance"
 ]
 OBJECTIVES: tuple[str, ...] = get_args(Objective)
-DEFAULT = "gradient"
+DEFAULT = "sqrt-gradient"
+"""For a request that declares neither an objective nor its loss aggregation: the objective
+measured best for the token-mean losses most trainers use (krl_client.messages.OBJECTIVE_FOR_LOSS)."""
 CONCAVE = frozenset(U_WEIGHTS)
 
 

@@ -37,10 +37,11 @@ class AllocatorSettings(ServiceSettings):
     )
     objective: objectives.Objective = Field(
         objectives.DEFAULT,
-        description="Mode eb: what an allocation maximises when a request names no objective: "
-        "gradient (expected GRPO gradient magnitude, summed over rollouts), group-gradient "
-        "(the same for a loss that averages groups), rollouts (expected informative rollouts), "
-        "paper (the paper's InfoGain), informative, variance.",
+        description="Mode eb: what an allocation maximises when a request names neither an "
+        "objective nor its loss aggregation: sqrt-gradient (the gradient signal against its "
+        "noise; made for token-mean losses), gradient (expected GRPO gradient magnitude, summed "
+        "over rollouts), group-gradient (made for prompt-mean losses), rollouts (expected "
+        "informative rollouts), paper (the paper's InfoGain), informative, variance.",
     )
     prior_strength_min: float = Field(2.0, gt=0, description="Weakest Beta prior (a+b).")
     prior_strength_max: float = Field(50.0, gt=0, description="Strongest Beta prior (a+b).")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from krl.common.errors import InvalidArgument
 from krl.model.loading import load_model, load_tokenizer
 from krl.rl.data import EpochSampler
 from krl.rl.runlog import RunLog
@@ -68,7 +69,9 @@ def build_trainer(
             cache_dir=s.cache_dir,
             progress=progress,
         )
-    model = load_model(policy_dir)
+    if s.device != "cpu" and not torch.cuda.is_available():
+        raise InvalidArgument(f"device {s.device!r}: torch sees no CUDA device", field="device")
+    model = load_model(policy_dir).to(s.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     trainer = Trainer(
         s,
@@ -84,7 +87,7 @@ def build_trainer(
         tokenizer=load_tokenizer(policy_dir),
         model=model,
         optimizer=optimizer,
-        reference=load_model(policy_dir) if s.kl_beta > 0 else None,
+        reference=load_model(policy_dir).to(s.device) if s.kl_beta > 0 else None,
         resumed=state,
     )
     if latest is not None and state is not None:

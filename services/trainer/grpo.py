@@ -139,6 +139,8 @@ class LossConfig:
     kl_beta: float = 0.0
     temperature: float = 1.0
     loss_agg: LossAgg = "token-mean"
+    bf16: bool = False
+    """Forward and backward under bf16 autocast (the loss is computed in float32)."""
 
 
 def loss_weights(samples: Sequence[Sample], loss_agg: str) -> list[float]:
@@ -262,13 +264,17 @@ def train_step(
     loss_sum = 0.0
     agg = {"clipped_tokens": 0.0, "ratio_sum": 0.0, "behaviour_kl_sum": 0.0, "ref_kl_sum": 0.0}
     batches = micro_batches(kept, max_tokens)
+    dev = next(model.parameters()).device
     for mb in batches:
-        ids, attn, cmask, old, adv, w = _pad(mb, [weight[id(x)] for x in mb], pad_id)
-        new = token_logprobs(model, ids, attn, cfg.temperature)
-        ref = None
-        if cfg.kl_beta > 0 and reference is not None:
-            with torch.no_grad():
-                ref = token_logprobs(reference, ids, attn, cfg.temperature)
+        ids, attn, cmask, old, adv, w = (
+            t.to(dev) for t in _pad(mb, [weight[id(x)] for x in mb], pad_id)
+        )
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            new = token_logprobs(model, ids, attn, cfg.temperature)
+            ref = None
+            if cfg.kl_beta > 0 and reference is not None:
+                with torch.no_grad():
+                    ref = token_logprobs(reference, ids, attn, cfg.temperature)
         s, st = clipped_loss_sum(new, old, adv, cmask, cfg, ref, w)
         s.backward()
         loss_sum += float(s.detach())

@@ -87,7 +87,7 @@ class Trainer:
         self.optimizer = optimizer
         self.reference = reference
         self.loss_cfg = grpo.LossConfig(
-            s.eps_low, s.eps_high, s.kl_beta, s.temperature, loss_agg=s.loss_agg
+            s.eps_low, s.eps_high, s.kl_beta, s.temperature, loss_agg=s.loss_agg, bf16=s.bf16
         )
         self._prompt_ids: dict[str, list[int]] = {}
         self.pushed_step = -1

@@ -78,6 +78,12 @@ class TrainerSettings(ServiceSettings):
         "compares strategies at equal compute, e.g. dapo against the others.",
     )
     threads: int = Field(0, ge=0, description="torch threads (0: torch's default).")
+    device: str = Field(
+        "cpu",
+        pattern=r"^(cpu|cuda(:\d+)?)$",
+        description="torch device of the policy: cpu, cuda, cuda:N.",
+    )
+    bf16: bool = Field(False, description="Forward and backward passes under bf16 autocast.")
 
     # the policy
     model: str = Field("tiny", description="'tiny' (built in code) or a local HF model folder.")

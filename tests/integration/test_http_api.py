@@ -40,7 +40,7 @@ async def test_read_endpoints(allocator):
         latest = (await http.get("/v1/namespaces/web/allocations/latest")).json()
         assert latest["allocation_id"] == alloc_id and latest["reported_prompts"] == 3
         assert sum(latest["n"].values()) == 12
-        assert latest["objective_name"] == "gradient"  # the server's default objective
+        assert latest["objective_name"] == "sqrt-gradient"  # the server's default objective
         by_id = (await http.get(f"/v1/namespaces/web/allocations/{alloc_id}")).json()
         assert by_id == latest
         assert (await http.get("/healthz")).json() == {"status": "ok"}

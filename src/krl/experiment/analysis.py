@@ -249,12 +249,12 @@ def summarize(
 
 
 def _prompt_ratio(rows: Sequence[Mapping]) -> float:
-    """Prompt-weighted mean of the effective-prompt ratio (nan without the column)."""
+    """Prompt-weighted mean of the effective-prompt ratio (steps weigh alike where rows do not
+    count their prompts; nan without the column)."""
     have = [r for r in rows if "effective_prompt_ratio" in r]
-    total = sum(r["prompts"] for r in have)
-    return (
-        sum(r["effective_prompt_ratio"] * r["prompts"] for r in have) / total if total else math.nan
-    )
+    total = sum(r.get("prompts", 1) for r in have)
+    ratio = sum(r["effective_prompt_ratio"] * r.get("prompts", 1) for r in have)
+    return ratio / total if total else math.nan
 
 
 def _after_epoch1(rows: Sequence[Mapping]) -> list[Mapping]:

@@ -55,6 +55,18 @@ def test_journal_round_trip_and_torn_last_line(tmp_path):
     assert again.reported == {3} and again.get(4) is None
     lines = path.read_text().splitlines()
     assert json.loads(lines[0])["allocation_id"] == "f" * 32
-    path.write_text('{"step": 1\n{"step": 2, "allocation_id": "a", "n": {}}\n')
-    with pytest.raises(json.JSONDecodeError):
-        Journal(path)  # a broken line in the middle is not silently skipped
+    # the torn tail was cut when the journal was opened: the next record has a line of its own
+    # and survives the following resume (it used to be glued onto the torn text and lost)
+    again.record(StepPlan(4, "e" * 32, {"x": 5}))
+    third = Journal(path)
+    assert third.get(4).allocation_id == "e" * 32 and third.get(3) is not None
+    assert all(json.loads(line) for line in path.read_text().splitlines())
+    for bad, why in (
+        ('{"step": 1\n{"step": 2, "allocation_id": "a", "n": {}}\n', "line 1"),
+        ("42\n", "line 1"),
+        ('{"step": 2, "allocation_id": "a", "n": {}}\n{"step": 3}\n', "line 2"),
+        ('{"step": 2, "allocation_id": "a", "n": [1]}\n', "line 1"),
+    ):
+        path.write_text(bad)
+        with pytest.raises(ValueError, match=why):
+            Journal(path)  # a broken line is named, never skipped

@@ -151,28 +151,41 @@ def step_metrics(
 
 
 class Journal:
-    """Steps' allocations in a JSON-lines file, appended and fsync'd before rollouts start."""
+    """Steps' allocations in a JSON-lines file, appended and fsync'd before rollouts start.
+
+    A process that dies while appending leaves a torn last line (no newline at its end): it is
+    cut off when the journal is opened, before anything is appended after it, so the next record
+    starts on a line of its own. Any other line that is not a record is an error naming it."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._by_step: dict[int, StepPlan] = {}
         self.reported: set[int] = set()
-        lines = self.path.read_text().splitlines() if self.path.exists() else []
-        for i, line in enumerate(lines):
-            if not line.strip():
-                continue
-            try:
-                d = json.loads(line)
-            except json.JSONDecodeError:
-                if i == len(lines) - 1:
-                    break  # a torn last line: the process died while appending it
-                raise
+        raw = self.path.read_bytes() if self.path.exists() else b""
+        whole = raw[: raw.rfind(b"\n") + 1]
+        if len(whole) < len(raw):  # the torn tail of an append that never finished
+            with self.path.open("r+b") as f:
+                f.truncate(len(whole))
+                f.flush()
+                os.fsync(f.fileno())
+        for i, line in enumerate(whole.decode("utf-8", "replace").split("\n"), start=1):
+            if line.strip():
+                self._read(i, line)
+
+    def _read(self, number: int, line: str) -> None:
+        try:
+            d = json.loads(line)
+            step = int(d["step"])
             if d.get("reported"):
-                self.reported.add(int(d["step"]))
+                self.reported.add(step)
             else:
-                self._by_step[int(d["step"])] = StepPlan(
-                    int(d["step"]), d["allocation_id"], d["n"], replayed=True
-                )
+                n = {str(k): int(v) for k, v in d["n"].items()}
+                self._by_step[step] = StepPlan(step, str(d["allocation_id"]), n, replayed=True)
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise ValueError(
+                f"{self.path}, line {number}: not a journal record ({type(e).__name__}: {e}): "
+                f"{line[:80]!r}"
+            ) from None
 
     def get(self, step: int) -> StepPlan | None:
         return self._by_step.get(step)

@@ -32,6 +32,8 @@ def build_trainer(
 ) -> Trainer:
     """A trainer ready to run: resumed from the run folder's latest checkpoint when it has one
     (of this run: same namespace and seed), else with the warmed-up policy."""
+    if s.device != "cpu" and not torch.cuda.is_available():
+        raise InvalidArgument(f"device {s.device!r}: torch sees no CUDA device", field="device")
     if s.threads:
         torch.set_num_threads(s.threads)
     torch.manual_seed(s.seed)
@@ -69,8 +71,6 @@ def build_trainer(
             cache_dir=s.cache_dir,
             progress=progress,
         )
-    if s.device != "cpu" and not torch.cuda.is_available():
-        raise InvalidArgument(f"device {s.device!r}: torch sees no CUDA device", field="device")
     model = load_model(policy_dir).to(s.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     trainer = Trainer(

@@ -301,3 +301,17 @@ def test_strategies_are_one_enum_and_each_has_its_arguments():
     assert Strategy("knapsack-eb") is Strategy.KNAPSACK_EB and Strategy.UNIFORM == "uniform"
     with pytest.raises(ValueError, match="unknown strategy 'greedy': use one of uniform"):
         parse_strategy("greedy")
+
+
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA"
+)
+def test_a_cuda_device_without_cuda_fails_the_run_before_the_warm_up(tmp_path):
+    from krl.trainer.build import TrainerRun
+    from krl.trainer.control import FAILED
+
+    with pytest.raises(ValueError, match="device"):
+        TrainerSettings(device="gpu0")
+    run = TrainerRun(TrainerSettings(run_dir=str(tmp_path / "run"), device="cuda"))
+    assert run.run() == FAILED and "no CUDA device" in run.control.error
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -110,7 +110,8 @@ class Allocator:
         self._inflight = 0  # Allocate calls being served (one event loop: no lock needed)
 
     def _check_prompt_ids(self, ids: Sequence[str], field_name: str) -> None:
-        """Size limit, then non-empty, unique and short ids; the loops run only on a failure."""
+        """Size limit, then non-empty, unique, UTF-8 encodable and short ids; the loops run only
+        on a failure."""
         limit = self.settings.max_batch_prompts
         if len(ids) > limit:
             raise InvalidArgument(
@@ -126,6 +127,17 @@ class Allocator:
                 check(bool(pid), f"{field_name}[{i}]", "is empty")
                 check(pid not in seen, f"{field_name}[{i}]", f"duplicate prompt id {pid!r}")
                 seen.add(pid)
+        try:
+            "".join(ids).encode()
+        except UnicodeEncodeError:  # a lone surrogate (JSON allows "\ud800"; Redis keys cannot)
+            for i, pid in enumerate(ids):
+                try:
+                    pid.encode()
+                except UnicodeEncodeError as e:
+                    raise InvalidArgument(
+                        f"is not valid UTF-8 text ({e.reason} at character {e.start})",
+                        field=f"{field_name}[{i}]",
+                    ) from None
         max_bytes = self.settings.max_prompt_id_bytes
         if max(map(len, ids)) * 4 > max_bytes:  # a UTF-8 character takes at most 4 bytes
             for i, pid in enumerate(ids):

@@ -249,3 +249,18 @@ async def test_http_allocate_takes_the_loss_aggregation(allocator):
         body = {**body, "objective": "paper"}
         r = await h.post("/v1/namespaces/lossy/allocations", json=body)
         assert r.json()["objective_name"] == "paper"
+
+
+async def test_a_lone_surrogate_in_a_prompt_id_is_a_400_on_every_route(allocator):
+    """JSON may carry "\\ud800", which no Redis key can hold: POST allocations answers a 400
+    naming the id (it was a plain-text 500), as the report route does, and stores nothing."""
+    async with http(allocator) as h:
+        raw = '{"prompt_ids": ["ok", "bad\\ud800"], "budget": 8}'
+        r = await h.post(
+            "/v1/namespaces/sur/allocations",
+            content=raw,
+            headers={"content-type": "application/json"},
+        )
+        assert r.status_code == 400, r.text
+        assert r.json()["field"] == "prompt_ids[1]" and "UTF-8" in r.json()["detail"]
+        assert (await h.get("/v1/namespaces")).json() == []

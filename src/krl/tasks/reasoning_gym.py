@@ -8,7 +8,10 @@ meta (`target`) for the supervised warm-up.
 Levels: for the datasets in LEVELS, `reasoning_gym:NAME` is a graded family like `reverse` (one
 reasoning-gym configuration per level, train_per_level and heldout_per_level entries each; the
 held-out entries come from another seed of the same generator). Other datasets use their
-default configuration, one level. A reference can only name a level of LEVELS, never a
+default configuration, one level. Where SHORT has a prompt for the dataset, the task's prompt is
+that compact form of the entry (the same content without reasoning-gym's English instructions,
+which a from-scratch character-level policy cannot read and which would make every training row
+five times as long); the scorer is reasoning-gym's either way. A reference can only name a level of LEVELS, never a
 configuration of its own, and its size is bounded (MAX_SIZE), so a request cannot make the
 scorer build an arbitrary dataset."""
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from typing import Any
 
 from krl.common.errors import InvalidArgument
@@ -52,6 +56,12 @@ LEVELS: dict[str, tuple[dict[str, Any], ...]] = {
         )
     ),
 }
+
+
+SHORT: dict[str, Callable[[dict[str, Any]], str]] = {
+    "spell_backward": lambda e: f"back({e['metadata']['word']})=",
+}
+"""Compact prompts by dataset, from an entry (its metadata)."""
 
 
 def _config(name: str, level: int | None) -> dict[str, Any]:
@@ -92,10 +102,11 @@ def _tasks(name: str, seed: int, size: int, split: str, level: int | None) -> li
         seed += 7919 * level
     ds = dataset(name, seed, size, level)
     tag = "" if level is None else f"-L{level}"
+    prompt = SHORT.get(name, lambda e: e["question"])
     return [
         Task(
             id=f"rg-{name}-s{seed}-{split}{tag}-{i:05d}",
-            prompt=ds[i]["question"],
+            prompt=prompt(ds[i]),
             answer=entry_ref(name, seed, size, i, level),
             verifier="reasoning_gym",
             level=level,

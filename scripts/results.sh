@@ -74,7 +74,8 @@ if [[ $what == all || $what == loop ]]; then
   # the second task, reasoning-gym's spell_backward (its generator and scorer) in six levels
   experiment loop-spell-pm --backend loop --task reasoning_gym:spell_backward \
     --seeds 200,201,202,203,204,205,206,207 --steps 96 --train-per-level 256 \
-    --eval-per-level 256 --max-new-tokens 14 --threads 1 --strategies uniform,knapsack-eb
+    --eval-per-level 256 --max-new-tokens 14 --warmup-steps 50 --threads 1 \
+    --strategies uniform,knapsack-eb
   # docs/results/loop-reverse and loop-reverse-sqrt-gradient (the token-mean trainer, 5 seeds)
   # were measured with release 572e7a0: `git checkout 572e7a0 && bash scripts/results.sh loop`
 fi

@@ -104,7 +104,7 @@ def reasoning_gym_for(answer: str) -> Scorer:
             raise IndexError(f"index {index} is outside [0, {size})")
         ds = dataset(str(ref["dataset"]), int(ref["seed"]), size, level)
         entry = ds[index]
-    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError, RecursionError) as e:
         raise InvalidArgument(
             "reasoning_gym answers are entry references ({dataset, seed, size, index[, level]}): "
             f"{e}",
@@ -142,9 +142,13 @@ def get(name: str) -> Verifier:
 
 
 def prepare(name: str, answer: str) -> Scorer:
-    """The scorer of one group: the reference answer is parsed here, once."""
+    """The scorer of one group: the reference answer is parsed here, once. A reference nested
+    too deeply for the parser is refused (InvalidArgument), never an internal error."""
     get(name)
-    return PREPARE[name or "exact"](answer)
+    try:
+        return PREPARE[name or "exact"](answer)
+    except RecursionError:
+        raise InvalidArgument("is nested too deeply to parse", field="answer") from None
 
 
 INLINE_CHARS = 256  # exact on texts this short costs microseconds: no worker round trip
@@ -160,5 +164,13 @@ def cheap(name: str, answer: str, completions: list[str]) -> bool:
 
 
 def score_group(name: str, answer: str, completions: list[str]) -> list[float]:
+    """One reward per completion; a completion too deeply nested to parse scores 0."""
     score = prepare(name, answer)
-    return [float(score(c)) for c in completions]
+
+    def safe(c: str) -> float:
+        try:
+            return float(score(c))
+        except RecursionError:
+            return 0.0
+
+    return [safe(c) for c in completions]

@@ -107,3 +107,13 @@ def test_only_short_exact_groups_are_scored_in_place() -> None:
     assert not verifiers.cheap("exact", "9" * 4096, ["1"])  # a worker: parsing can be slow
     assert not verifiers.cheap("exact", "42", ["4" * 300])
     assert not verifiers.cheap("math", "1/2", ["1/2"])
+
+
+def test_deeply_nested_answers_are_refused_or_score_zero() -> None:
+    """A reference of 2,000 nested brackets is INVALID_ARGUMENT on the answer (it was an
+    uncaught RecursionError, an INTERNAL error); such a completion scores 0."""
+    deep = "[" * 2000 + "]" * 2000
+    with pytest.raises(InvalidArgument) as e:
+        verifiers.score_group("reasoning_gym", deep, ["1"])
+    assert e.value.field == "answer"
+    assert verifiers.score_group("math", "1", [deep, "1"]) == [0.0, 1.0]

@@ -12,6 +12,7 @@ import json
 import logging
 import random
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -123,12 +124,14 @@ def prepare_policy(
     if (out / "warmup.json").is_file():
         log.info("warm policy from cache: %s", out)
         return out
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    # a folder of this warm-up's own: two runs warming up the same policy at once (parallel
+    # experiments) must not write into one another's files
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp", dir=out.parent))
     if model == TINY:
         build_tiny_model(tmp, seed=seed)
     else:
-        shutil.copytree(src, tmp)
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
     net = load_model(tmp)
     tok = load_tokenizer(tmp)
     t0 = time.monotonic()
@@ -150,8 +153,14 @@ def prepare_policy(
             indent=1,
         )
     )
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    try:
+        tmp.rename(out)
+    except OSError:  # out exists: another run finished the same warm-up first, or a broken copy
+        if (out / "warmup.json").is_file():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            shutil.rmtree(out, ignore_errors=True)
+            tmp.rename(out)
     log.info(
         "warmed up the policy for %d steps in %.1fs (loss %.3f -> %.3f): %s",
         warmup_steps,

@@ -317,36 +317,34 @@ def test_a_cuda_device_without_cuda_fails_the_run_before_the_warm_up(tmp_path):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_two_runs_warming_up_the_same_policy_at_once_both_get_a_whole_copy(tmp_path):
-    """Parallel experiments warm up the same cached policy at the same time: each warm-up writes
-    a folder of its own, the first to finish is kept, and both runs get a loadable model."""
-    import threading
-
-    from krl.model.loading import load_model
+def _warm_up_tiny(cache_dir: str) -> str:
+    """One run's warm-up (a process of its own, as two parallel `krl up` runs are)."""
     from krl.tasks.reverse import ReverseSource
     from krl.trainer.policy import prepare_policy
 
     tasks = ReverseSource(train_per_level=8, heldout_per_level=2).train
-    got: list[Path] = []
+    out = prepare_policy(
+        "tiny",
+        tasks=tasks,
+        task_name="reverse",
+        warmup_steps=3,
+        warmup_lr=1e-3,
+        seed=0,
+        cache_dir=Path(cache_dir),
+    )
+    return str(out)
 
-    def warm() -> None:
-        got.append(
-            prepare_policy(
-                "tiny",
-                tasks=tasks,
-                task_name="reverse",
-                warmup_steps=3,
-                warmup_lr=1e-3,
-                seed=0,
-                cache_dir=tmp_path,
-            )
-        )
 
-    threads = [threading.Thread(target=warm) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(got) == 2 and got[0] == got[1] and (got[0] / "warmup.json").is_file()
+@pytest.mark.integration  # two processes: tens of seconds
+def test_two_runs_warming_up_the_same_policy_at_once_both_get_a_whole_copy(tmp_path):
+    """Parallel experiments warm up the same cached policy at the same time: each warm-up writes
+    a folder of its own, the first to finish is kept, and both runs get a loadable model."""
+    import multiprocessing
+
+    from krl.model.loading import load_model
+
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        got = [Path(p) for p in pool.map(_warm_up_tiny, [str(tmp_path)] * 2)]
+    assert got[0] == got[1] and (got[0] / "warmup.json").is_file()
     load_model(got[0])
     assert [p.name for p in tmp_path.iterdir()] == [got[0].name]  # no half-written folder left

@@ -34,6 +34,10 @@ SIM_HELP = {
     "objective": "knapsack-eb: gradient | group-gradient | rollouts | paper | informative | "
     "variance (default: the allocator's)",
 }
+SIM_ACCURACY_NOTE = (
+    "held-out: the simulator's learning model, not a policy; it cannot judge an objective that "
+    "matches that model (docs/SIMULATOR.md). Judge allocations with --backend loop."
+)
 SIM_ONLY = ("difficulty", "prompts", "heldout", "lr_shared", "lr_own", "loss_agg")
 LOOP_ONLY = (
     "task",
@@ -237,6 +241,7 @@ def run_simulate(args: argparse.Namespace) -> int:
             f"{strategy:<15}{len(run.steps):>8}{100 * eff:>10.1f}%{100 * exp:>9.1f}%{rel:>9}"
             f"{max(r['max_n'] for r in run.steps):>7}{held:>17}{secs:>9.2f}"
         )
+    print(SIM_ACCURACY_NOTE)
     return 0
 
 

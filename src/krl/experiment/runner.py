@@ -264,6 +264,15 @@ def write_results(out: Path, plan: Plan, title: str, command: str) -> dict:
         f"Equal budget: {plan.budget:,} rollouts per run ({plan.steps} steps × {plan.step_budget}"
         f"); mean ± sd over seeds {', '.join(map(str, plan.seeds))}.",
         "",
+        *(
+            []
+            if plan.backend == "loop"
+            else [
+                "Held-out accuracy here is the simulator's learning model, not a policy's: it "
+                "cannot judge an objective that matches that model (docs/SIMULATOR.md).",
+                "",
+            ]
+        ),
         table,
         "",
         "What the policy learned at the equal budget (uniform's rows cut at it):",

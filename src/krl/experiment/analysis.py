@@ -282,6 +282,25 @@ def fmt_ci(sp: Spread, digits: int = 1) -> str:
     return f"{m:+.{digits}f}% [{m - h:+.{digits}f}, {m + h:+.{digits}f}]"
 
 
+def _table(cols: Sequence[str], summaries: Sequence[StrategySummary], cells) -> str:
+    """A markdown table: a row of cells(summary, is_uniform) per strategy."""
+    rows = [cols, *(cells(s, s.strategy == "uniform") for s in summaries)]
+    lines = ["| " + " | ".join(r) + " |" for r in rows]
+    lines.insert(1, "|" + " --- |" * len(cols))
+    return "\n".join(lines)
+
+
+def _multiplier(s: StrategySummary) -> str:
+    """Uniform's rollouts to match, '1×' for uniform itself, with the lower-bound seeds."""
+    if s.strategy == "uniform":
+        return "1×"
+    mult = fmt_spread(s.compute_multiplier, digits=2)
+    mult = mult + "×" if mult != "-" else "-"
+    if s.multiplier_lower_bounds:
+        mult += f" (≥ on {s.multiplier_lower_bounds} seed(s): uniform never got there)"
+    return mult
+
+
 def markdown_table(summaries: Sequence[StrategySummary]) -> str:
     sim = any(s.objective_vs_uniform.finite for s in summaries)
     cols = ["strategy", "seeds", "effective-rollout ratio", "vs uniform"]
@@ -295,31 +314,27 @@ def markdown_table(summaries: Sequence[StrategySummary]) -> str:
         "peak",
         "uniform's rollouts to match",
     ]
-    lines = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
-    for s in summaries:
-        base = s.strategy == "uniform"
-        mult = fmt_spread(s.compute_multiplier, digits=2)
-        mult = "1×" if base else (mult + "×" if mult != "-" else "-")
-        if s.multiplier_lower_bounds and not base:
-            mult += f" (≥ on {s.multiplier_lower_bounds} seed(s): uniform never got there)"
-        cells = [
+
+    def cells(s: StrategySummary, base: bool) -> list[str]:
+        out = [
             s.strategy,
             str(s.seeds),
             fmt_spread(s.effective_ratio, pct=True),
             "-" if base else fmt_spread(s.vs_uniform, pct=True, signed=True),
         ]
         if sim:
-            cells.append("-" if base else fmt_spread(s.objective_vs_uniform, pct=True, signed=True))
-        cells += [
+            out.append("-" if base else fmt_spread(s.objective_vs_uniform, pct=True, signed=True))
+        out += [
             "-" if base else fmt_ci(s.after_epoch1_vs_uniform),
             f"{fmt_spread(s.max_n, digits=0)} (max {max(s.max_n.values, default=0):.0f})",
             fmt_spread(s.final_accuracy, pct=True),
             "-" if base else fmt_ci(s.accuracy_vs_uniform).replace("%", ""),
             fmt_spread(s.peak_accuracy, pct=True),
-            mult,
+            _multiplier(s),
         ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        return out
+
+    return _table(cols, summaries, cells)
 
 
 def _points(sp: Spread) -> str:
@@ -342,25 +357,20 @@ def learning_table(summaries: Sequence[StrategySummary]) -> str:
         "completion tokens",
         "wall time",
     ]
-    lines = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
-    for s in summaries:
-        base = s.strategy == "uniform"
-        mult = fmt_spread(s.compute_multiplier, digits=2)
-        mult = "1×" if base else (mult + "×" if mult != "-" else "-")
-        if s.multiplier_lower_bounds and not base:
-            mult += f" (≥ on {s.multiplier_lower_bounds} seed(s))"
-        cells = [
+
+    def cells(s: StrategySummary, base: bool) -> list[str]:
+        return [
             s.strategy,
             str(s.seeds),
             fmt_spread(s.last_accuracy, pct=True),
             "-" if base else _points(s.last_vs_uniform),
             "-" if base else _points(s.auc_vs_uniform),
             "-" if base else _points(s.accuracy_vs_uniform),
-            mult,
+            _multiplier(s),
             f"{fmt_spread(s.effective_prompt_ratio, pct=True)} "
             f"({fmt_spread(s.after_epoch1_prompt_ratio, pct=True)})",
             f"{s.tokens.mean:,.0f}" if s.tokens.finite else "-",
             f"{s.wall_s.mean / 60:.1f} min" if s.wall_s.finite else "-",
         ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+
+    return _table(cols, summaries, cells)

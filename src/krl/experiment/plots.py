@@ -125,31 +125,32 @@ def plot_experiment(
     ax.grid(alpha=0.3)
     paths.append(_save(fig, out_dir / "effective_ratio.png", plt))
 
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    _bands(ax, _grid(runs, budget, lambda r: r.accuracy()), step_budget, ci=True)
-    ax.axvline(steps_total, color="k", lw=0.8, ls=":", label="equal budget R")
-    ax.set(
-        xlabel="rollouts consumed / B  (= steps of uniform)",
-        ylabel="held-out accuracy",
-        title=f"Held-out accuracy against compute (band: 95% interval of the mean)\n{title}",
-    )
-    ax.legend()
-    ax.grid(alpha=0.3)
-    paths.append(_save(fig, out_dir / "heldout_vs_rollouts.png", plt))
-
-    diffs = _paired_difference(runs, budget)
-    if diffs:
+    def interval_plot(data, ylabel: str, heading: str, name: str, mark) -> None:
         fig, ax = plt.subplots(figsize=(8, 4.5))
-        _bands(ax, {s: (x, 100 * d) for s, (x, d) in diffs.items()}, step_budget, ci=True)
-        ax.axhline(0, color=COLORS["uniform"], lw=1.0, label="uniform")
-        ax.set(
-            xlabel="rollouts consumed / B  (= steps of uniform)",
-            ylabel="held-out accuracy − uniform's (points)",
-            title=f"Paired by seed at equal rollouts (band: 95% interval)\n{title}",
-        )
+        _bands(ax, data, step_budget, ci=True)
+        mark(ax)
+        ax.set(xlabel="rollouts consumed / B  (= steps of uniform)", ylabel=ylabel)
+        ax.set_title(f"{heading} (band: 95% interval of the mean)\n{title}")
         ax.legend()
         ax.grid(alpha=0.3)
-        paths.append(_save(fig, out_dir / "heldout_difference.png", plt))
+        paths.append(_save(fig, out_dir / name, plt))
+
+    interval_plot(
+        _grid(runs, budget, lambda r: r.accuracy()),
+        "held-out accuracy",
+        "Held-out accuracy against compute",
+        "heldout_vs_rollouts.png",
+        lambda ax: ax.axvline(steps_total, color="k", lw=0.8, ls=":", label="equal budget R"),
+    )
+    diffs = _paired_difference(runs, budget)
+    if diffs:
+        interval_plot(
+            {s: (x, 100 * d) for s, (x, d) in diffs.items()},
+            "held-out accuracy − uniform's (points)",
+            "Paired by seed at equal rollouts",
+            "heldout_difference.png",
+            lambda ax: ax.axhline(0, color=COLORS["uniform"], lw=1.0, label="uniform"),
+        )
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2), width_ratios=[2, 1])
     for s in summaries:

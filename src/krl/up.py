@@ -157,13 +157,18 @@ def up(settings, *, replicas: int = 1, half_life_steps: float = 0.0, progress: b
             f"127.0.0.1:{a_port}",
             logs / "allocator.log",
             new_session=True,
+            die_with_parent=True,
         ).start(timeout_s=60)
         print(f"allocator  127.0.0.1:{a_port}", flush=True)
         rollout_args = ["rollout", "--grpc-port", str(r_port), "--replicas", str(replicas), *common]
         if settings.model != "tiny":
             rollout_args += ["--model", str(settings.model)]
         stack.rollout = ServiceProcess(
-            rollout_args, f"127.0.0.1:{r_port}", logs / "rollout.log", new_session=True
+            rollout_args,
+            f"127.0.0.1:{r_port}",
+            logs / "rollout.log",
+            new_session=True,
+            die_with_parent=True,
         ).start(timeout_s=600)
         print(f"rollout    127.0.0.1:{r_port}", flush=True)
         trainer_args = [
@@ -180,7 +185,11 @@ def up(settings, *, replicas: int = 1, half_life_steps: float = 0.0, progress: b
         ]
         # a resumed run with a step or two left may finish before its health is polled
         stack.trainer = ServiceProcess(
-            trainer_args, f"127.0.0.1:{t_port}", logs / "trainer.log", new_session=True
+            trainer_args,
+            f"127.0.0.1:{t_port}",
+            logs / "trainer.log",
+            new_session=True,
+            die_with_parent=True,
         ).start(timeout_s=120, exit_ok=True)
         print(f"trainer    127.0.0.1:{t_port}", flush=True)
         if progress:

@@ -110,3 +110,24 @@ def test_ctrl_c_checkpoints_stops_everything_and_resume_finishes(tmp_path):
     assert proc.returncode == 0, out
     steps = [r["step"] for r in read_rows(run / "metrics.jsonl") if r["kind"] == "step"]
     assert steps == list(range(1, 31))
+
+
+def test_a_killed_up_leaves_no_service_running(tmp_path):
+    """`krl up` SIGKILLed mid-run (no chance to stop its children): the allocator, the rollout
+    service (whose command line does not name the run), its scoring workers, the trainer and
+    the redis-server all die with it."""
+    import psutil
+
+    run = tmp_path / "up-kill"
+    proc = _up(run, tmp_path / "cache", "--steps", "200")
+    deadline = time.monotonic() + 300
+    while not [r for r in read_rows(run / "metrics.jsonl") if r.get("kind") == "step"]:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert len(children) >= 4, children  # redis, allocator, rollout (+ workers), trainer
+    proc.kill()
+    proc.communicate(timeout=30)
+    _, alive = psutil.wait_procs(children, timeout=20)
+    assert not alive, [" ".join(p.cmdline()) for p in alive]
+    _children_gone(run)

@@ -3,6 +3,7 @@ stop it by pid. Used by benchmarks, tests and (later) `krl up`."""
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -15,6 +16,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from krl.common.parentdeath import die_with_parent
 from krl_client.channel import RECONNECT_OPTIONS
 
 
@@ -59,8 +61,13 @@ class ServiceProcess:
         log_file: Path | None = None,
         env: dict[str, str] | None = None,
         new_session: bool = False,
+        die_with_parent: bool = False,
     ) -> None:
+        """die_with_parent: the service is killed when the thread that starts it exits (its
+        starter was SIGKILLed), so no orphan keeps a port or a GPU; start it from a thread that
+        lives as long as the service should."""
         self.new_session = new_session
+        self.die_with_parent = die_with_parent
         self.args = [sys.executable, "-m", "krl.cli", *args]
         self.target = grpc_target
         self.log_file = log_file
@@ -76,6 +83,9 @@ class ServiceProcess:
             stderr=subprocess.STDOUT,
             env=self.env,
             start_new_session=self.new_session,
+            preexec_fn=functools.partial(die_with_parent, os.getpid())
+            if self.die_with_parent
+            else None,
         )
         wait_serving(self.target, timeout_s, self.proc, exit_ok)
         return self

@@ -44,6 +44,12 @@ group); under the others a prompt's weight grows with its n, and sqrt-gradient's
 returns keep one prompt from taking over the update."""
 
 
+def check_loss_agg(loss_agg: str | None) -> None:
+    """ValueError unless loss_agg is None or one of LOSS_AGGS."""
+    if loss_agg is not None and loss_agg not in OBJECTIVE_FOR_LOSS:
+        raise ValueError(f"loss_agg must be one of {', '.join(LOSS_AGGS)}, got {loss_agg!r}")
+
+
 @dataclass(frozen=True)
 class Outcome:
     """One prompt's result in a step: how many of its rollouts succeeded, out of how many
@@ -95,8 +101,7 @@ def allocate_request(
 ) -> pb.AllocateRequest:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
-    if loss_agg and loss_agg not in OBJECTIVE_FOR_LOSS:
-        raise ValueError(f"loss_agg must be one of {', '.join(LOSS_AGGS)}, got {loss_agg!r}")
+    check_loss_agg(loss_agg or None)
     if isinstance(prompt_ids, str):
         raise TypeError("prompt_ids must be a sequence of ids, not one string")
     return pb.AllocateRequest(

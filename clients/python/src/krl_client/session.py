@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from krl_client.messages import LOSS_AGGS, Outcome, ReportResult
+from krl_client.messages import Outcome, ReportResult, check_loss_agg
 
 T = TypeVar("T")
 
@@ -234,10 +234,7 @@ class _SessionBase:
     """Further arguments of client.allocate (objective, visit_half_life, namespace, ...)."""
 
     def __post_init__(self) -> None:
-        if self.loss_agg is not None and self.loss_agg not in LOSS_AGGS:
-            raise ValueError(
-                f"loss_agg must be one of {', '.join(LOSS_AGGS)}, got {self.loss_agg!r}"
-            )
+        check_loss_agg(self.loss_agg)
         if self.journal is not None and not isinstance(self.journal, Journal):
             self.journal = Journal(self.journal)
 

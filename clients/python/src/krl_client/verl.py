@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from krl_client.messages import ReportResult
+from krl_client.messages import LOSS_AGGS, ReportResult
 from krl_client.session import AllocationSession, StepPlan
 
 PROMPT_ID = "krl_prompt_id"
@@ -35,7 +35,7 @@ def loss_agg_of(verl_mode: str) -> str:
     """verl's actor loss_agg_mode in the allocator's names (its -norm variant divides the token
     sum by a constant: seq-mean-token-sum)."""
     name = verl_mode.removesuffix("-norm")
-    if name not in ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum"):
+    if name not in LOSS_AGGS or name == "prompt-mean":  # prompt-mean is ours, not verl's
         raise ValueError(f"unknown verl loss_agg_mode {verl_mode!r}")
     return name
 

@@ -4,6 +4,8 @@ auth and idempotence: a retried report counts once per (allocation id, prompt)."
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from typing import Annotated, Literal
 
@@ -121,8 +123,15 @@ class ImportLine(BaseModel):
     trials: int | None = Field(None, ge=1, le=INT32)
     step: int = Field(0, ge=0, le=MAX_STEP)
     mean_tokens: float = 0.0
+    record: str | None = Field(None, max_length=4096, description="An export's record (base64).")
 
     def row(self) -> transfer.PromptStatsRow:
+        if self.record is not None:
+            try:
+                raw = base64.b64decode(self.record, validate=True)
+            except binascii.Error as e:
+                raise InvalidArgument("is not base64", field="record") from e
+            return transfer.PromptStatsRow(self.prompt_id, (), 0.0, raw)
         if self.visits is not None:
             visits = [transfer.Visit(v.step, v.n, v.successes) for v in self.visits]
         elif self.successes is not None and self.trials is not None:
@@ -132,17 +141,37 @@ class ImportLine(BaseModel):
         return transfer.PromptStatsRow(self.prompt_id, visits, self.mean_tokens)
 
 
+class NamespaceLine(_Strict):
+    """An export's first line: the namespace aggregates its prompt lines do not carry."""
+
+    namespace: dict[str, float]
+
+
 class ImportOut(BaseModel):
-    prompts: int
-    visits: int
+    prompts: int = Field(description="Prompts stored by this request.")
+    visits: int = Field(description="Their visits.")
+    skipped: int = Field(description="Prompts an earlier attempt of the same lines stored.")
 
 
-def parse_import(body: bytes) -> list[transfer.PromptStatsRow]:
-    rows = []
-    for i, line in enumerate(body.decode("utf-8", errors="strict").splitlines()):
+def _is_namespace_line(line: str) -> bool:
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(obj, dict) and "namespace" in obj
+
+
+def parse_import(body: bytes) -> tuple[dict[str, float] | None, list[transfer.PromptStatsRow]]:
+    """The namespace line (or None) and the prompt lines. Lines end at \n only: a raw U+2028
+    inside a JSON string is part of the string."""
+    rows, head = [], None
+    for i, line in enumerate(body.decode("utf-8", errors="strict").split("\n")):
         if not line.strip():
             continue
         try:
+            if not rows and head is None and _is_namespace_line(line):
+                head = NamespaceLine.model_validate_json(line).namespace
+                continue
             item = ImportLine.model_validate_json(line)
             rows.append(item.row())
         except ValidationError as e:
@@ -153,7 +182,7 @@ def parse_import(body: bytes) -> list[transfer.PromptStatsRow]:
             ) from e
         except InvalidArgument as e:
             raise InvalidArgument(e.message, field=f"lines[{i}].{e.field}") from e
-    return rows
+    return head, rows
 
 
 def add_write_routes(api: APIRouter) -> None:
@@ -241,7 +270,7 @@ def add_write_routes(api: APIRouter) -> None:
         alloc = _alloc(request)
         body = await request.body()  # capped at max_message_bytes (BodyCap: 413)
         try:
-            rows = parse_import(body)
+            head, rows = parse_import(body)
         except UnicodeDecodeError as e:
             raise InvalidArgument("is not UTF-8 text", field="body") from e
-        return ImportOut(**await transfer.import_rows(alloc, namespace, rows))
+        return ImportOut(**await transfer.import_rows(alloc, namespace, rows, head))

@@ -10,6 +10,7 @@ The rules are history.py's record layout and decay_factor's decay."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -162,3 +163,54 @@ def apply(
         lv,
         (factor, add_s, add_w),
     )
+
+
+def adopt(raws: Sequence[bytes]) -> Update:
+    """The namespace's change when prompts that had no record get these whole records (an
+    export's, imported as they are): the same aggregates a report moves, computed from the
+    records' heads. The namespace's token and rate sums are not the records' to give (the
+    export's namespace line carries them)."""
+    m = len(raws)
+    buf = np.frombuffer(b"".join(raws), np.uint8).reshape(m, RECORD_BYTES)
+    v = buf[:, :HEAD_BYTES].copy().view("<f8")
+    t = v[:, F["s"]] + v[:, F["f"]]
+    p = v[:, F["s"]] / t
+    counts: Counter = Counter(prompts=m)
+    bins = np.bincount(_bins(p), minlength=HIST_BINS)
+    counts.update({f"h{b}": int(c) for b, c in enumerate(bins.tolist())})
+    counts["solved"] += int((v[:, F["lk"]] == 1).sum())
+    counts["unsolved"] += int((v[:, F["lk"]] == -1).sum())
+    floats = {"sum_p": p.sum(), "sum_p2": (p * p).sum(), "sum_inv_t": (1 / t).sum()}
+    lt = v[:, F["lt"]] > 0
+    none = np.zeros(0)
+    lv = _pair_changes(none, none, v[lt, F["ls"]], v[lt, F["lt"]])
+    return Update(
+        [],
+        {k: float(x) for k, x in floats.items() if x != 0},
+        {k: x for k, x in counts.items() if x != 0},
+        lv,
+    )
+
+
+def check_record(raw: bytes, max_n: int, max_step: int) -> str | None:
+    """What is wrong with a record given to be stored as is (None: nothing): its size, a head
+    field out of range, or a visit that no report could have written."""
+    if len(raw) != RECORD_BYTES:
+        return f"must be {RECORD_BYTES} bytes (this release's layout), not {len(raw)}"
+    v = dict(zip(RECORD_FIELDS, np.frombuffer(raw[:HEAD_BYTES], "<f8").tolist(), strict=True))
+    if not all(np.isfinite(x) for x in v.values()):
+        return "a head field is not a finite number"
+    if min(v["s"], v["f"], v["tw"], v["ts"], v["ls"], v["visits"]) < 0 or v["s"] + v["f"] <= 0:
+        return "needs evidence s + f > 0 and no negative count"
+    if not (0 <= v["step"] <= max_step and 0 <= v["successes"] <= v["trials"]):
+        return "step or lifetime successes out of range"
+    if not (0 <= v["ls"] <= v["lt"] <= max_n and v["lk"] in (-1.0, 0.0, 1.0)):
+        return "last visit out of range"
+    visits = np.frombuffer(raw[HEAD_BYTES:], "<i4").reshape(RECENT_KEPT, VISIT_FIELDS)
+    used = visits[:, 1] != -1
+    if used.any() and not used[: int(used.sum())].all():
+        return "visits must come first, unused slots after"
+    s, n, k = visits[used, 0], visits[used, 1], visits[used, 2]
+    if ((s < 0) | (s > max_step) | (n < 1) | (n > max_n) | (k < 0) | (k > n)).any():
+        return "a visit out of range"
+    return None

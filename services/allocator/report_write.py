@@ -175,7 +175,7 @@ async def _once(w: Watched, keys: ReportKeys, alloc_id, ns, cols, half_life, ttl
     writes: list = [
         ("MSET", *pairs),
         ("SADD", keys.reported, *fresh_ids),
-        ("HSET", keys.meta, *(x for k, v in new_meta.items() for x in (k, _field(k, v)))),
+        ("HSET", keys.meta, *(x for k, v in new_meta.items() for x in (k, stored_field(k, v)))),
         ("HINCRBY", keys.meta, "reports", 1),
         ("SET", keys.version, token),
         ("EXPIRE", keys.reported, ttl.open_s),
@@ -195,7 +195,7 @@ async def _once(w: Watched, keys: ReportKeys, alloc_id, ns, cols, half_life, ttl
     return ReportResult(len(fresh), dups)
 
 
-def _field(name: str, value: float) -> str:
+def stored_field(name: str, value: float) -> str:
     """A meta value as stored: counts as integers (HINCRBY may move them), sums exactly."""
     return repr(value) if name in FLOAT_FIELDS else str(int(value))
 

@@ -13,6 +13,8 @@ Keys (the namespace sits in a hash tag, so one namespace lives in one cluster sl
   krl:{ns}:a:<allocation id>:r    set of prompt ids already reported               (TTL)
   krl:{ns}:v                      string: the namespace's report version, a random token each
                                   report sets (what it WATCHes; record_cache.py)
+  krl:{ns}:imported               hash prompt id -> digest of the import line that stored it
+                                  (import_write.py)
   krl:{ns}:allocs                 list of allocation ids, newest first; past max_allocations_kept
                                   the oldest are dropped with their hashes and sets
 An allocation lives allocation_ttl_s, or reported_allocation_ttl_s once every prompt with n > 0
@@ -36,7 +38,7 @@ import redis.asyncio as aioredis
 from redis import exceptions as rexc
 from redis.asyncio.cluster import RedisCluster
 
-from krl.allocator import report_write
+from krl.allocator import import_write, report_write
 from krl.allocator.history import (
     HEAD_BYTES,
     HIST_BINS,
@@ -231,30 +233,28 @@ class HistoryStore:
         step: int,
         meta: dict[str, Any],
         n: dict[str, int],
-        *,
-        listed: bool = True,
     ) -> None:
-        """listed False: an internal allocation (an import's) that the allocation list, 'latest'
-        and the allocation counter do not show."""
         key, allocs = self._k(ns, "a", alloc_id), self._k(ns, "allocs")
         opened = report_write.open_prompts(n)
         mapping = {"_step": step, "_meta": json.dumps(meta), "_n": json.dumps(n), "_open": opened}
         async with self.r.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping=mapping)
             pipe.expire(key, self.ttl)
-            if listed:
-                pipe.lpush(allocs, alloc_id)
-                pipe.lrange(allocs, self.kept, -1)
-                pipe.ltrim(allocs, 0, self.kept - 1)
-                pipe.hincrby(self._k(ns, "meta"), "allocations", 1)
+            pipe.lpush(allocs, alloc_id)
+            pipe.lrange(allocs, self.kept, -1)
+            pipe.ltrim(allocs, 0, self.kept - 1)
+            pipe.hincrby(self._k(ns, "meta"), "allocations", 1)
             res = await pipe.execute()
         self.known.allocations.put(key, step, n, opened)
-        if listed and (dropped := [x.decode() for x in res[3]]):
+        if dropped := [x.decode() for x in res[3]]:
             # The oldest beyond max_allocations_kept go, with their reported sets.
             keys = [self._k(ns, "a", x, *r) for x in dropped for r in ((), ("r",))]
             await self.r.delete(*keys)
-        # Another slot than the namespace's keys, so not in their transaction (Redis Cluster).
-        # Once per namespace and process: a round trip per Allocate otherwise.
+        await self._list(ns)
+
+    async def _list(self, ns: str) -> None:
+        """Put the namespace in krl:namespaces: another slot than its keys, so not in their
+        transaction (Redis Cluster); once per namespace and process (a round trip otherwise)."""
         if ns not in self._listed:
             await self.r.sadd("krl:namespaces", ns)
             self._listed.add(ns)
@@ -278,6 +278,37 @@ class HistoryStore:
         return await report_write.write(
             self.r, keys, alloc_id, ns, cols, self.half_life, ttl, self.known
         )
+
+    @_redis_errors
+    async def import_prompts(
+        self,
+        ns: str,
+        prompts: Sequence[import_write.ImportPrompt],
+        namespace_line: import_write.NamespaceLine | None,
+    ) -> import_write.ChunkResult:
+        """Store prompts that have no record, atomically, marked as imported (import_write)."""
+        await self._list(ns)
+        keys = self._import_keys(ns, [p.prompt_id for p in prompts])
+        return await import_write.write(self.r, keys, ns, prompts, self.half_life, namespace_line)
+
+    @_redis_errors
+    async def settle_import(self, ns: str, source: dict[str, float]) -> bool:
+        """After a whole export's import: its float sums as they were (import_write.settle)."""
+        return await import_write.settle(self.r, self._import_keys(ns, []), source)
+
+    def _import_keys(self, ns: str, prompt_ids: Sequence[str]) -> import_write.ImportKeys:
+        return import_write.ImportKeys(
+            meta=self._k(ns, "meta"),
+            last_visits=self._k(ns, "lv"),
+            version=self._k(ns, "v"),
+            imported=self._k(ns, "imported"),
+            records=self._records(ns, prompt_ids),
+        )
+
+    @_redis_errors
+    async def import_marks(self, ns: str, prompt_ids: Sequence[str]) -> list[bytes | None]:
+        """The digest of the import line that stored each prompt (None: not imported)."""
+        return await self.r.hmget(self._k(ns, "imported"), list(prompt_ids))
 
     @_redis_errors
     async def get_allocation(self, ns: str, alloc_id: str) -> dict[str, Any]:

@@ -1,29 +1,45 @@
 """Export and import of a namespace's per-prompt statistics (JSON lines), so a run can warm-start
 from offline pass rates or move between Redis deployments.
 
-A line of an export:
+An export's first line is the namespace's own aggregates,
+    {"namespace": {"rate_s": 41.2, "rate_w": 96.5, "tok_w": 3072, "tok_sum": 651264.0}}
+then one line per prompt:
     {"prompt_id": "q17", "visits": [{"step": 3, "n": 8, "successes": 2}, ...],
-     "visit_count": 5, "trials": 40, "successes": 9, "mean_tokens": 212.5}
+     "visit_count": 5, "trials": 40, "successes": 9, "mean_tokens": 212.5, "record": "<base64>"}
 `visits` are the visits the allocator keeps (history.RECENT_KEPT, oldest first): the evidence
-every mode reads. An import takes the same lines, or the short form of an offline pass rate,
+every mode reads; `record` is the stored record itself, so an export imported into an empty
+namespace allocates exactly as the original. An import takes the same lines, lines without
+`record` (visits written by hand), or the short form of an offline pass rate,
     {"prompt_id": "q17", "successes": 3, "trials": 16}            (one visit, at "step" or 0)
-and replays each visit as a report of an internal allocation, in step order, through the same
-script as a trainer's report: every namespace aggregate (the grid prior's counts, the success
-rate, the difficulty histogram) is updated as if the visits had been reported. Lifetime totals
-of visits older than the kept ones are not carried. Prompts that already have a record are
-refused (409), so an import never counts twice; nothing is written unless every line is valid."""
+whose visits are replayed oldest first as a trainer's reports would apply them. Every namespace
+aggregate (the grid prior's counts, the success rate, the difficulty histogram) follows.
+
+Nothing is written unless every line is valid and no prompt already has a history of its own
+(409). Each prompt is then stored whole in one transaction (import_write.py) with a mark of its
+line, so an import cut off by an outage is finished by sending it again, and the same line sent
+twice, one after the other or at once, counts once."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import math
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from krl.allocator.history import HEAD_BYTES, RECORD_FIELDS, recent_of, unpack_heads
+from krl.allocator.history import HEAD_BYTES, RECENT_KEPT, RECORD_FIELDS, recent_of, unpack_heads
+from krl.allocator.import_write import ImportPrompt, NamespaceLine
+from krl.allocator.record_cache import META_FIELDS
+from krl.allocator.record_update import check_record
 from krl.allocator.service import MAX_STEP, Allocator, check_namespace
-from krl.allocator.store import Outcome
 from krl.common.errors import FailedPrecondition, check
+
+NAMESPACE_FIELDS = ("rate_s", "rate_w", "tok_w", "tok_sum")
+"""An export's namespace line: what the prompts' records do not carry, added to the
+destination's. The line also carries the aggregates the records do give (META_FIELDS): an import
+of the whole export takes their float sums as they were, bit for bit, so ties in a solve break
+as in the original."""
 
 EXPORT_CHUNK = 1000
 
@@ -40,6 +56,8 @@ class PromptStatsRow:
     prompt_id: str
     visits: Sequence[Visit]
     mean_tokens: float = 0.0
+    record: bytes | None = None
+    """An export's stored record: imported as it is (visits and mean_tokens then ignored)."""
 
 
 def export_row(prompt_id: str, raw: bytes) -> dict:
@@ -51,14 +69,16 @@ def export_row(prompt_id: str, raw: bytes) -> dict:
         "trials": int(head["trials"]),
         "successes": int(head["successes"]),
         "mean_tokens": head["ts"] / head["tw"] if head["tw"] > 0 else 0.0,
+        "record": base64.b64encode(raw).decode(),
     }
 
 
 async def export_rows(allocator: Allocator, namespace: str) -> AsyncIterator[dict]:
-    """Every prompt of the namespace, in scan order (a prompt reported during the export may or
-    may not show its newest visit)."""
+    """The namespace line, then every prompt of the namespace, in scan order (a prompt
+    reported during the export may or may not show its newest visit)."""
     check_namespace(namespace)
-    await allocator.store.namespace_meta(namespace)  # NotFound for an unknown namespace
+    meta = await allocator.store.namespace_meta(namespace)  # NotFound for an unknown namespace
+    yield {"namespace": {k: meta.get(k, 0.0) for k in META_FIELDS}}
     cursor = 0
     while True:
         ids, cursor = await allocator.store.scan_prompt_ids(namespace, cursor, EXPORT_CHUNK)
@@ -89,7 +109,16 @@ def _validate(allocator: Allocator, rows: Sequence[PromptStatsRow]) -> None:
         )
         check(pid not in seen, f"{at}.prompt_id", f"duplicate prompt id {pid!r}")
         seen.add(pid)
+        if row.record is not None:
+            bad = check_record(row.record, allocator.settings.max_n_limit, MAX_STEP)
+            check(bad is None, f"{at}.record", bad or "")
+            continue
         check(len(row.visits) > 0, f"{at}.visits", "is empty")
+        check(
+            len(row.visits) <= RECENT_KEPT,
+            f"{at}.visits",
+            f"{len(row.visits)} visits; at most {RECENT_KEPT} (what the allocator keeps of a prompt)",
+        )
         check(
             math.isfinite(row.mean_tokens)
             and 0 <= row.mean_tokens <= allocator.settings.max_tokens_per_rollout,
@@ -106,40 +135,71 @@ def _validate(allocator: Allocator, rows: Sequence[PromptStatsRow]) -> None:
             check(0 <= v.successes <= v.n, f"{at}.visits[{j}].successes", f"must be in [0, {v.n}]")
 
 
-async def import_rows(allocator: Allocator, namespace: str, rows: Sequence[PromptStatsRow]) -> dict:
-    """Replay the rows' visits as reports (see the module's doc); returns counts."""
+def _check_namespace_line(line: dict[str, float] | None) -> None:
+    if line is None:
+        return
+    extra = sorted(set(line) - set(META_FIELDS))
+    check(not extra, f"namespace.{extra[0] if extra else ''}", "is not a namespace field")
+    for k in set(META_FIELDS) & set(line) | set(NAMESPACE_FIELDS):
+        x = line.get(k)
+        check(
+            isinstance(x, (int, float)) and math.isfinite(x) and x >= 0,
+            f"namespace.{k}",
+            "must be a finite number >= 0",
+        )
+    check(line["rate_s"] <= line["rate_w"], "namespace.rate_s", "must be <= rate_w")
+
+
+def _digest(*parts) -> bytes:
+    return hashlib.sha256(json.dumps(parts, separators=(",", ":")).encode()).digest()[:16]
+
+
+def _prompt(row: PromptStatsRow) -> ImportPrompt:
+    record = base64.b64encode(row.record).decode() if row.record is not None else None
+    if row.record is None:
+        visits = [(v.step, v.n, v.successes) for v in row.visits]
+    else:
+        visits = recent_of(row.record)
+    tokens = row.mean_tokens if record is None else 0.0
+    return ImportPrompt(
+        row.prompt_id, _digest(row.prompt_id, visits, tokens, record), row.record, visits, tokens
+    )
+
+
+async def import_rows(
+    allocator: Allocator,
+    namespace: str,
+    rows: Sequence[PromptStatsRow],
+    namespace_line: dict[str, float] | None = None,
+) -> dict:
+    """Store the rows' prompts (see the module's doc); returns counts: prompts stored, their
+    visits, and prompts skipped because an earlier attempt of the same lines stored them."""
     check_namespace(namespace)
     _validate(allocator, rows)
+    _check_namespace_line(namespace_line)
     store, chunk = allocator.store, allocator.settings.max_batch_prompts
-    for start in range(0, len(rows), chunk):
-        part = rows[start : start + chunk]
-        raws = await store.raw_records(namespace, [r.prompt_id for r in part])
-        for r, raw in zip(part, raws, strict=True):
-            if raw is not None:
+    prompts = [_prompt(r) for r in rows]
+    line = None
+    if namespace_line is not None:
+        values = [float(namespace_line[k]) for k in NAMESPACE_FIELDS]
+        line = NamespaceLine(_digest(values, [p.digest.hex() for p in prompts]), *values)
+    for start in range(0, len(prompts), chunk):  # every conflict refused before any write
+        part = prompts[start : start + chunk]
+        raws = await store.raw_records(namespace, [p.prompt_id for p in part])
+        marks = await store.import_marks(namespace, [p.prompt_id for p in part])
+        for p, raw, mark in zip(part, raws, marks, strict=True):
+            if raw is not None and mark != p.digest:
                 raise FailedPrecondition(
-                    f"prompt {r.prompt_id!r} already has a history in namespace {namespace!r}; "
+                    f"prompt {p.prompt_id!r} already has a history in namespace {namespace!r}; "
                     "an import only adds prompts the namespace has not seen",
                     field="prompt_id",
                 )
-    # visit j of every prompt, in step order; one internal allocation per (step, j) and chunk,
-    # so each prompt's visits are applied oldest first and no allocation holds a prompt twice
-    events = sorted(
-        (v.step, j, r.prompt_id, v, r.mean_tokens) for r in rows for j, v in enumerate(r.visits)
-    )
-    groups: list[list[tuple]] = []
-    for e in events:
-        if not groups or groups[-1][0][:2] != e[:2] or len(groups[-1]) >= chunk:
-            groups.append([])
-        groups[-1].append(e)
-    for group in groups:
-        step = group[0][0]
-        alloc_id = uuid.uuid4().hex
-        n = {pid: v.n for _, _, pid, v, _ in group}
-        meta = {"step": step, "mode": "import", "prompts": len(n)}
-        await store.save_allocation(namespace, alloc_id, step, meta, n, listed=False)
-        await store.report(
-            namespace,
-            alloc_id,
-            [Outcome(pid, v.successes, v.n, round(tok * v.n)) for _, _, pid, v, tok in group],
+    stored = skipped = visits = 0
+    for start in range(0, len(prompts), chunk):
+        done = await store.import_prompts(
+            namespace, prompts[start : start + chunk], line if start == 0 else None
         )
-    return {"prompts": len(rows), "visits": len(events)}
+        stored, skipped, visits = stored + done.stored, skipped + done.skipped, visits + done.visits
+    if namespace_line is not None and set(META_FIELDS) <= set(namespace_line):
+        await store.settle_import(namespace, {k: float(namespace_line[k]) for k in META_FIELDS})
+    return {"prompts": stored, "visits": visits, "skipped": skipped}

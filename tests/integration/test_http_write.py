@@ -166,11 +166,12 @@ async def test_export_then_import_restores_the_allocation(allocator):
         r = await h.get("/v1/namespaces/src/export")
         assert r.status_code == 200 and r.headers["content-type"].startswith("application/x-ndjson")
         lines = [json.loads(x) for x in r.text.splitlines()]
-        assert sorted(x["prompt_id"] for x in lines) == sorted(IDS)
-        q5 = next(x for x in lines if x["prompt_id"] == "q5")
+        assert set(lines[0]) == {"namespace"}
+        assert sorted(x["prompt_id"] for x in lines[1:]) == sorted(IDS)
+        q5 = next(x for x in lines[1:] if x["prompt_id"] == "q5")
         assert q5["visits"] == [{"step": s, "n": 12, "successes": 5} for s in (1, 2, 3)]
         r = await h.post("/v1/namespaces/dst/import", content=r.text)
-        assert r.json() == {"prompts": 12, "visits": 36}, r.text
+        assert r.json() == {"prompts": 12, "visits": 36, "skipped": 0}, r.text
         # the copy allocates exactly like the original
         body = {"prompt_ids": IDS, "budget": 64, "min_n": 2, "max_n": 16, "step": 4}
         a = (await h.post("/v1/namespaces/src/allocations", json=body)).json()
@@ -182,10 +183,13 @@ async def test_export_then_import_restores_the_allocation(allocator):
         )
         for k in ("prompts_tracked", "solved", "unsolved", "difficulty_histogram"):
             assert src[k] == dst[k], k
-        assert dst["allocations"] == 1  # the import's internal allocations are not listed
-        # importing again would count twice: refused, nothing changed
+        assert dst["allocations"] == 1  # an import makes no allocation
+        # the same lines again count nothing; another history for a stored prompt is refused
         again = await h.post("/v1/namespaces/dst/import", content="\n".join(map(json.dumps, lines)))
-        assert again.status_code == 409 and "already has a history" in again.json()["detail"]
+        assert again.json() == {"prompts": 0, "visits": 0, "skipped": 12}, again.text
+        other = {"prompt_id": "q5", "successes": 1, "trials": 8}
+        refused = await h.post("/v1/namespaces/dst/import", content=json.dumps(other))
+        assert refused.status_code == 409 and "already has a history" in refused.json()["detail"]
         assert (await h.get("/v1/namespaces/dst/prompts/q5")).json()["visits"] == 3
 
 
@@ -209,7 +213,7 @@ async def test_import_of_offline_pass_rates_and_its_errors(allocator):
             assert r.status_code == 400 and r.json()["field"] == field, (field, r.json())
         assert (await h.get("/v1/namespaces")).json() == []  # nothing written
         r = await h.post("/v1/namespaces/off/import", content=good)
-        assert r.json() == {"prompts": 9, "visits": 9}
+        assert r.json() == {"prompts": 9, "visits": 9, "skipped": 0}
         s = (await h.get("/v1/namespaces/off")).json()
         assert (s["prompts_tracked"], s["solved"], s["unsolved"]) == (9, 1, 1)
         # the warm start shapes the first allocation: all-solved o8 gets the least

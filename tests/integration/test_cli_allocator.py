@@ -210,3 +210,59 @@ def test_a_redis_server_orphaned_on_the_folder_is_stopped_before_a_new_one_start
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
     assert "orphaned" in out
+
+
+def test_a_second_allocator_on_a_port_in_use_refuses_to_start(tmp_path):
+    """gRPC's SO_REUSEPORT let a second allocator share the first one's port: clients were
+    split between two servers with different histories."""
+    first, target, http_url = _start(tmp_path / "a")
+    try:
+        wait_serving(target, 60, first)
+        port = target.rsplit(":", 1)[1]
+        second = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "krl.cli",
+                "allocator",
+                "--grpc-port",
+                port,
+                "--http-port",
+                str(free_port()),
+                "--data-dir",
+                str(tmp_path / "b"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        out, _ = second.communicate(timeout=60)
+        assert second.returncode != 0, out
+        assert f"cannot serve gRPC on 127.0.0.1:{port}" in out and "in use" in out, out
+        hport = http_url.rsplit(":", 1)[1]
+        third = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "krl.cli",
+                "allocator",
+                "--grpc-port",
+                str(free_port()),
+                "--http-port",
+                hport,
+                "--data-dir",
+                str(tmp_path / "c"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        out, _ = third.communicate(timeout=60)
+        assert third.returncode != 0, out
+        assert f"cannot serve HTTP on 127.0.0.1:{hport}" in out, out
+        with AllocatorClient(target, namespace="x") as c:  # the first one is untouched
+            assert sum(c.allocate(["a"], 2, min_n=1, max_n=4).n.values()) == 2
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=30)
+    assert first.returncode == 0

@@ -16,6 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from krl.common.errors import KrlError
+from krl.common.lifecycle import StartupError
 from krl_client.errors import RETRY_AFTER_KEY
 
 log = logging.getLogger(__name__)
@@ -140,7 +141,12 @@ class GrpcServer:
             [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
         )
         bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        self.port = self.server.add_insecure_port(bind)
+        try:
+            self.port = self.server.add_insecure_port(bind)
+        except RuntimeError as e:  # no SO_REUSEPORT: a port another server holds is refused
+            raise StartupError(
+                f"cannot serve gRPC on {bind}: the port is in use, or not allowed"
+            ) from e
         self.host = host
 
     async def start(self) -> None:

@@ -24,7 +24,11 @@ async def serve_until_signal(app: App, grace_s: float) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await app.start()
+    try:
+        await app.start()
+    except BaseException:
+        await app.stop()  # what did start (an embedded Redis, a server) stops
+        raise
     try:
         await stop.wait()
         log.info("stopping: health NOT_SERVING, %.1fs grace for calls in flight", grace_s)

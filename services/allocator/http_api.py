@@ -75,6 +75,7 @@ AllocatorDep = Annotated[Allocator, Depends(_allocator)]
 
 def build_app(allocator: Allocator, token: str | None) -> FastAPI:
     app = make_app(
+        auth_token=token,
         max_body_size=allocator.settings.max_message_bytes,
         title="knapsack-rl allocator",
         version=__version__,

@@ -20,6 +20,7 @@ from krl.rollout.service import Rollout
 
 def build_app(rollout: Rollout, token: str | None) -> FastAPI:
     app = make_app(
+        auth_token=token,
         title="knapsack-rl rollout",
         version=__version__,
         description="Engine info, health and metrics of the rollout service.",

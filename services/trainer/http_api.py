@@ -20,6 +20,7 @@ from krl.trainer.build import TrainerRun
 
 def build_app(trainer: TrainerRun, token: str | None) -> FastAPI:
     app = make_app(
+        auth_token=token,
         title="knapsack-rl trainer",
         version=__version__,
         description="Status, health and metrics of the training loop.",

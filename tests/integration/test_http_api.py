@@ -162,3 +162,57 @@ async def test_the_openapi_document_states_problem_details_and_metrics_text(allo
     ns = next(p for p in report["parameters"] if p["name"] == "namespace")
     assert ns["schema"]["pattern"].startswith("^") and ns["schema"]["pattern"].endswith("$")
     assert "text/plain" in doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+
+
+async def test_the_token_is_checked_before_the_body_is_read(redis_server):
+    """An unauthenticated POST declaring 26 MB gets its 401 after a few bytes of body: the
+    server reads no more (it read and parsed the whole body first, ~230 MB of memory)."""
+    app = AllocatorApp(make_settings(redis_server.url, auth_token="s3cret-token"))
+    await app.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", app.http.port)
+        writer.write(
+            b"POST /v1/namespaces/x/allocations HTTP/1.1\r\nHost: t\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 26000000\r\n\r\n" + b"{" * 1000
+        )
+        await writer.drain()
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        finally:
+            writer.transport.abort()
+        assert head.startswith(b"HTTP/1.1 401"), head
+    finally:
+        await app.stop()
+
+
+async def test_a_chunked_body_over_the_cap_is_a_413(redis_server):
+    app = AllocatorApp(make_settings(redis_server.url, max_message_bytes=64 * 1024))
+    await app.start()
+    try:
+
+        async def chunks():
+            yield b'{"budget": 4, "prompt_ids": ['
+            for i in range(10_000):
+                yield b'"p%d", ' % i
+            yield b'"a"]}'
+
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http.port}") as http:
+            json_type = {"Content-Type": "application/json"}
+            r = await http.post(
+                "/v1/namespaces/big/allocations", content=chunks(), headers=json_type
+            )
+            assert r.status_code == 413, r.text
+            assert r.json()["title"] == "Content too large"
+            small = await http.post(
+                "/v1/namespaces/big/import",
+                content=_aiter([b'{"prompt_id": "a", ', b'"successes": 1, "trials": 2}']),
+            )
+            assert small.json()["prompts"] == 1, small.text
+            assert (await http.get("/v1/namespaces/big/prompts")).json()["prompt_ids"] == ["a"]
+    finally:
+        await app.stop()
+
+
+async def _aiter(parts):
+    for p in parts:
+        yield p

@@ -47,13 +47,17 @@ _WHY = {
 }
 
 
-def make_app(*, max_body_size: int = MAX_BODY_BYTES, **kw: object) -> FastAPI:
+def make_app(
+    *, max_body_size: int = MAX_BODY_BYTES, auth_token: str | None = None, **kw: object
+) -> FastAPI:
     """A FastAPI app whose /docs (Swagger UI 5) and /redoc load their scripts from this package,
     not from a CDN (air-gapped clusters get a working page); request bodies are capped (413,
-    BodyCap);
-    its OpenAPI document lists the problem-details answers each route can give."""
+    BodyCap); with a token, /v1 needs it before any body is read (BearerGate); its OpenAPI
+    document lists the problem-details answers each route can give."""
     app = FastAPIOffline(**kw)
     app.add_middleware(BodyCap, limit=max_body_size)
+    if auth_token:
+        app.add_middleware(BearerGate, token=auth_token)  # added last: runs first
     generate = app.openapi
 
     def openapi() -> dict:
@@ -65,13 +69,11 @@ def make_app(*, max_body_size: int = MAX_BODY_BYTES, **kw: object) -> FastAPI:
     return app
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class BodyCap:
-    """ASGI middleware: a request body over `limit` bytes gets a 413 problem (by its declared
-    Content-Length before anything is read, or by counting a chunked body as it arrives)."""
+    """ASGI middleware: a request body over `limit` bytes gets a 413 problem, by its declared
+    Content-Length before anything is read, or, for a body sent without one (chunked), by reading
+    it here up to the limit before the app sees any of it (the app's own body parsing would
+    turn the refusal into a 400)."""
 
     def __init__(self, app: Any, limit: int) -> None:
         self.app, self.limit = app, limit
@@ -80,35 +82,30 @@ class BodyCap:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers", ())).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.limit:
-            await self._refuse(scope, receive, send)
+        declared = dict(scope.get("headers", ())).get(b"content-length")
+        if declared is not None:
+            if declared.isdigit() and int(declared) > self.limit:
+                await self._refuse(scope, receive, send)
+                return
+            await self.app(scope, receive, send)  # the server delivers at most what it declared
             return
-        seen, started = 0, False
-
-        async def counted() -> dict:
-            nonlocal seen
+        messages, seen = [], 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge
-            return message
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                await self._refuse(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
 
-        async def tracked(message: dict) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
+        async def replay() -> dict:
+            return messages.pop(0) if messages else await receive()
 
-        try:
-            await self.app(scope, counted, tracked)
-        except Exception as e:
-            too_large = isinstance(e, _TooLarge) or (
-                isinstance(e, ExceptionGroup) and e.subgroup(_TooLarge) is not None
-            )
-            if not too_large or started:
-                raise
-            await self._refuse(scope, receive, send)
+        await self.app(scope, replay, send)
 
     async def _refuse(self, scope: dict, receive: Any, send: Any) -> None:
         resp = problem(
@@ -118,6 +115,32 @@ class BodyCap:
             scope.get("path", ""),
         )
         await resp(scope, receive, send)
+
+
+class BearerGate:
+    """ASGI middleware: under `prefix`, a request without the bearer token is a 401 problem
+    before its body is read (the routes' bearer_auth dependency runs only after FastAPI has
+    read and parsed the body)."""
+
+    def __init__(self, app: Any, token: str, prefix: str = "/v1") -> None:
+        self.app, self.expected, self.prefix = app, token.encode(), prefix
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope.get("path", "").startswith(self.prefix):
+            scheme, _, got = (
+                dict(scope.get("headers", ())).get(b"authorization", b"").partition(b" ")
+            )
+            if not (scheme.lower() == b"bearer" and token_matches(got.strip(), self.expected)):
+                resp = problem(
+                    401,
+                    "Unauthenticated",
+                    "missing or wrong bearer token (header 'Authorization')",
+                    scope.get("path", ""),
+                )
+                resp.headers["WWW-Authenticate"] = "Bearer"
+                await resp(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _document_problems(schema: dict) -> None:
@@ -199,6 +222,11 @@ def install_problem_handlers(app: FastAPI) -> None:
 _bearer = HTTPBearer(auto_error=False)
 
 
+def token_matches(got: bytes, expected: bytes) -> bool:
+    """The one comparison of a presented token (constant time)."""
+    return hmac.compare_digest(got, expected)
+
+
 def bearer_auth(token: str | None):
     """A dependency that requires the bearer token when one is configured."""
     expected = token.encode() if token else None
@@ -209,7 +237,7 @@ def bearer_auth(token: str | None):
         if expected is None:
             return
         got = creds.credentials.encode() if creds else b""
-        if not hmac.compare_digest(got, expected):
+        if not token_matches(got, expected):
             raise Unauthenticated("missing or wrong bearer token (header 'Authorization')")
 
     return check

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 
 import grpc
@@ -57,12 +58,16 @@ class RolloutServicer(pb_grpc.RolloutServiceServicer):
             stop=tuple(s.stop),
             seed=s.seed if s.HasField("seed") else None,
         )
+        for i, p in enumerate(request.prompts):
+            self.rollout.check_token_count(i, len(p.token_ids))
         prompts = [
             PromptIn(p.prompt_id, p.n, p.text, tuple(p.token_ids), p.answer, p.verifier)
             for p in request.prompts
         ]
-        async for group in self.rollout.generate(prompts, sampling, request.min_policy_version):
-            yield group_to_pb(group)
+        groups = self.rollout.generate(prompts, sampling, request.min_policy_version)
+        async with contextlib.aclosing(groups):  # a cancelled call stops the engines' work
+            async for group in groups:
+                yield group_to_pb(group)
 
     @unary_errors
     async def UpdateWeights(

@@ -205,8 +205,11 @@ class ReplicaPool:
             if failure is not None:
                 raise failure
         finally:
-            for index, job in running.items():
-                self.replicas[index].jobs.pop(job, None)
+            for index, job in running.items():  # the caller has gone: stop the engines' work
+                r = self.replicas[index]
+                r.jobs.pop(job, None)
+                with contextlib.suppress(Unavailable):
+                    r.send(("cancel", job))
 
     async def load(self, kind: str, data: Any) -> float:
         """Load weights into every replica; on any failure the previous weights are restored

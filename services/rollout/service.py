@@ -3,6 +3,7 @@ finished group with its verifier and hand it on; swap weights between batches.""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import AsyncIterator
@@ -69,8 +70,17 @@ class Rollout:
                 f"must be in [1, {s.max_new_tokens_cap}] (0: default)",
                 field="sampling.max_new_tokens",
             )
-        if any(not x for x in sp.stop):
-            raise InvalidArgument("stop strings must be non-empty", field="sampling.stop")
+        if len(sp.stop) > s.max_stop_strings:
+            raise InvalidArgument(
+                f"{len(sp.stop)} stop strings; the most is {s.max_stop_strings} (max_stop_strings)",
+                field="sampling.stop",
+            )
+        for j, x in enumerate(sp.stop):
+            if not 0 < len(x) <= s.max_stop_chars:
+                raise InvalidArgument(
+                    f"must be 1 to {s.max_stop_chars} characters (max_stop_chars)",
+                    field=f"sampling.stop[{j}]",
+                )
         return Sampling(
             temperature=sp.temperature,
             top_p=sp.top_p or 1.0,
@@ -78,6 +88,16 @@ class Rollout:
             stop=tuple(sp.stop),
             seed=sp.seed,
         )
+
+    def check_token_count(self, index: int, count: int) -> None:
+        """Token ids a prompt sends: at most the engine's context, checked before they are
+        read (a 56 MB list took the event loop ~1 s to copy and range-check)."""
+        context = self.pool.info.max_context_tokens
+        if count > context:
+            raise InvalidArgument(
+                f"{count} token ids; the engine's context is {context}",
+                field=f"prompts[{index}].token_ids",
+            )
 
     def check_prompts(self, prompts: list[PromptIn], sp: Sampling) -> list[tuple[int, ...]]:
         s = self.settings
@@ -103,6 +123,7 @@ class Rollout:
                 )
             if p.text and p.token_ids:
                 raise InvalidArgument("give text or token_ids, not both", field=where)
+            self.check_token_count(i, len(p.token_ids))
             if len(p.text) > s.max_prompt_chars:
                 raise InvalidArgument(
                     f"{len(p.text)} characters; the most is {s.max_prompt_chars} (max_prompt_chars)",
@@ -165,11 +186,12 @@ class Rollout:
                     sp.max_new_tokens,
                 )
                 try:
-                    async for (i, _part), samples in self.pool.generate(parts, sp):
-                        pend = pending[i]
-                        pend.samples.extend(samples)
-                        if len(pend.samples) == pend.prompt.n:
-                            yield await self._finish(i, pending.pop(i), version, t0)
+                    async with contextlib.aclosing(self.pool.generate(parts, sp)) as groups:
+                        async for (i, _part), samples in groups:
+                            pend = pending[i]
+                            pend.samples.extend(samples)
+                            if len(pend.samples) == pend.prompt.n:
+                                yield await self._finish(i, pending.pop(i), version, t0)
                     if pending:  # an engine must never end a batch with groups missing
                         lost = [pending[i].prompt.prompt_id for i in sorted(pending)[:5]]
                         raise Unavailable(f"the engine returned no group for {lost} ...")

@@ -34,6 +34,10 @@ class RolloutSettings(ServiceSettings):
     max_prompts: int = Field(4096, ge=1, description="Most prompts in one Generate call.")
     max_new_tokens_cap: int = Field(4096, ge=1, description="Largest max_new_tokens accepted.")
     default_max_new_tokens: int = Field(64, ge=1, description="max_new_tokens when unset (0).")
+    max_stop_strings: int = Field(
+        16, ge=0, description="Most stop strings in one Generate call (each is checked per token)."
+    )
+    max_stop_chars: int = Field(256, ge=1, description="Longest stop string accepted.")
     max_prompt_chars: int = Field(
         262_144, ge=1, description="Longest prompt text accepted (checked before tokenizing)."
     )

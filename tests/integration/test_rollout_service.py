@@ -137,6 +137,10 @@ def test_same_seed_same_samples(rollout_service) -> None:
         (PromptSpec("a", 2, token_ids=(-3, 5), answer="2"), {}, "prompts[0].token_ids"),  # D5
         (PromptSpec("a", 2, "1+1=", "7" * 100_000), {}, "prompts[0].answer"),  # D1
         (PromptSpec("a", 2, "1+" * 200_000, "2"), {}, "prompts[0].text"),  # D1
+        (PromptSpec("a", 2, token_ids=(5,) * 200_000, answer="2"), {}, "prompts[0].token_ids"),
+        (PromptSpec("a", 2, "1+1=", "2"), {"stop": ["x"] * 5000}, "sampling.stop"),  # R4
+        (PromptSpec("a", 2, "1+1=", "2"), {"stop": ["ok", "x" * 160_000]}, "sampling.stop[1]"),
+        (PromptSpec("a", 2, "1+1=", "2"), {"stop": ["ok", ""]}, "sampling.stop[1]"),
     ],
 )
 def test_bad_input_is_invalid_argument_naming_the_field(rollout_service, spec, kw, field) -> None:
@@ -171,6 +175,33 @@ def test_health_answers_while_long_answers_are_verified(rollout_service) -> None
     assert sum(len(g.completions) for g in groups) == 512
     assert all(x.reward == verifiers.exact(x.text, answer) for g in groups for x in g.completions)
     assert len(gaps) >= 3 and max(gaps) < 1.0, max(gaps)
+
+
+def test_a_cancelled_generate_stops_the_engines_work(rollout_service) -> None:
+    """R2: 8 prompts x n = 64 cancelled after the first group kept the engine busy to the end
+    (seconds), and the next Generate waited behind it. Now the engine stops at its next chunk."""
+    channel = grpc.insecure_channel(rollout_service.target)
+    stub = pb_grpc.RolloutServiceStub(channel)
+    big = pb.GenerateRequest(
+        prompts=[
+            pb.PromptRequest(prompt_id=f"p{i}", n=64, text=f"{i}+{i}=", answer=str(2 * i))
+            for i in range(8)
+        ],
+        sampling=pb.SamplingParams(max_new_tokens=48, seed=5),
+    )
+    with RolloutClient(rollout_service.target) as c:
+        t = time.perf_counter()
+        list(c.generate(prompts(1, 1), max_new_tokens=48, seed=1))
+        alone = time.perf_counter() - t
+        call = stub.Generate(big)
+        next(call)
+        call.cancel()
+        t = time.perf_counter()
+        list(c.generate(prompts(1, 1), max_new_tokens=48, seed=1))
+        after = time.perf_counter() - t
+    channel.close()
+    # the rest of the big request is 504 rows in 63 chunks; one chunk may finish first
+    assert after < alone + 1.5, (alone, after)
 
 
 def test_policy_version_too_old_is_failed_precondition(rollout_service) -> None:

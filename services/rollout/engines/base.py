@@ -4,7 +4,7 @@ tokenizes, detokenizes and scores. An engine runs inside a replica worker proces
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,7 +50,16 @@ class EngineInfo:
     max_context_tokens: int
 
 
+def _never() -> bool:
+    return False
+
+
 class Engine(abc.ABC):
+    cancelled: Callable[[], bool] = staticmethod(_never)
+    """Set by the worker for each job: True once the job's caller has gone. An engine checks it
+    between units of bounded work (a chunk of rows, a step) and stops early; the worker also
+    checks it between groups."""
+
     @abc.abstractmethod
     def info(self) -> EngineInfo: ...
 

@@ -57,6 +57,8 @@ class HfEngine(Engine):
         rows = [(it, j) for it in order for j in range(it.n)]
         done: dict[tuple[int, int], list[Sample]] = {it.key: [] for it in items}
         for c, start in enumerate(range(0, len(rows), self.max_batch_rows)):
+            if self.cancelled():
+                return
             chunk = rows[start : start + self.max_batch_rows]
             seed = None if sampling.seed is None else sampling.seed * 1_000_003 + c
             samples = self._generate_rows([it.prompt_ids for it, _ in chunk], sampling, seed)

@@ -41,8 +41,8 @@ class OpenAIEngine(Engine):
         futures = {self.pool.submit(self._one, it, sampling): it.key for it in items}
         try:
             pending = set(futures)
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            while pending and not self.cancelled():
+                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
                 for f in done:
                     yield futures[f], f.result()
         finally:

@@ -89,7 +89,7 @@ class VllmEngine(Engine):
             )
             self.engine.add_request(rid, {"prompt_token_ids": list(it.prompt_ids)}, params)
         try:
-            while self.engine.has_unfinished_requests():
+            while self.engine.has_unfinished_requests() and not self.cancelled():
                 for out in self.engine.step():
                     if out.finished and out.request_id in keys:
                         key = keys.pop(out.request_id)

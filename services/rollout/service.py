@@ -21,6 +21,7 @@ from krl.rollout.metrics import RolloutMetrics
 from krl.rollout.replicas import ReplicaPool
 from krl.rollout.scoring import ScoringPool
 from krl.rollout.settings import RolloutSettings
+from krl.tasks.reasoning_gym import check_reference
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,11 @@ class Rollout:
                     "(max_answer_chars)",
                     field=f"{where}.answer",
                 )
+            if p.verifier == "reasoning_gym":
+                try:
+                    check_reference(p.answer, s.max_reference_size)
+                except InvalidArgument as e:
+                    raise InvalidArgument(e.message, field=f"{where}.answer") from None
             ids = tuple(p.token_ids) if p.token_ids else tuple(self._encode(p.text))
             if not ids:
                 raise InvalidArgument("empty prompt", field=f"{where}.text")

@@ -46,6 +46,13 @@ class RolloutSettings(ServiceSettings):
         ge=1,
         description="Longest reference answer accepted (verification cost grows with it).",
     )
+    max_reference_size: int = Field(
+        100_000,
+        ge=1,
+        le=100_000,
+        description="Largest dataset size a reasoning_gym answer may name (some datasets are "
+        "built whole to score one entry); references are checked before generating.",
+    )
     verify_workers: int = Field(
         1, ge=1, le=64, description="Worker processes that score completions, off the event loop."
     )

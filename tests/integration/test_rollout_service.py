@@ -3,6 +3,7 @@ called over loopback gRPC."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -139,6 +140,19 @@ def test_same_seed_same_samples(rollout_service) -> None:
         (PromptSpec("a", 2, "1+" * 200_000, "2"), {}, "prompts[0].text"),  # D1
         (PromptSpec("a", 2, token_ids=(5,) * 200_000, answer="2"), {}, "prompts[0].token_ids"),
         (PromptSpec("a", 2, "1+1=", "2"), {"stop": ["x"] * 5000}, "sampling.stop"),  # R4
+        *(  # R1: checked before generating, without building a dataset
+            (PromptSpec("a", 2, "1+1=", json.dumps(ref), verifier="reasoning_gym"), {}, f)
+            for ref, f in (
+                ({"dataset": "list_functions", "seed": 1, "size": 5_000_000, "index": 0}, "answer"),
+                ({"dataset": "nope", "seed": 1, "size": 5, "index": 0}, "answer"),
+                ({"dataset": "spell_backward", "seed": 1, "size": 5, "index": 5}, "answer"),
+                (
+                    {"dataset": "spell_backward", "seed": 1, "size": 5, "index": 0, "level": 9},
+                    "answer",
+                ),
+                ({"dataset": "spell_backward", "seed": "1", "size": 5, "index": 0}, "answer"),
+            )
+        ),
         (PromptSpec("a", 2, "1+1=", "2"), {"stop": ["ok", "x" * 160_000]}, "sampling.stop[1]"),
         (PromptSpec("a", 2, "1+1=", "2"), {"stop": ["ok", ""]}, "sampling.stop[1]"),
     ],
@@ -146,7 +160,8 @@ def test_same_seed_same_samples(rollout_service) -> None:
 def test_bad_input_is_invalid_argument_naming_the_field(rollout_service, spec, kw, field) -> None:
     with RolloutClient(rollout_service.target) as c, pytest.raises(InvalidArgument) as e:
         list(c.generate([PromptSpec("ok", 1, "1+1=", "2"), spec], **kw))
-    assert field.replace("[0]", "[1]") in str(e.value)
+    want = "prompts[1].answer" if field == "answer" else field.replace("[0]", "[1]")
+    assert str(e.value).startswith(want), str(e.value)
 
 
 def test_health_answers_while_long_answers_are_verified(rollout_service) -> None:

@@ -90,6 +90,39 @@ def dataset(name: str, seed: int, size: int, level: int | None = None) -> Any:
         raise InvalidArgument(f"reasoning-gym dataset {name!r}: {e}", field="tasks") from None
 
 
+def check_reference(answer: str, max_size: int = MAX_SIZE) -> dict[str, Any]:
+    """An entry reference parsed and checked without building its dataset (the rollout service
+    checks every prompt's before generating): a JSON object naming a registered dataset, an int
+    seed, 1 <= size <= max_size, 0 <= index < size, and a level the dataset has."""
+    from reasoning_gym.factory import DATASETS
+
+    try:
+        ref = json.loads(answer)
+    except (ValueError, RecursionError) as e:
+        raise InvalidArgument(f"is not a JSON entry reference: {e}", field="answer") from None
+    if not isinstance(ref, dict) or not {"dataset", "seed", "size", "index"} <= set(ref):
+        raise InvalidArgument(
+            "reasoning_gym answers are entry references {dataset, seed, size, index[, level]}",
+            field="answer",
+        )
+    name, level = ref["dataset"], ref.get("level")
+    ints = [ref["seed"], ref["size"], ref["index"], *([] if level is None else [level])]
+    if not all(type(x) is int for x in ints):
+        raise InvalidArgument("seed, size, index and level must be integers", field="answer")
+    if name not in DATASETS:
+        raise InvalidArgument(f"no reasoning-gym dataset {name!r}", field="answer")
+    if not 1 <= ref["size"] <= max_size:
+        raise InvalidArgument(f"size must be in [1, {max_size}]", field="answer")
+    if not 0 <= ref["index"] < ref["size"]:
+        raise InvalidArgument(f"index must be in [0, {ref['size']})", field="answer")
+    if level is not None and not 1 <= level <= len(LEVELS.get(name, ())):
+        raise InvalidArgument(
+            f"dataset {name!r} has no level {level} (levels: {len(LEVELS.get(name, ()))})",
+            field="answer",
+        )
+    return ref
+
+
 def entry_ref(name: str, seed: int, size: int, index: int, level: int | None = None) -> str:
     ref: dict[str, Any] = {"dataset": name, "seed": seed, "size": size, "index": index}
     if level is not None:

@@ -14,7 +14,9 @@ G = 8
 RATES = [0.0, 0.0, 0.2, 0.4, 0.5, 0.6, 1.0, 1.0]  # each prompt's chance of a reward of 1
 
 
-def _train(target: str, tmp_path) -> dict:
+def _train(
+    target: str, tmp_path, drop_pads: bool = False, steps: int = 8, namespace: str = "trl"
+) -> dict:
     os.environ["TRL_EXPERIMENTAL_SILENCE"] = "1"
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
@@ -32,7 +34,7 @@ def _train(target: str, tmp_path) -> dict:
         assert len(prompts) == len(completions) == len(rate)  # the real rows only
         return [1.0 if rng.random() < r else 0.0 for r in rate]
 
-    client = AllocatorClient(target, namespace="trl")
+    client = AllocatorClient(target, namespace=namespace)
     session = AllocationSession(
         client, budget_per_prompt=4, min_n=2, max_n=G, journal=tmp_path / "allocations.jsonl"
     )
@@ -41,7 +43,7 @@ def _train(target: str, tmp_path) -> dict:
         output_dir=str(tmp_path / "out"),
         num_generations=G,
         per_device_train_batch_size=4 * G,
-        max_steps=8,
+        max_steps=steps,
         max_completion_length=4,
         learning_rate=1e-4,
         logging_steps=1,
@@ -59,6 +61,16 @@ def _train(target: str, tmp_path) -> dict:
         train_dataset=Dataset.from_list(rows),
         rollout_func=knap.rollout_func,
     )
+    if drop_pads:
+        knap.drop_pads(trainer)
+    in_loss: list = []  # (rows, advantages) of every batch the loss saw
+    compute_loss = trainer.compute_loss
+
+    def counted(model, inputs, *a, **kw):
+        in_loss.append((int(inputs["completion_ids"].shape[0]), inputs["advantages"].tolist()))
+        return compute_loss(model, inputs, *a, **kw)
+
+    trainer.compute_loss = counted
     trainer.train()
     advantages = list(trainer._logs["advantages"])[-4 * G :]
     stats = client.prompt_stats(sorted({p for plan in knap.plans for p in plan.n}))
@@ -69,6 +81,7 @@ def _train(target: str, tmp_path) -> dict:
         "stats": stats,
         "log": trainer.state.log_history,
         "loss_type": args.loss_type,
+        "in_loss": in_loss,
     }
 
 
@@ -97,3 +110,18 @@ async def test_grpo_trainer_runs_with_allocated_group_sizes(allocator, tmp_path)
 
     assert knap.session.loss_agg == LOSS_AGG_OF_TRL[out["loss_type"]]
     assert all("loss" in row for row in out["log"][:-1])
+
+
+async def test_dropped_pads_never_reach_the_loss(allocator, tmp_path):
+    """With drop_pads the loss sees exactly the real rollouts of each round, and the real rows'
+    advantages are those the padded batch gives them (same seed, first round)."""
+    target = f"127.0.0.1:{allocator.grpc.port}"
+    out = await asyncio.to_thread(_train, target, tmp_path / "drop", True, 4, "drop")
+    knap = out["knap"]
+    assert [rows for rows, _ in out["in_loss"]] == [p.total for p in knap.plans]
+    assert knap.rows_in_loss == [p.total for p in knap.plans]
+    assert all(p.total < 4 * G for p in knap.plans)  # there were pads to drop
+    padded = await asyncio.to_thread(_train, target, tmp_path / "pad", False, 1, "pad")
+    assert [rows for rows, _ in padded["in_loss"]] == [4 * G]
+    first_real = sorted(a for a in padded["in_loss"][0][1] if a != 0.0)
+    assert sorted(a for a in out["in_loss"][0][1] if a != 0.0) == pytest.approx(first_real)

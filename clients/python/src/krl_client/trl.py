@@ -5,8 +5,13 @@ its hooks make the groups variable anyway. Its experimental `rollout_func` gener
 for a prompt allotted n <= num_generations rollouts this module generates only n real
 completions and fills the group with num_generations - n one-token pads; and TRL leaves a row
 out of its group's mean and std, and gives it advantage 0, when every reward function returns
-None for it, which the wrapped reward functions do for the pads. The pads cost a forward and
-backward pass over their prompt and one token each, but no generation.
+None for it, which the wrapped reward functions do for the pads. `knap.drop_pads(trainer)` then
+takes the pads out of the batch after the advantages are computed and before any forward pass
+of the loss, with TRL's token count for its `dapo` normaliser recounted over the real rows (its
+other loss types normalise per micro-batch): a pad costs no training compute. With
+steps_per_generation > 1 a few pads stay (fewer than steps_per_generation), so TRL can split the
+batch evenly. drop_pads wraps one private method of GRPOTrainer and is tested on trl 1.16 only;
+other versions are refused with a clear message.
 
     from krl_client import AllocatorClient, AllocationSession
     from krl_client.trl import KnapsackGRPO
@@ -16,11 +21,13 @@ backward pass over their prompt and one token each, but no generation.
     knap = KnapsackGRPO(session, [my_reward], num_generations=16)
     trainer = GRPOTrainer(model, reward_funcs=knap.reward_funcs, args=GRPOConfig(num_generations=16, ...),
                           train_dataset=ds, rollout_func=knap.rollout_func)
+    knap.drop_pads(trainer)
 
 max_n must be at most num_generations (the group's width). A prompt's id is the blake2b of its
 text (or messages) unless `prompt_id` maps a prompt to one. Tested on one process with TRL's
 transformers generation path (not its vLLM path, which draws num_generations per prompt
-itself). Imports nothing from trl or torch: the trainer is used through the calls above."""
+itself). Imports nothing from trl or torch but in drop_pads: the trainer is used through the
+calls above."""
 
 from __future__ import annotations
 
@@ -129,6 +136,57 @@ class KnapsackGRPO:
             PAD: list(self.pads[-1]),
             PROMPT_ID: [ids[i // g] for i in range(len(prompts))],
         }
+
+    # -- no pads in training ------------------------------------------------------------------
+    TESTED_TRL = ("1.16.",)
+
+    def drop_pads(self, trainer: Any) -> Any:
+        """Take the pad rows out of every generation batch before the loss (see the module)."""
+        import trl
+
+        if not trl.__version__.startswith(self.TESTED_TRL):
+            raise RuntimeError(
+                f"drop_pads is tested on trl {', '.join(v + '*' for v in self.TESTED_TRL)}; this "
+                f"is trl {trl.__version__} (run without drop_pads: pads then cost a training row)"
+            )
+        generate = trainer._generate_and_score_completions
+        self.rows_in_loss: list[int] = []
+
+        def generate_without_pads(inputs: Any) -> dict:
+            out = generate(inputs)
+            if trainer.model.training and self.pads:
+                out = self._without_pads(trainer, out, self.pads[-1])
+                self.rows_in_loss.append(int(out["completion_ids"].shape[0]))
+            return out
+
+        trainer._generate_and_score_completions = generate_without_pads
+        return trainer
+
+    @staticmethod
+    def _without_pads(trainer: Any, out: dict, pads: list[bool]) -> dict:
+        rows = len(pads)
+        chunks = max(1, int(trainer.args.steps_per_generation))
+        keep = [i for i, p in enumerate(pads) if not p]
+        spare = [i for i, p in enumerate(pads) if p]
+        keep = sorted(keep + spare[: (-len(keep)) % chunks])  # an even split needs these
+        if len(keep) == rows:
+            return out
+        index = out["completion_ids"].new_tensor(keep)
+        new: dict = {}
+        for k, v in out.items():
+            if hasattr(v, "ndim") and v.ndim > 0:
+                if v.shape[0] != rows:
+                    raise RuntimeError(f"drop_pads: batch field {k!r} is not one row per rollout")
+                new[k] = v.index_select(0, index)
+            elif isinstance(v, list) and len(v) == rows:
+                new[k] = [v[i] for i in keep]
+            else:
+                new[k] = v
+        mask = new["completion_mask"]
+        if new.get("tool_mask") is not None:
+            mask = mask * new["tool_mask"]
+        new["num_items_in_batch"] = trainer.accelerator.gather(mask.sum()).sum()
+        return new
 
     # -- rewards and the report ----------------------------------------------------------------
     def _wrap(self, fn: Callable[..., list[float | None]], index: int):

@@ -88,5 +88,5 @@ if __name__ == "__main__":
     print(f"  plain TRL, 16 generations:          {med['u16']:.3f}  {med['u16'] / med['u8']:.2f}x")
     print(
         "  per round, drop / u8:",
-        " ".join(f"{d / u:.2f}" for d, u in zip(times["drop"], times["u8"])),
+        " ".join(f"{d / u:.2f}" for d, u in zip(times["drop"], times["u8"], strict=True)),
     )

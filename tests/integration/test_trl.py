@@ -15,7 +15,12 @@ RATES = [0.0, 0.0, 0.2, 0.4, 0.5, 0.6, 1.0, 1.0]  # each prompt's chance of a re
 
 
 def _train(
-    target: str, tmp_path, drop_pads: bool = False, steps: int = 8, namespace: str = "trl"
+    target: str,
+    tmp_path,
+    drop_pads: bool = False,
+    steps: int = 8,
+    namespace: str = "trl",
+    group_by_n: bool | None = None,
 ) -> dict:
     os.environ["TRL_EXPERIMENTAL_SILENCE"] = "1"
     from datasets import Dataset
@@ -38,7 +43,7 @@ def _train(
     session = AllocationSession(
         client, budget_per_prompt=4, min_n=2, max_n=G, journal=tmp_path / "allocations.jsonl"
     )
-    knap = KnapsackGRPO(session, [success], num_generations=G)
+    knap = KnapsackGRPO(session, [success], num_generations=G, group_by_n=group_by_n)
     args = GRPOConfig(
         output_dir=str(tmp_path / "out"),
         num_generations=G,
@@ -71,6 +76,14 @@ def _train(
         return compute_loss(model, inputs, *a, **kw)
 
     trainer.compute_loss = counted
+    calls: list = []  # (num_generations, prompt rows) of every generation call
+    generate = trainer._generate_single_turn
+
+    def recorded(prompt_ids, *a):
+        calls.append((a[-1], [tuple(p) for p in prompt_ids]))
+        return generate(prompt_ids, *a)
+
+    trainer._generate_single_turn = recorded
     trainer.train()
     advantages = list(trainer._logs["advantages"])[-4 * G :]
     stats = client.prompt_stats(sorted({p for plan in knap.plans for p in plan.n}))
@@ -82,6 +95,7 @@ def _train(
         "log": trainer.state.log_history,
         "loss_type": args.loss_type,
         "in_loss": in_loss,
+        "calls": calls,
     }
 
 
@@ -125,3 +139,32 @@ async def test_dropped_pads_never_reach_the_loss(allocator, tmp_path):
     assert [rows for rows, _ in padded["in_loss"]] == [4 * G]
     first_real = sorted(a for a in padded["in_loss"][0][1] if a != 0.0)
     assert sorted(a for a in out["in_loss"][0][1] if a != 0.0) == pytest.approx(first_real)
+
+
+async def test_generation_grouped_by_n_as_trl_vllm_server_mode_needs(allocator, tmp_path):
+    """TRL's vLLM server mode (which needs CUDA for its weight transfer, so it cannot run here)
+    takes rows[::n] of a call and asks n completions of each. With group_by_n (its default
+    there) each call holds one n, every prompt as n contiguous copies, and together the calls
+    are the round's real rollouts; run on TRL's transformers path, whose output goes back to the
+    right rows (the reported trials match)."""
+    target = f"127.0.0.1:{allocator.grpc.port}"
+    out = await asyncio.to_thread(_train, target, tmp_path, False, 4, "grouped", True)
+    knap, calls = out["knap"], out["calls"]
+    per_round: list = []
+    for plan in knap.plans:
+        ks = sorted(set(plan.n.values()))
+        mine, calls = calls[: len(ks)], calls[len(ks) :]
+        assert [k for k, _ in mine] == ks
+        for k, rows in mine:
+            assert len(rows) % k == 0
+            firsts = rows[::k]
+            assert rows == [r for r in firsts for _ in range(k)]  # n contiguous copies
+        per_round.append(sum(len(rows) for _, rows in mine))
+    assert calls == []
+    assert per_round == [p.total for p in knap.plans]
+    assert any(len(set(p.n.values())) > 1 for p in knap.plans)  # more than one n was asked
+    trials = {}
+    for plan in knap.plans:
+        for pid, n in plan.n.items():
+            trials[pid] = trials.get(pid, 0) + n
+    assert {s.prompt_id: s.trials for s in out["stats"]} == trials

@@ -24,10 +24,11 @@ other versions are refused with a clear message.
     knap.drop_pads(trainer)
 
 max_n must be at most num_generations (the group's width). A prompt's id is the blake2b of its
-text (or messages) unless `prompt_id` maps a prompt to one. Tested on one process with TRL's
-transformers generation path (not its vLLM path, which draws num_generations per prompt
-itself). Imports nothing from trl or torch but in drop_pads: the trainer is used through the
-calls above."""
+text (or messages) unless `prompt_id` maps a prompt to one. Generation goes through TRL's own
+`_generate_single_turn` (transformers, or vLLM): with TRL's vLLM server mode, one call per
+distinct n, each prompt's rows contiguous, so the server gets each prompt once with its own n.
+One process only (each accelerate process would allocate its own slice). Imports nothing from
+trl or torch but in drop_pads: the trainer is used through the calls above."""
 
 from __future__ import annotations
 
@@ -75,9 +76,11 @@ class KnapsackGRPO:
         num_generations: int,
         prompt_id: Callable[[Any], str] = text_id,
         report_reward: int = 0,
+        group_by_n: bool | None = None,
     ) -> None:
         """report_reward: which reward function's rewards are reported (success = reward >=
-        the session's success_threshold)."""
+        the session's success_threshold). group_by_n: one generation call per distinct n
+        (None: when TRL generates with its vLLM server)."""
         if session.max_n > num_generations:
             raise ValueError(
                 f"the session's max_n {session.max_n} is over num_generations {num_generations}: "
@@ -87,6 +90,7 @@ class KnapsackGRPO:
         self.num_generations = num_generations
         self.prompt_id = prompt_id
         self.report_reward = report_reward
+        self.group_by_n = group_by_n
         self.plans: list[StepPlan] = []
         self._round: tuple[int, int] = (-1, 0)
         self.reward_funcs = [self._wrap(f, i) for i, f in enumerate(reward_funcs)]
@@ -117,16 +121,14 @@ class KnapsackGRPO:
         self.plans.append(plan)
         prompt_ids = trainer._tokenize_prompts(prompts)[0]
         real = [i * g + j for i, pid in enumerate(ids) for j in range(plan.n[pid])]
-        completions, logprobs = trainer._generate_single_turn(
-            [prompt_ids[r] for r in real], None, {}, 1
-        )
+        completions, logprobs = self._generate(trainer, prompt_ids, real, [plan.n[p] for p in ids])
         eos = trainer.processing_class.eos_token_id
         out_ids: list[list[int]] = [[eos] for _ in prompts]
         out_lp: list[list[float]] | None = None if logprobs is None else [[0.0] for _ in prompts]
-        for slot, r in enumerate(real):
-            out_ids[r] = list(completions[slot])
+        for r in real:
+            out_ids[r] = list(completions[r])
             if out_lp is not None:
-                out_lp[r] = list(logprobs[slot])
+                out_lp[r] = list(logprobs[r])
         real_set = set(real)
         self.pads.append([i not in real_set for i in range(len(prompts))])
         return {
@@ -136,6 +138,30 @@ class KnapsackGRPO:
             PAD: list(self.pads[-1]),
             PROMPT_ID: [ids[i // g] for i in range(len(prompts))],
         }
+
+    def _generate(self, trainer: Any, prompt_ids: list, real: list[int], n: list[int]):
+        """Completions (and logprobs, or None) of the real rows, by row. One call of TRL's
+        generation for all of them, or, when grouped (TRL's vLLM server mode, or group_by_n),
+        one call per distinct n with each prompt's n rows contiguous: the server mode sends
+        rows[::n] with n completions each, so every prompt is one vLLM request with its own n."""
+        group = self.group_by_n
+        if group is None:
+            args = trainer.args
+            group = bool(getattr(args, "use_vllm", False)) and args.vllm_mode == "server"
+        g = self.num_generations
+        calls = [(1, real)]
+        if group:
+            calls = [(k, [r for r in real if n[r // g] == k]) for k in sorted(set(n)) if k > 0]
+        comp: dict[int, list] = {}
+        lps: dict[int, list] | None = {}
+        for k, rows in calls:
+            c, lp = trainer._generate_single_turn([prompt_ids[r] for r in rows], None, {}, k)
+            comp.update(zip(rows, c, strict=True))
+            if lp is None:
+                lps = None
+            elif lps is not None:
+                lps.update(zip(rows, lp, strict=True))
+        return comp, lps
 
     # -- no pads in training ------------------------------------------------------------------
     TESTED_TRL = ("1.16.",)

@@ -1,5 +1,6 @@
 """`krl allocator` as the README runs it: a separate process with its embedded Redis."""
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -63,8 +64,8 @@ def test_with_start_runs_one_process_and_stops_it(tmp_path):
     assert first.poll() is not None  # stopped on leaving, and no other was started
 
 
-def _start(data, *extra):
-    gport, hport = free_port(), free_port()
+def _start(data, *extra, gport: int | None = None, hport: int | None = None):
+    gport, hport = gport or free_port(), hport or free_port()
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -138,21 +139,32 @@ def test_the_embedded_redis_dies_with_a_killed_allocator_and_a_restart_keeps_the
         proc.communicate(timeout=30)
 
 
-def test_a_second_allocator_on_the_same_data_folder_refuses_to_start(tmp_path):
-    data = tmp_path / "redis"
-    first, target, _ = _start(data)
+@contextlib.contextmanager
+def _first_allocator(data):
+    """An allocator serving; on leaving, it must still serve, and stop cleanly."""
+    first, target, http_url = _start(data)
     try:
         wait_serving(target, 60, first)
-        second, _, _ = _start(data)
-        out, _ = second.communicate(timeout=60)
-        assert second.returncode != 0
-        assert "is in use by another process" in out and f"pid {first.pid}" in out, out
+        yield first, target, http_url
         with AllocatorClient(target, namespace="x") as c:  # the first one is untouched
             assert sum(c.allocate(["a"], 2, min_n=1, max_n=4).n.values()) == 2
     finally:
         first.send_signal(signal.SIGTERM)
         first.communicate(timeout=30)
     assert first.returncode == 0
+
+
+def _refused(data, **ports) -> str:
+    second, _, _ = _start(data, **ports)
+    out, _ = second.communicate(timeout=60)
+    assert second.returncode != 0, out
+    return out
+
+
+def test_a_second_allocator_on_the_same_data_folder_refuses_to_start(tmp_path):
+    with _first_allocator(tmp_path / "redis") as (first, _, _):
+        out = _refused(tmp_path / "redis")
+        assert "is in use by another process" in out and f"pid {first.pid}" in out, out
 
 
 def test_a_dead_embedded_redis_is_restarted_and_readyz_tells(tmp_path):
@@ -215,54 +227,10 @@ def test_a_redis_server_orphaned_on_the_folder_is_stopped_before_a_new_one_start
 def test_a_second_allocator_on_a_port_in_use_refuses_to_start(tmp_path):
     """gRPC's SO_REUSEPORT let a second allocator share the first one's port: clients were
     split between two servers with different histories."""
-    first, target, http_url = _start(tmp_path / "a")
-    try:
-        wait_serving(target, 60, first)
+    with _first_allocator(tmp_path / "a") as (_, target, http_url):
         port = target.rsplit(":", 1)[1]
-        second = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "krl.cli",
-                "allocator",
-                "--grpc-port",
-                port,
-                "--http-port",
-                str(free_port()),
-                "--data-dir",
-                str(tmp_path / "b"),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        out, _ = second.communicate(timeout=60)
-        assert second.returncode != 0, out
+        out = _refused(tmp_path / "b", gport=int(port))
         assert f"cannot serve gRPC on 127.0.0.1:{port}" in out and "in use" in out, out
         hport = http_url.rsplit(":", 1)[1]
-        third = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "krl.cli",
-                "allocator",
-                "--grpc-port",
-                str(free_port()),
-                "--http-port",
-                hport,
-                "--data-dir",
-                str(tmp_path / "c"),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        out, _ = third.communicate(timeout=60)
-        assert third.returncode != 0, out
+        out = _refused(tmp_path / "c", hport=int(hport))
         assert f"cannot serve HTTP on 127.0.0.1:{hport}" in out, out
-        with AllocatorClient(target, namespace="x") as c:  # the first one is untouched
-            assert sum(c.allocate(["a"], 2, min_n=1, max_n=4).n.values()) == 2
-    finally:
-        first.send_signal(signal.SIGTERM)
-        first.communicate(timeout=30)
-    assert first.returncode == 0

@@ -35,12 +35,13 @@ H = F and the gap is 0.
 from __future__ import annotations
 
 import functools
-from typing import Literal, get_args
 
 import numpy as np
 from scipy.stats import binom
 
 from krl.allocator import grid
+from krl_client.messages import OBJECTIVES as OBJECTIVES  # declared there, once
+from krl_client.messages import Objective as Objective
 
 U_WEIGHTS: dict[str, np.ndarray] = {
     "paper": grid.GRID * (1.0 - grid.GRID) ** 2,
@@ -48,10 +49,6 @@ U_WEIGHTS: dict[str, np.ndarray] = {
     "variance": grid.GRID * (1.0 - grid.GRID),
 }
 """u(p) of the objectives u(p) (1 - p^N - (1-p)^N): the paper's InfoGain p(1-p)^2, 1, p(1-p)."""
-Objective = Literal[
-    "gradient", "sqrt-gradient", "group-gradient", "rollouts", "paper", "informative", "variance"
-]
-OBJECTIVES: tuple[str, ...] = get_args(Objective)
 DEFAULT = "sqrt-gradient"
 """For a request that declares neither an objective nor its loss aggregation: the objective
 measured best for the token-mean losses most trainers use (krl_client.messages.OBJECTIVE_FOR_LOSS)."""

@@ -18,6 +18,44 @@ def test_client_names_the_same_objectives():
     assert set(OBJECTIVE_FOR_LOSS.values()) <= set(objectives.OBJECTIVES)
 
 
+def _named(text: str) -> set[str]:
+    """The objectives a text names (quoted or bare, as whole words)."""
+    import re
+
+    return {o for o in CLIENT_OBJECTIVES if re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", text)}
+
+
+def test_every_copy_of_the_objective_list_names_exactly_the_declared_ones():
+    """krl_client.messages declares the list; the proto comment, the settings help, the Helm
+    schema and values, the experiment CLI's help name it again for readers: each must name all
+    of them (a new objective forgotten in one fails here)."""
+    import json
+    from pathlib import Path
+
+    from krl.allocator.settings import AllocatorSettings
+    from krl.experiment.cli import SIM_HELP
+
+    root = Path(__file__).resolve().parents[2]
+    proto = (root / "proto/krl/allocator/v1/allocator.proto").read_text()
+    comment = proto[: proto.index("string objective = 10;")].rsplit("optional double", 1)[1]
+    schema = json.loads((root / "deploy/helm/knapsack-rl/values.schema.json").read_text())
+    enum = schema["properties"]["allocator"]["properties"]["objective"]["enum"]
+    values = next(
+        line
+        for line in (root / "deploy/helm/knapsack-rl/values.yaml").read_text().splitlines()
+        if line.strip().startswith("objective:")
+    )
+    copies = {
+        "proto comment": _named(comment),
+        "settings help": _named(AllocatorSettings.model_fields["objective"].description),
+        "helm schema": set(enum),
+        "helm values": _named(values),
+        "experiment help": _named(SIM_HELP["objective"]),
+    }
+    for where, names in copies.items():
+        assert names == set(CLIENT_OBJECTIVES), where
+
+
 def test_gradient_table_matches_monte_carlo():
     """E[sqrt(K(N-K))] at a grid p is the mean over binomial draws; group-gradient is it / N,
     rollouts is N P(both outcomes)."""

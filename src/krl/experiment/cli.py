@@ -31,8 +31,7 @@ SIM_HELP = {
     "half_life_steps": "allocator: explicit evidence half-life in steps (0: off)",
     "visit_half_life": "knapsack-eb: evidence half-life in the prompt's visits (0: never; "
     "default: the allocator's)",
-    "objective": "knapsack-eb: gradient | group-gradient | rollouts | paper | informative | "
-    "variance (default: the allocator's)",
+    "objective": f"knapsack-eb: {' | '.join(OBJECTIVES)} (default: the allocator's)",
 }
 SIM_ACCURACY_NOTE = (
     "held-out: the simulator's learning model, not a policy; it cannot judge an objective that "

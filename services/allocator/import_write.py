@@ -136,10 +136,19 @@ async def _once(w, keys: ImportKeys, ns, prompts, half_life, namespace_line):
     by_id = dict(zip(ids, keys.records, strict=True))
     if fresh:
         writes += [
-            ("MSET", *(x for p, raw in zip(fresh, new_raws, strict=True) for x in (by_id[p.prompt_id], raw))),
+            (
+                "MSET",
+                *(
+                    x
+                    for p, raw in zip(fresh, new_raws, strict=True)
+                    for x in (by_id[p.prompt_id], raw)
+                ),
+            ),
             ("HSET", keys.imported, *(x for p in fresh for x in (p.prompt_id, p.digest))),
         ]
-    writes.append(("HSET", keys.meta, *(x for k, v in new_meta.items() for x in (k, stored_field(k, v)))))
+    writes.append(
+        ("HSET", keys.meta, *(x for k, v in new_meta.items() for x in (k, stored_field(k, v))))
+    )
     if lv_set:
         writes.append(("HSET", keys.last_visits, *lv_set))
     if lv_del:
@@ -172,7 +181,9 @@ async def settle(r, keys: ImportKeys, source: dict[str, float]) -> bool:
             if not same:
                 return False
             fields = [x for k in SETTLED for x in (k, stored_field(k, source[k]))]
-            if await w.commit([("HSET", keys.meta, *fields), ("SET", keys.version, uuid.uuid4().bytes)]):
+            if await w.commit(
+                [("HSET", keys.meta, *fields), ("SET", keys.version, uuid.uuid4().bytes)]
+            ):
                 return True
     raise Aborted("the import's last step conflicted with concurrent reports; retry the import")
 
@@ -188,9 +199,7 @@ def _records(fresh: Sequence[ImportPrompt], half_life: float, meta: dict[str, fl
     replay = [p for p in fresh if p.record is None]
     recs: list[bytes | None] = [None] * len(replay)
     rate = (meta["rate_s"], meta["rate_w"])
-    events = sorted(
-        (v[0], j, i) for i, p in enumerate(replay) for j, v in enumerate(p.visits)
-    )
+    events = sorted((v[0], j, i) for i, p in enumerate(replay) for j, v in enumerate(p.visits))
     start = 0
     while start < len(events):
         end = start
@@ -201,7 +210,9 @@ def _records(fresh: Sequence[ImportPrompt], half_life: float, meta: dict[str, fl
         succ = np.array([v[2] for v in vis], np.float64)
         trials = np.array([v[1] for v in vis], np.float64)
         tokens = np.array([replay[i].mean_tokens for i in idx]) * trials
-        up = record_update.apply([recs[i] for i in idx], succ, trials, tokens, events[start][0], half_life, rate)
+        up = record_update.apply(
+            [recs[i] for i in idx], succ, trials, tokens, events[start][0], half_life, rate
+        )
         for i, raw in zip(idx, up.new_raws, strict=True):
             recs[i] = raw
         rate = (rate[0] * up.rate[0] + up.rate[1], rate[1] * up.rate[0] + up.rate[2])

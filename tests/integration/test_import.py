@@ -70,7 +70,9 @@ async def test_export_then_import_is_exact(allocator):
         for k in ("prompts_tracked", "solved", "unsolved", "difficulty_histogram", "mean_tokens"):
             assert src[k] == dst[k], k
         for p in ids[:5] + ids[-1:]:
-            a, b = [(await h.get(f"/v1/namespaces/{ns}/prompts/{p}")).json() for ns in ("src", "dst")]
+            a, b = [
+                (await h.get(f"/v1/namespaces/{ns}/prompts/{p}")).json() for ns in ("src", "dst")
+            ]
             post = [k for k in a if k.startswith("posterior")]  # from the prior's float sums
             assert [a.pop(k) for k in post] == pytest.approx([b.pop(k) for k in post], rel=1e-12)
             assert a == b, p

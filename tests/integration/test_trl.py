@@ -168,3 +168,30 @@ async def test_generation_grouped_by_n_as_trl_vllm_server_mode_needs(allocator, 
         for pid, n in plan.n.items():
             trials[pid] = trials.get(pid, 0) + n
     assert {s.prompt_id: s.trials for s in out["stats"]} == trials
+
+
+def test_balanced_prompts_weigh_alike_whatever_their_n(allocator):
+    """balance_prompts scales prompt k's advantages by mean(n) / n_k: every prompt's rows sum
+    to the same weight in a row-averaged loss, as in a uniform group (pads keep advantage 0)."""
+    import torch
+
+    from krl_client import AllocationSession, AllocatorClient
+    from krl_client.trl import KnapsackGRPO
+
+    session = AllocationSession(
+        AllocatorClient(f"127.0.0.1:{allocator.grpc.port}", "bal"),
+        budget_per_prompt=2,
+        min_n=1,
+        max_n=4,
+    )
+    knap = KnapsackGRPO(session, [lambda **kw: []], num_generations=4)
+    n = [4, 2, 1, 1]  # 8 real rows over 4 prompts: mean 2
+    pads = [j >= k for k in n for j in range(4)]
+    adv = torch.ones(16)
+    out = {"advantages": adv.clone()}
+    knap._balance(out, pads)
+    got = out["advantages"].reshape(4, 4)
+    real = ~torch.tensor(pads).reshape(4, 4)
+    assert torch.allclose((got * real).sum(1), torch.full((4,), 2.0))  # each prompt weighs 2
+    assert torch.allclose(got[0], torch.full((4,), 0.5))
+    assert float(got[2, 0]) == 2.0

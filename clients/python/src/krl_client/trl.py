@@ -166,8 +166,13 @@ class KnapsackGRPO:
     # -- no pads in training ------------------------------------------------------------------
     TESTED_TRL = ("1.16.",)
 
-    def drop_pads(self, trainer: Any) -> Any:
-        """Take the pad rows out of every generation batch before the loss (see the module)."""
+    def drop_pads(self, trainer: Any, *, balance_prompts: bool = False) -> Any:
+        """Take the pad rows out of every generation batch before the loss (see the module).
+
+        balance_prompts: scale each prompt's advantages by (mean n) / (its n), so that under
+        TRL's row- and token-averaged losses a prompt weighs about what it would with a uniform
+        group, whatever its n (more rollouts then buy a less noisy estimate, not a larger share
+        of the update); the allocator is told the loss is prompt-mean."""
         import trl
 
         if not trl.__version__.startswith(self.TESTED_TRL):
@@ -177,16 +182,30 @@ class KnapsackGRPO:
             )
         generate = trainer._generate_and_score_completions
         self.rows_in_loss: list[int] = []
+        if balance_prompts:
+            self.session.loss_agg = "prompt-mean"
 
         def generate_without_pads(inputs: Any) -> dict:
             out = generate(inputs)
             if trainer.model.training and self.pads:
+                if balance_prompts:
+                    self._balance(out, self.pads[-1])
                 out = self._without_pads(trainer, out, self.pads[-1])
                 self.rows_in_loss.append(int(out["completion_ids"].shape[0]))
             return out
 
         trainer._generate_and_score_completions = generate_without_pads
         return trainer
+
+    def _balance(self, out: dict, pads: list[bool]) -> None:
+        """Advantages of prompt k's rows (rows k*G .. k*G+G-1, in TRL's order before its
+        shuffle) times (mean n) / n_k."""
+        g = self.num_generations
+        n = [g - sum(pads[k : k + g]) for k in range(0, len(pads), g)]
+        mean = sum(n) / max(1, sum(1 for x in n if x > 0))
+        scale = [mean / x if x > 0 else 0.0 for x in n for _ in range(g)]
+        adv = out["advantages"]
+        out["advantages"] = adv * adv.new_tensor(scale).reshape(-1, *([1] * (adv.ndim - 1)))
 
     @staticmethod
     def _without_pads(trainer: Any, out: dict, pads: list[bool]) -> dict:

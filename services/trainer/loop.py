@@ -82,6 +82,8 @@ class Trainer:
         self.allocator = allocator
         self.rollout = rollout
         self.journal = journal
+        self.topups = Journal(journal.path.with_name("topups.jsonl"))
+        """knapsack-probe's second allocation of each step, journaled like the first."""
         self.tokenizer = tokenizer
         self.model = model
         self.optimizer = optimizer

@@ -108,6 +108,12 @@ class TrainerSettings(ServiceSettings):
     )
     min_n: int = Field(2, ge=0, description="Fewest rollouts a prompt gets (knapsack).")
     max_n: int = Field(64, ge=1, description="Most rollouts a prompt gets (knapsack).")
+    probe_n: int | None = Field(
+        None,
+        ge=1,
+        description="knapsack-probe: rollouts every prompt gets first, before the rest of the "
+        "budget is allocated with what they showed (default: half of rollouts_per_prompt).",
+    )
     dapo_max_rounds: int = Field(
         8, ge=1, description="dapo: most generation batches of M prompts per update."
     )
@@ -156,7 +162,19 @@ class TrainerSettings(ServiceSettings):
             )
         if self.strategy.startswith("knapsack") and self.budget > m * self.max_n:
             raise ValueError(f"the budget {self.budget} is above M x max_n = {m * self.max_n}")
+        if self.strategy == Strategy.KNAPSACK_PROBE and not (
+            1 <= self.probe_rollouts < self.rollouts_per_prompt
+        ):
+            raise ValueError(
+                f"probe_n ({self.probe_rollouts}) must be below rollouts_per_prompt "
+                f"({self.rollouts_per_prompt}): the probe is part of each prompt's budget"
+            )
         return self
+
+    @property
+    def probe_rollouts(self) -> int:
+        """knapsack-probe's probe per prompt: probe_n, or half of rollouts_per_prompt."""
+        return self.probe_n if self.probe_n is not None else max(1, self.rollouts_per_prompt // 2)
 
     @model_validator(mode="after")
     def _model_and_task(self) -> TrainerSettings:

@@ -269,6 +269,39 @@ def test_dapo_fills_batches_with_informative_groups_and_stops_at_the_budget(
     assert evals[-1]["rollouts_total"] == budget
 
 
+def test_probe_allocates_first_visits_from_their_probe_and_counts_each_rollout_once(
+    stack, tmp_path
+):
+    """knapsack-probe: each step a uniform probe (4 of the 8 per prompt), reported, then the
+    whole budget again over the same prompts with n >= 4 from what the probe showed: uneven
+    already in the first epoch, where no prompt has a history of its own. (token-mean, whose
+    objective sqrt-gradient splits unevenly on any spread of outcomes; group-gradient may find
+    the even split best on a hard batch.)"""
+    run = tmp_path / "e2e-probe"
+    proc, _, _ = stack.trainer(
+        run,
+        *("--strategy", "knapsack-probe", "--rollouts-per-prompt", "8", "--steps", "4"),
+        *("--eval-every", "0", "--loss-agg", "token-mean"),
+        cache=stack.cache,
+    )
+    assert proc.wait(timeout=400) == 0, (run.parent / "e2e-probe-trainer.log").read_text()[-3000:]
+    rows = _check_exactly_once(stack, run, 4)
+    probes = [json.loads(x) for x in (run / "allocations.jsonl").read_text().splitlines()]
+    full = [json.loads(x) for x in (run / "topups.jsonl").read_text().splitlines()]
+    assert [j["step"] for j in probes] == [j["step"] for j in full] == [1, 2, 3, 4]
+    for a, b, r in zip(probes, full, rows, strict=True):
+        assert set(a["n"].values()) == {4} and list(a["n"]) == list(b["n"])
+        assert min(b["n"].values()) >= 4 and sum(b["n"].values()) == M * 8 == r["rollouts"]
+        topped = sum(1 for n in b["n"].values() if n > 4)  # a probe report and a top-up's
+        assert r["reported"] == M + topped and r["report_duplicates"] == 0
+    assert any(len(set(b["n"].values())) > 1 for b in full[:3])  # the first epoch
+    _, stats = _redis_trials(stack, run.name)
+    by_id = {s.prompt_id: s for s in stats}
+    for p, n in full[0]["n"].items():  # visited once (step 1) until step 4 revisits 16
+        if p not in full[3]["n"]:
+            assert by_id[p].trials == n and by_id[p].visits == (2 if n > 4 else 1)
+
+
 def test_control_api_and_prometheus_metrics(stack, tmp_path):
     run = tmp_path / "e2e-control"
     proc, target, http = stack.trainer(

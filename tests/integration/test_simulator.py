@@ -85,6 +85,21 @@ def test_knapsack_rows_respect_the_budget_and_bounds(backend):
         assert max(r["max_n"] for r in _steps(res)) > 8  # histories made the split uneven
 
 
+def test_probe_allocates_the_first_epoch_and_reports_every_rollout_once(backend):
+    """knapsack-probe: in the first epoch (8 steps), where knapsack-eb can only split evenly,
+    the probe's outcomes make the split uneven and put more rollouts into mixed groups."""
+    cfg = replace(STATIC, steps=8, min_n=2, max_n=32)
+    eb, probe = (simulate(cfg, s, 2, backend) for s in ("knapsack-eb", "knapsack-probe"))
+    assert all(r["n_counts"] == {"8": 32} for r in _steps(eb))
+    assert all(r["rollouts"] == cfg.budget and r["max_n"] <= 32 for r in _steps(probe))
+    assert all(min(int(n) for n in r["n_counts"]) >= 4 for r in _steps(probe))  # the probe
+    assert max(r["max_n"] for r in _steps(probe)) > 8
+    assert effective_ratio(_steps(probe)) > effective_ratio(_steps(eb))
+    ids = [f"p{i}" for i in range(cfg.prompts)]
+    views = backend._runner.run(backend.allocator.prompt_views(probe.namespace, ids, 8))
+    assert sum(v.record.trials for v in views) == 8 * cfg.budget
+
+
 def test_dapo_trains_on_full_batches_of_informative_groups(backend):
     cfg = replace(STATIC, difficulty="beta:0.3,0.3", steps=60, dapo_max_rounds=4)
     res = simulate(cfg, "dapo", 0, backend, rollout_budget=60 * cfg.budget)

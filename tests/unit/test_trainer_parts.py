@@ -171,6 +171,11 @@ def test_settings_errors_before_anything_starts(tmp_path):
     with pytest.raises(ValidationError, match="min_n"):
         TrainerSettings(min_n=9, max_n=4)
     assert TrainerSettings(strategy="uniform").budget == 512
+    for bad in ({"probe_n": 8}, {"rollouts_per_prompt": 1, "min_n": 1}):
+        with pytest.raises(ValidationError, match=r"probe_n \(\d+\) must be"):
+            TrainerSettings(strategy="knapsack-probe", **bad)
+    assert TrainerSettings(strategy="knapsack-probe").probe_rollouts == 4  # half of 8
+    assert TrainerSettings(strategy="knapsack-probe", probe_n=3).probe_rollouts == 3
 
 
 def test_run_folder_checks_and_resume_rules(tmp_path):
@@ -348,3 +353,32 @@ def test_two_runs_warming_up_the_same_policy_at_once_both_get_a_whole_copy(tmp_p
     assert got[0] == got[1] and (got[0] / "warmup.json").is_file()
     load_model(got[0])
     assert [p.name for p in tmp_path.iterdir()] == [got[0].name]  # no half-written folder left
+
+
+def test_every_copy_of_the_strategy_list_names_exactly_the_declared_ones():
+    """krl.rl.strategies declares the list; the Helm schema and values, the compose file and
+    the README name it again for readers: each must name all of them."""
+    import re
+
+    root = Path(__file__).resolve().parents[2]
+    schema = json.loads((root / "deploy/helm/knapsack-rl/values.schema.json").read_text())
+    trainer = schema["properties"]["trainer"]["properties"]
+    values = (root / "deploy/helm/knapsack-rl/values.yaml").read_text()
+    compose = (root / "docker-compose.yml").read_text()
+    readme = (root / "README.md").read_text()
+
+    def named(text: str) -> set[str]:
+        return {s for s in STRATEGIES if re.search(rf"(?<![\w-]){re.escape(s)}(?![\w-])", text)}
+
+    def line(text: str, start: str) -> str:
+        return next(x for x in text.splitlines() if x.strip().startswith(start))
+
+    copies = {
+        "helm schema": set(trainer["strategy"]["enum"]),
+        "helm values": named(line(values, "strategy:")),
+        "compose": named(line(compose, "#   KRL_STRATEGY")),
+        "README flag": named(re.search(r"`--strategy ([\w|-]+)`", readme).group(1)),
+        "README env": named(line(readme, "| `KRL_STRATEGY`")),
+    }
+    for where, names in copies.items():
+        assert names == set(STRATEGIES), where

@@ -19,6 +19,7 @@ COLORS = {
     "knapsack-bayes": "#d62728",
     "dapo": "#2ca02c",
     "knapsack-dapo": "#ff7f0e",
+    "knapsack-probe": "#8c564b",
 }
 
 

@@ -16,6 +16,7 @@ class Strategy(enum.StrEnum):
     KNAPSACK_BAYES = "knapsack-bayes"
     DAPO = "dapo"
     KNAPSACK_DAPO = "knapsack-dapo"
+    KNAPSACK_PROBE = "knapsack-probe"
 
 
 STRATEGIES: tuple[str, ...] = tuple(s.value for s in Strategy)
@@ -31,9 +32,16 @@ SOLVED: dict[Strategy, dict | None] = {
     Strategy.KNAPSACK_DAPO: {"mode": "eb"},
     Strategy.KNAPSACK_BAYES: {"mode": "bayes"},
     Strategy.KNAPSACK_PAPER: {"mode": "paper", "fallback": True},
+    Strategy.KNAPSACK_PROBE: {"mode": "eb"},
 }
 """Each strategy's solve (mode and options, between the run's min_n and max_n); None: the
-budget split evenly (min_n = max_n = budget / M, up to rounding)."""
+budget split evenly (min_n = max_n = budget / M, up to rounding). knapsack-probe's is its
+second solve, after a uniform probe (PROBED)."""
+
+PROBED = frozenset({Strategy.KNAPSACK_PROBE})
+"""Strategies that give every prompt a uniform probe of probe_n rollouts, report it, then
+allocate the whole budget again over the same prompts with n >= probe_n, so that even a prompt
+seen for the first time is allocated from evidence (its probe)."""
 
 
 def parse_strategy(name: str) -> Strategy:

@@ -25,7 +25,7 @@ from krl.allocator.values import paper_value
 from krl.rl.data import EpochSampler
 from krl.rl.dynamic import keep_mask
 from krl.rl.rows import EvalRow, Row, StepRow
-from krl.rl.strategies import DYNAMIC, parse_strategy, strategy_args
+from krl.rl.strategies import DYNAMIC, PROBED, Strategy, parse_strategy, strategy_args
 from krl.sim.population import Difficulty, LearningModel, Population, expected_effective_ratio
 
 TOKENS_PER_ROLLOUT = 64  # the simulator's rollouts all cost the same
@@ -230,15 +230,30 @@ def _allocated_steps(
     left: Callable[[], int],
 ) -> Iterator[dict]:
     args = _args(cfg, strategy)
+    probe = max(1, cfg.rollouts_per_prompt // 2) if strategy in PROBED else 0
     g = 0
     while True:
         pids = sampler.batch(g)
         g += 1
-        alloc_id, n = backend.allocate(ns, g, pids, cfg.budget, **args)
         idx = _index(pids)
         p = pop.p(idx)
-        k = rng.binomial(n, p)
-        backend.report(ns, alloc_id, pids, k, n, n * TOKENS_PER_ROLLOUT)
+        k0 = n0 = 0
+        if probe:  # a uniform probe, reported, then the whole budget again with n >= probe
+            m = len(pids)
+            alloc_id, n0 = backend.allocate(
+                ns, g, pids, probe * m, **_args(cfg, Strategy.UNIFORM, probe * m)
+            )
+            k0 = rng.binomial(n0, p)
+            backend.report(ns, alloc_id, pids, k0, n0, n0 * TOKENS_PER_ROLLOUT)
+            args = {**args, "min_n": probe}
+        alloc_id, n = backend.allocate(ns, g, pids, cfg.budget, **args)
+        k = rng.binomial(n - n0, p)
+        more = n - n0 > 0
+        if more.any():
+            sel = [pid for pid, x in zip(pids, more, strict=True) if x]
+            extra = (n - n0)[more]
+            backend.report(ns, alloc_id, sel, k[more], extra, extra * TOKENS_PER_ROLLOUT)
+        k = k + k0
         trained = (k > 0) & (k < n)
         row = _row(n, k, p, trained)
         pop.update(idx, n, k, trained, cfg.budget)
@@ -247,8 +262,9 @@ def _allocated_steps(
         yield row
 
 
-def _args(cfg: SimConfig, strategy: str) -> dict:
-    args = strategy_args(strategy, cfg.budget, cfg.prompts_per_step, cfg.min_n, cfg.max_n)
+def _args(cfg: SimConfig, strategy: str, budget: int | None = None) -> dict:
+    budget = cfg.budget if budget is None else budget
+    args = strategy_args(strategy, budget, cfg.prompts_per_step, cfg.min_n, cfg.max_n)
     if args["mode"] == "eb" and args["min_n"] != args["max_n"]:
         args.update(visit_half_life=cfg.visit_half_life, objective=cfg.objective)
     return args

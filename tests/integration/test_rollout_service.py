@@ -194,13 +194,15 @@ def test_health_answers_while_long_answers_are_verified(rollout_service) -> None
 
 def test_a_cancelled_generate_stops_the_engines_work(rollout_service) -> None:
     """R2: 8 prompts x n = 64 cancelled after the first group kept the engine busy to the end
-    (seconds), and the next Generate waited behind it. Now the engine stops at its next chunk."""
+    (3.8 s on a quiet machine), and the next Generate waited behind it. Now the engine stops at
+    its next chunk. (32 prompts here: the rest of an uncancelled request is ~4x that, far above
+    the bound even when other work shares the machine.)"""
     channel = grpc.insecure_channel(rollout_service.target)
     stub = pb_grpc.RolloutServiceStub(channel)
     big = pb.GenerateRequest(
         prompts=[
             pb.PromptRequest(prompt_id=f"p{i}", n=64, text=f"{i}+{i}=", answer=str(2 * i))
-            for i in range(8)
+            for i in range(32)
         ],
         sampling=pb.SamplingParams(max_new_tokens=48, seed=5),
     )
@@ -215,8 +217,8 @@ def test_a_cancelled_generate_stops_the_engines_work(rollout_service) -> None:
         list(c.generate(prompts(1, 1), max_new_tokens=48, seed=1))
         after = time.perf_counter() - t
     channel.close()
-    # the rest of the big request is 504 rows in 63 chunks; one chunk may finish first
-    assert after < alone + 1.5, (alone, after)
+    # the rest of the big request is 2,040 rows in 255 chunks of 8; one chunk may finish first
+    assert after < 2 * alone + 3.0, (alone, after)
 
 
 def test_policy_version_too_old_is_failed_precondition(rollout_service) -> None:

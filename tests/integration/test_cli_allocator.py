@@ -179,6 +179,9 @@ def test_a_dead_embedded_redis_is_restarted_and_readyz_tells(tmp_path):
         with AllocatorClient(target, namespace="d12") as c:
             a = c.allocate(["a", "b"], 6, min_n=1, max_n=4)
             c.report(a.allocation_id, {"a": (1, a.n["a"])})
+        # appendfsync everysec: Redis may hold an acknowledged write back from the AOF for up
+        # to 2 s while an earlier fsync is slow (a busy disk), and a kill -9 then loses it
+        time.sleep(2.5)
         pid = int((data / "redis.pid").read_text())
         os.kill(pid, signal.SIGKILL)
         assert _status(f"{http}/readyz") == 503

@@ -15,7 +15,7 @@ from krl.rl.strategies import DYNAMIC, PROBED, Strategy
 from krl.rollout.client import Group, PromptSpec
 from krl.tasks.base import Task
 from krl.trainer.allocation import plan_step
-from krl_client.session import StepPlan
+from krl_client.session import Journal, StepPlan
 
 if TYPE_CHECKING:
     from krl.trainer.loop import Trainer
@@ -48,18 +48,25 @@ def next_round(t: Trainer, step: int) -> Round:
     g = t.batches + 1  # the batch's number: the allocator's step and the journal's key
     ids = t.sampler.batch(t.batches)
     probe = s.strategy in PROBED
+
+    def allocate(journal: Journal, strategy: str, budget: int, min_n: int) -> StepPlan:
+        return plan_step(
+            t.allocator,
+            journal,
+            step=g,
+            prompt_ids=ids,
+            strategy=strategy,
+            budget=budget,
+            min_n=min_n,
+            max_n=s.max_n,
+            loss_agg=s.loss_agg,
+        )
+
     t0 = time.monotonic()
-    plan: StepPlan = plan_step(
-        t.allocator,
-        t.journal,
-        step=g,
-        prompt_ids=ids,
-        strategy=Strategy.UNIFORM if probe else s.strategy,
-        budget=s.probe_rollouts * len(ids) if probe else s.budget,
-        min_n=s.min_n,
-        max_n=s.max_n,
-        loss_agg=s.loss_agg,
-    )
+    if probe:
+        plan = allocate(t.journal, Strategy.UNIFORM, s.probe_rollouts * len(ids), s.min_n)
+    else:
+        plan = allocate(t.journal, s.strategy, s.budget, s.min_n)
     t_alloc = time.monotonic() - t0
     tasks = {pid: t.source.get(pid) for pid in ids}
     seed = s.seed * 1_000_003 + g
@@ -68,17 +75,7 @@ def next_round(t: Trainer, step: int) -> Round:
     t_gen = time.monotonic() - t0
     if probe:
         t0 = time.monotonic()
-        full = plan_step(
-            t.allocator,
-            t.topups,
-            step=g,
-            prompt_ids=ids,
-            strategy=Strategy.KNAPSACK_EB,
-            budget=s.budget,
-            min_n=s.probe_rollouts,
-            max_n=s.max_n,
-            loss_agg=s.loss_agg,
-        )
+        full = allocate(t.topups, Strategy.KNAPSACK_EB, s.budget, s.probe_rollouts)
         t_alloc += time.monotonic() - t0
         extra = {pid: full.n[pid] - plan.n.get(pid, 0) for pid in ids}
         t0 = time.monotonic()

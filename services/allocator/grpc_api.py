@@ -108,6 +108,8 @@ class AllocatorServicer(pb_grpc.AllocatorServiceServicer):
                     posterior_alpha=v.posterior_alpha,
                     posterior_beta=v.posterior_beta,
                     posterior_mean=v.posterior_mean,
+                    eb_posterior_mean=v.eb_posterior_mean,
+                    eb_posterior_sd=v.eb_posterior_sd,
                     recent=[pb.RecentAllocation(step=s, n=n, successes=k) for s, n, k in r.recent],
                 )
             )

@@ -58,6 +58,8 @@ class PromptOut(BaseModel):
     posterior_alpha: float
     posterior_beta: float
     posterior_mean: float
+    eb_posterior_mean: float
+    eb_posterior_sd: float
     recent: list[RecentOut]
 
 
@@ -112,6 +114,8 @@ def build_app(allocator: Allocator, token: str | None) -> FastAPI:
             posterior_alpha=v.posterior_alpha,
             posterior_beta=v.posterior_beta,
             posterior_mean=v.posterior_mean,
+            eb_posterior_mean=v.eb_posterior_mean,
+            eb_posterior_sd=v.eb_posterior_sd,
             recent=[RecentOut(step=s, n=n, successes=k) for s, n, k in r.recent],
         )
 

@@ -73,7 +73,12 @@ class AllocateResult:
 class PromptView:
     record: PromptRecord
     posterior_alpha: float
+    """Mode bayes's Beta posterior (namespace prior + decayed evidence)."""
     posterior_beta: float
+    eb_posterior_mean: float
+    """Mode eb's posterior on its grid of p (the default mode's), as an Allocate at the same
+    step would see the prompt: its mean and standard deviation."""
+    eb_posterior_sd: float
 
     @property
     def posterior_mean(self) -> float:
@@ -161,10 +166,10 @@ class Allocator:
         )
         return asked
 
-    def _eb_posterior(self, req: AllocateInput, hist: BatchHistory, half_life: float):
-        prior = self.grid_prior(req.namespace, hist.last_visit_pairs)
+    def _eb_posterior(self, namespace: str, hist: BatchHistory, step: int, half_life: float):
+        prior = self.grid_prior(namespace, hist.last_visit_pairs)
         return eb_posterior(
-            prior, hist.visits, hist.rate_logit, req.step, half_life, self.settings.half_life_steps
+            prior, hist.visits, hist.rate_logit, step, half_life, self.settings.half_life_steps
         )
 
     def grid_prior(self, namespace: str, pairs) -> np.ndarray:
@@ -250,7 +255,7 @@ class Allocator:
         hist = await self.store.read_batch(req.namespace, req.prompt_ids, req.step)
         batch = self._solver_batch(hist)
         if req.mode is Mode.EB:
-            batch.weights = self._eb_posterior(req, hist, half_life)
+            batch.weights = self._eb_posterior(req.namespace, hist, req.step, half_life)
         t0 = time.perf_counter()
         if len(req.prompt_ids) > SOLVE_IN_THREAD_ABOVE:
             sol = await asyncio.to_thread(solver.solve, problem, batch)
@@ -357,7 +362,14 @@ class Allocator:
         meta = await self.store.namespace_meta(namespace)
         a0, b0 = self.prior(_moments(meta))
         records = await self.store.prompt_records(namespace, prompt_ids, step)
-        return [PromptView(r, a0 + r.evidence_successes, b0 + r.evidence_failures) for r in records]
+        hist = await self.store.read_batch(namespace, prompt_ids, step)
+        w = self._eb_posterior(namespace, hist, step, self.settings.visit_half_life)
+        mean = w @ grid.GRID
+        sd = np.sqrt(np.maximum(w @ grid.GRID**2 - mean**2, 0.0))
+        return [
+            PromptView(r, a0 + r.evidence_successes, b0 + r.evidence_failures, float(m), float(s))
+            for r, m, s in zip(records, mean, sd, strict=True)
+        ]
 
     async def summary(self, namespace: str) -> NamespaceSummary:
         check_namespace(namespace)

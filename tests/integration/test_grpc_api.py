@@ -62,6 +62,12 @@ async def test_allocate_report_and_allocations_follow_the_histories(allocator):
     stats = await call(client.prompt_stats, ["q0", "nope"])
     assert stats[0].found and stats[0].visits == 5 and len(stats[0].recent) == 5
     assert not stats[1].found
+    # the stats show the posterior the default mode allocates with: its mean is the p that
+    # Allocate used at the same step, for every prompt
+    stats = await call(client.prompt_stats, ids, 5)
+    eb = np.array([s.eb_posterior_mean for s in stats])
+    np.testing.assert_allclose(eb, [last.p[pid] for pid in ids], rtol=1e-9)
+    assert eb[0] < eb[32] < eb[63] and all(0 < s.eb_posterior_sd < 0.5 for s in stats)
     client.close()
 
 

@@ -37,6 +37,9 @@ async def test_read_endpoints(allocator):
         assert p["found"] and p["trials"] == 4 and p["successes"] == 0
         assert p["recent"] == [{"step": 1, "n": 4, "successes": 0}]
         assert 0 < p["posterior_mean"] < 0.5
+        easy = (await http.get("/v1/namespaces/web/prompts/easy")).json()
+        assert 0 < p["eb_posterior_mean"] < easy["eb_posterior_mean"] < 1  # mode eb's posterior
+        assert p["eb_posterior_sd"] > 0
         latest = (await http.get("/v1/namespaces/web/allocations/latest")).json()
         assert latest["allocation_id"] == alloc_id and latest["reported_prompts"] == 3
         assert sum(latest["n"].values()) == 12

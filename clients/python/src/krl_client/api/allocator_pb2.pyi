@@ -145,7 +145,7 @@ class RecentAllocation(_message.Message):
     def __init__(self, step: _Optional[int] = ..., n: _Optional[int] = ..., successes: _Optional[int] = ...) -> None: ...
 
 class PromptStats(_message.Message):
-    __slots__ = ("prompt_id", "found", "visits", "trials", "successes", "last_step", "last_trials", "last_successes", "evidence_successes", "evidence_failures", "mean_tokens", "posterior_alpha", "posterior_beta", "posterior_mean", "recent")
+    __slots__ = ("prompt_id", "found", "visits", "trials", "successes", "last_step", "last_trials", "last_successes", "evidence_successes", "evidence_failures", "mean_tokens", "posterior_alpha", "posterior_beta", "posterior_mean", "recent", "eb_posterior_mean", "eb_posterior_sd")
     PROMPT_ID_FIELD_NUMBER: _ClassVar[int]
     FOUND_FIELD_NUMBER: _ClassVar[int]
     VISITS_FIELD_NUMBER: _ClassVar[int]
@@ -161,6 +161,8 @@ class PromptStats(_message.Message):
     POSTERIOR_BETA_FIELD_NUMBER: _ClassVar[int]
     POSTERIOR_MEAN_FIELD_NUMBER: _ClassVar[int]
     RECENT_FIELD_NUMBER: _ClassVar[int]
+    EB_POSTERIOR_MEAN_FIELD_NUMBER: _ClassVar[int]
+    EB_POSTERIOR_SD_FIELD_NUMBER: _ClassVar[int]
     prompt_id: str
     found: bool
     visits: int
@@ -176,7 +178,9 @@ class PromptStats(_message.Message):
     posterior_beta: float
     posterior_mean: float
     recent: _containers.RepeatedCompositeFieldContainer[RecentAllocation]
-    def __init__(self, prompt_id: _Optional[str] = ..., found: _Optional[bool] = ..., visits: _Optional[int] = ..., trials: _Optional[int] = ..., successes: _Optional[int] = ..., last_step: _Optional[int] = ..., last_trials: _Optional[int] = ..., last_successes: _Optional[int] = ..., evidence_successes: _Optional[float] = ..., evidence_failures: _Optional[float] = ..., mean_tokens: _Optional[float] = ..., posterior_alpha: _Optional[float] = ..., posterior_beta: _Optional[float] = ..., posterior_mean: _Optional[float] = ..., recent: _Optional[_Iterable[_Union[RecentAllocation, _Mapping]]] = ...) -> None: ...
+    eb_posterior_mean: float
+    eb_posterior_sd: float
+    def __init__(self, prompt_id: _Optional[str] = ..., found: _Optional[bool] = ..., visits: _Optional[int] = ..., trials: _Optional[int] = ..., successes: _Optional[int] = ..., last_step: _Optional[int] = ..., last_trials: _Optional[int] = ..., last_successes: _Optional[int] = ..., evidence_successes: _Optional[float] = ..., evidence_failures: _Optional[float] = ..., mean_tokens: _Optional[float] = ..., posterior_alpha: _Optional[float] = ..., posterior_beta: _Optional[float] = ..., posterior_mean: _Optional[float] = ..., recent: _Optional[_Iterable[_Union[RecentAllocation, _Mapping]]] = ..., eb_posterior_mean: _Optional[float] = ..., eb_posterior_sd: _Optional[float] = ...) -> None: ...
 
 class GetPromptStatsResponse(_message.Message):
     __slots__ = ("stats",)

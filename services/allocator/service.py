@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from krl.allocator import grid, solver
+from krl.allocator import grid, objectives, solver
 from krl.allocator.history import HIST_BINS, BatchHistory, PromptRecord, eb_posterior
 from krl.allocator.metrics import AllocatorMetrics
 from krl.allocator.prior import PriorConfig, RateMoments, fit_prior
@@ -257,7 +257,8 @@ class Allocator:
         if req.mode is Mode.EB:
             batch.weights = self._eb_posterior(req.namespace, hist, req.step, half_life)
         t0 = time.perf_counter()
-        if len(req.prompt_ids) > SOLVE_IN_THREAD_ABOVE:
+        cold = req.mode is Mode.EB and not objectives.table_ready(problem.objective, req.max_n)
+        if len(req.prompt_ids) > SOLVE_IN_THREAD_ABOVE or cold:  # cold: seconds for its table
             sol = await asyncio.to_thread(solver.solve, problem, batch)
         else:
             sol = solver.solve(problem, batch)

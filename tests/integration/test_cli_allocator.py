@@ -237,3 +237,43 @@ def test_a_second_allocator_on_a_port_in_use_refuses_to_start(tmp_path):
         hport = http_url.rsplit(":", 1)[1]
         out = _refused(tmp_path / "c", hport=int(hport))
         assert f"cannot serve HTTP on 127.0.0.1:{hport}" in out, out
+
+
+def test_an_allocate_at_the_max_n_limit_does_not_stall_the_allocator(tmp_path):
+    """An Allocate with max_n 2,802 built its objective table on the event loop for 15 s (at
+    the 4,096 limit ~35 s, and each new max_n built another): /healthz and every other request
+    waited. Now one table serves every max_n up to its size, built off the event loop."""
+    import json
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    proc, target, http = _start(tmp_path / "redis")
+    try:
+        wait_serving(target, 60, proc)
+
+        def allocate(max_n: int) -> int:
+            body = json.dumps({"budget": 1758, "max_n": max_n, "prompt_ids": ["a", "b", "c"]})
+            req = urllib.request.Request(
+                f"{http}/v1/namespaces/big/allocations",
+                data=body.encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(req, timeout=120) as r:
+                return r.status
+
+        worst = 0.0
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(allocate, 4096)
+            while not first.done():
+                t = time.perf_counter()
+                assert _status(f"{http}/healthz") == 200
+                worst = max(worst, time.perf_counter() - t)
+                time.sleep(0.05)
+            assert first.result() == 201
+        assert worst < 1.0, worst
+        t = time.perf_counter()
+        assert allocate(2802) == 201 and allocate(3000) == 201
+        assert time.perf_counter() - t < 2.0  # slices of the same table
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)

@@ -72,10 +72,10 @@ if [[ $what == all || $what == loop ]]; then
     --steps 120 --baseline-factor 2 --eval-per-level 256 --threads 1 \
     --strategies uniform,knapsack-eb
   # knapsack-probe (a uniform probe of 4 per prompt, then the budget allocated again with n >= 4,
-  # so the first epoch is allocated too) against uniform on 8 other seeds
+  # so the first epoch is allocated too) and the default against uniform on 8 other seeds
   experiment loop-reverse-probe --backend loop --seeds 401,402,403,404,405,406,407,408 \
     --steps 120 --baseline-factor 2 --eval-per-level 256 --threads 1 \
-    --strategies uniform,knapsack-probe
+    --strategies uniform,knapsack-eb,knapsack-probe
   # the second task, reasoning-gym's spell_backward (its generator and scorer) in six levels
   experiment loop-spell-pm --backend loop --task reasoning_gym:spell_backward \
     --seeds 200,201,202,203,204,205,206,207 --steps 96 --train-per-level 256 \

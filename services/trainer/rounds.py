@@ -75,7 +75,7 @@ def next_round(t: Trainer, step: int) -> Round:
     t_gen = time.monotonic() - t0
     if probe:
         t0 = time.monotonic()
-        full = allocate(t.topups, Strategy.KNAPSACK_EB, s.budget, s.probe_rollouts)
+        full = allocate(t.topups, s.strategy, s.budget, s.probe_rollouts)  # its SOLVED solve
         t_alloc += time.monotonic() - t0
         extra = {pid: full.n[pid] - plan.n.get(pid, 0) for pid in ids}
         t0 = time.monotonic()

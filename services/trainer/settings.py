@@ -11,7 +11,7 @@ from pydantic_settings import SettingsConfigDict
 
 from krl.common.config import ServiceSettings, secret
 from krl.common.errors import InvalidArgument
-from krl.rl.strategies import Strategy
+from krl.rl.strategies import Strategy, default_probe
 from krl.tasks.factory import parse_task
 from krl_client.messages import LossAgg
 
@@ -174,7 +174,7 @@ class TrainerSettings(ServiceSettings):
     @property
     def probe_rollouts(self) -> int:
         """knapsack-probe's probe per prompt: probe_n, or half of rollouts_per_prompt."""
-        return self.probe_n if self.probe_n is not None else max(1, self.rollouts_per_prompt // 2)
+        return self.probe_n if self.probe_n is not None else default_probe(self.rollouts_per_prompt)
 
     @model_validator(mode="after")
     def _model_and_task(self) -> TrainerSettings:

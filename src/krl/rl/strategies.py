@@ -44,6 +44,11 @@ allocate the whole budget again over the same prompts with n >= probe_n, so that
 seen for the first time is allocated from evidence (its probe)."""
 
 
+def default_probe(rollouts_per_prompt: int) -> int:
+    """knapsack-probe's probe per prompt when none is set: half the budget per prompt."""
+    return max(1, rollouts_per_prompt // 2)
+
+
 def parse_strategy(name: str) -> Strategy:
     try:
         return Strategy(name)

@@ -25,7 +25,14 @@ from krl.allocator.values import paper_value
 from krl.rl.data import EpochSampler
 from krl.rl.dynamic import keep_mask
 from krl.rl.rows import EvalRow, Row, StepRow
-from krl.rl.strategies import DYNAMIC, PROBED, Strategy, parse_strategy, strategy_args
+from krl.rl.strategies import (
+    DYNAMIC,
+    PROBED,
+    Strategy,
+    default_probe,
+    parse_strategy,
+    strategy_args,
+)
 from krl.sim.population import Difficulty, LearningModel, Population, expected_effective_ratio
 
 TOKENS_PER_ROLLOUT = 64  # the simulator's rollouts all cost the same
@@ -230,7 +237,7 @@ def _allocated_steps(
     left: Callable[[], int],
 ) -> Iterator[dict]:
     args = _args(cfg, strategy)
-    probe = max(1, cfg.rollouts_per_prompt // 2) if strategy in PROBED else 0
+    probe = default_probe(cfg.rollouts_per_prompt) if strategy in PROBED else 0
     g = 0
     while True:
         pids = sampler.batch(g)

@@ -99,6 +99,13 @@ def _outcome(gr: Group) -> tuple[int, int, int]:
     )
 
 
+def _binary(gr: Group) -> Group:
+    """The group with each reward replaced by its success (1 or 0)."""
+    return replace(
+        gr, completions=[replace(c, reward=float(c.success)) for c in gr.completions]
+    )
+
+
 def _merged(a: Group, b: Group | None) -> Group:
     return a if b is None else replace(a, completions=a.completions + b.completions)
 
@@ -139,6 +146,8 @@ def _generate_and_report(
     if missing:
         raise RuntimeError(f"step {step}: no group came back for {len(missing)} prompts")
     ordered = [groups[p.prompt_id] for p in specs]
+    if s.reward == "success":
+        ordered = [_binary(gr) for gr in ordered]
     outcomes = {gr.prompt_id: _outcome(gr) for gr in ordered}
     try:
         rep = t.allocator.report(plan.allocation_id, outcomes)

@@ -131,6 +131,13 @@ class TrainerSettings(ServiceSettings):
         "std", description="Group advantage: (r - mean) / std, or r - mean."
     )
     adv_clip: float = Field(5.0, gt=0, description="Advantages are clipped to +- this.")
+    reward: Literal["score", "success"] = Field(
+        "score",
+        description="What the loss trains on: score (the verifier's reward, with its partial "
+        "credit where it gives any) or success (1 when that reward reaches the rollout "
+        "service's success threshold, else 0: binary, as the allocator and the held-out "
+        "accuracy count it).",
+    )
     loss_agg: LossAgg = Field(
         "prompt-mean",
         description="How the loss weighs rollouts: prompt-mean (every prompt's group weighs the "

@@ -46,6 +46,7 @@ LOOP_ONLY = (
     "max_new_tokens",
     "eval_per_level",
     "train_per_level",
+    "reward",
 )
 
 
@@ -186,6 +187,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     loop.add_argument(
         "--train-per-level", type=int, help="training prompts per level (default 512)"
+    )
+    loop.add_argument(
+        "--reward",
+        choices=("score", "success"),
+        help="what the loss trains on: the verifier's score (default) or success (binary)",
     )
     _allocator_flags(e)
     e.set_defaults(func=run_experiment)

@@ -18,9 +18,9 @@ from rich.table import Table
 def bench_rollout(args: argparse.Namespace) -> int:
     import torch
 
+    from krl.clients.rollout import PromptSpec, RolloutClient
     from krl.common.procs import ServiceProcess, free_port
     from krl.model.tiny import build_tiny_model
-    from krl.rollout.client import PromptSpec, RolloutClient
     from krl.rollout.engines.base import GenItem, Sampling
     from krl.rollout.engines.hf import HfEngine
 

@@ -9,9 +9,9 @@ import grpc
 
 from krl.api.rollout.v1 import rollout_pb2 as pb
 from krl.api.rollout.v1 import rollout_pb2_grpc as pb_grpc
+from krl.clients.rollout import Group
 from krl.common.errors import InvalidArgument
 from krl.common.grpc_server import stream_errors, unary_errors
-from krl.rollout.client import Group
 from krl.rollout.engines.base import Sampling
 from krl.rollout.service import PromptIn, Rollout
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from krl.clients.rollout import Completion, Group
 from krl.common.errors import FailedPrecondition, InvalidArgument, Unavailable
 from krl.model.weights import check_against, from_bytes, shapes_in_files, shapes_of
 from krl.rollout import planning, verifiers
-from krl.rollout.client import Completion, Group
 from krl.rollout.engines.base import Sample, Sampling
 from krl.rollout.gate import VersionGate
 from krl.rollout.metrics import RolloutMetrics

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import torch
 
+from krl.clients.fleet import RolloutFleet
 from krl.common.errors import InvalidArgument
 from krl.model.loading import load_model, load_tokenizer
 from krl.rl.data import EpochSampler
 from krl.rl.runlog import RunLog
-from krl.rollout.fleet import RolloutFleet
 from krl.tasks.factory import load_source
 from krl.trainer import checkpoint as ckpt
 from krl.trainer.control import FAILED, Control, Status

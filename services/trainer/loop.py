@@ -25,12 +25,12 @@ from typing import Any
 
 import torch
 
+from krl.clients.fleet import RolloutFleet
+from krl.clients.rollout import Group, PromptSpec
 from krl.common.errors import FailedPrecondition
 from krl.model.weights import to_bytes
 from krl.rl.data import EpochSampler
 from krl.rl.runlog import RunLog
-from krl.rollout.client import Group, PromptSpec
-from krl.rollout.fleet import RolloutFleet
 from krl.tasks.base import Task, TaskSource
 from krl.trainer import checkpoint as ckpt
 from krl.trainer import grpo

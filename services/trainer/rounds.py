@@ -9,10 +9,10 @@ import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from krl.clients.rollout import Group, PromptSpec
 from krl.common.errors import NotFound
 from krl.rl.dynamic import keep_mask
 from krl.rl.strategies import DYNAMIC, PROBED, Strategy
-from krl.rollout.client import Group, PromptSpec
 from krl.tasks.base import Task
 from krl.trainer.allocation import plan_step
 from krl_client.session import Journal, StepPlan
@@ -101,9 +101,7 @@ def _outcome(gr: Group) -> tuple[int, int, int]:
 
 def _binary(gr: Group) -> Group:
     """The group with each reward replaced by its success (1 or 0)."""
-    return replace(
-        gr, completions=[replace(c, reward=float(c.success)) for c in gr.completions]
-    )
+    return replace(gr, completions=[replace(c, reward=float(c.success)) for c in gr.completions])
 
 
 def _merged(a: Group, b: Group | None) -> Group:

@@ -39,7 +39,7 @@ def test_defaults_bundle_redis_and_wire_every_service():
     job = m[("Job", f"{P}-trainer")]
     tenv = _env(_container(job))
     assert tenv["KRL_TRAINER_ALLOCATOR"]["value"] == f"{P}-allocator:50051"
-    # every rollout pod, through the headless Service (krl.rollout.fleet)
+    # every rollout pod, through the headless Service (krl.clients.fleet)
     assert tenv["KRL_TRAINER_ROLLOUT"]["value"] == f"dns:///{P}-rollout-headless:50052"
     headless = m[("Service", f"{P}-rollout-headless")]
     assert headless["spec"]["clusterIP"] == "None"

@@ -22,11 +22,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from krl.api.trainer.v1 import trainer_pb2 as tpb
 from krl.api.trainer.v1 import trainer_pb2_grpc as tpb_grpc
+from krl.clients.rollout import RolloutClient
 from krl.common.procs import ServiceProcess, free_port
 from krl.common.redis_server import EmbeddedRedis
 from krl.rl.data import EpochSampler
 from krl.rl.runlog import read_rows
-from krl.rollout.client import RolloutClient
 from krl.tasks.reverse import ReverseSource
 from krl_client import AllocatorClient
 

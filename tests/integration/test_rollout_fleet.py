@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from krl.clients.fleet import RolloutFleet, resolve, split
+from krl.clients.rollout import PromptSpec
 from krl.model.loading import load_model
 from krl.model.weights import to_bytes
-from krl.rollout.client import PromptSpec
-from krl.rollout.fleet import RolloutFleet, resolve, split
 from tests.rollout_fixtures import build_model, start_rollout, tiny_model
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from krl.rollout.client import PromptSpec, RolloutClient
+from krl.clients.rollout import PromptSpec, RolloutClient
 from tests.rollout_fixtures import start_rollout, tiny_model
 
 pytestmark = pytest.mark.integration

@@ -18,11 +18,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from krl.api.rollout.v1 import rollout_pb2 as pb
 from krl.api.rollout.v1 import rollout_pb2_grpc as pb_grpc
+from krl.clients.rollout import PromptSpec, RolloutClient
 from krl.common.errors import FailedPrecondition, InvalidArgument, Unavailable
 from krl.model.loading import load_model, load_tokenizer
 from krl.model.weights import to_bytes
 from krl.rollout import verifiers
-from krl.rollout.client import PromptSpec, RolloutClient
 from tests.rollout_fixtures import build_model, rollout_service, start_rollout, tiny_model
 
 pytestmark = pytest.mark.integration

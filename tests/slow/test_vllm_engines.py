@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from krl.clients.rollout import PromptSpec, RolloutClient
 from krl.common.errors import FailedPrecondition
 from krl.common.procs import free_port
 from krl.model.loading import load_model, load_tokenizer
 from krl.model.weights import to_bytes
-from krl.rollout.client import PromptSpec, RolloutClient
 from tests.rollout_fixtures import build_model, start_rollout
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]

@@ -16,8 +16,8 @@ import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from krl.common.errors import Unavailable
-from krl.rollout.client import Group, Info, PromptSpec, RolloutClient
+from krl.clients.rollout import Group, Info, PromptSpec, RolloutClient
+from krl_client.errors import Unavailable
 
 log = logging.getLogger(__name__)
 DNS = "dns:///"

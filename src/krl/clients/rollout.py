@@ -20,8 +20,9 @@ import grpc
 
 from krl.api.rollout.v1 import rollout_pb2 as pb
 from krl.api.rollout.v1 import rollout_pb2_grpc as pb_grpc
-from krl.common.errors import from_grpc_error
-from krl.common.grpc_client import RETRYABLE, GrpcClient
+from krl_client.channel import GrpcClient
+from krl_client.errors import RETRYABLE_CODES as RETRYABLE
+from krl_client.errors import from_grpc_error
 
 PUSH_RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 """A weight push is re-sent only when the service was away or slow: a RESOURCE_EXHAUSTED there

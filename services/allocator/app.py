@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import redis.asyncio as aioredis
-
-from krl.allocator import grpc_api
+from krl.allocator.api import grpc_api
+from krl.allocator.api.http_api import build_app
 from krl.allocator.build import build_allocator
-from krl.allocator.http_api import build_app
 from krl.allocator.metrics import AllocatorMetrics
+from krl.allocator.service import Allocator
 from krl.allocator.settings import AllocatorSettings
 from krl.common.grpc_server import GrpcServer
 from krl.common.http_server import HttpServer
@@ -27,7 +26,7 @@ class AllocatorApp:
         self.embedded: EmbeddedRedis | None = None
         self.grpc: GrpcServer | None = None
         self.http: HttpServer | None = None
-        self.redis: aioredis.Redis | None = None
+        self.allocator: Allocator | None = None
         self.watch: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -43,7 +42,7 @@ class AllocatorApp:
             self.watch = asyncio.create_task(
                 self.embedded.supervise(on_restart=metrics.redis_restarts.inc)
             )
-        allocator, self.redis = await build_allocator(s, url, metrics)
+        self.allocator = allocator = await build_allocator(s, url, metrics)
         token = s.token()
         self.grpc = GrpcServer(
             host=s.host,
@@ -74,8 +73,8 @@ class AllocatorApp:
             await self.http.stop()
         if self.watch is not None:
             self.watch.cancel()
-        if self.redis is not None:
-            await self.redis.aclose()
+        if self.allocator is not None:
+            await self.allocator.store.aclose()
         if self.embedded is not None:
             await asyncio.to_thread(self.embedded.stop)
         log.info("allocator stopped")

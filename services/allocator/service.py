@@ -6,6 +6,7 @@ the project's exceptions to status codes; nothing here touches protobuf or HTTP.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import math
 import re
@@ -17,20 +18,27 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from krl.allocator import grid, objectives, solver
-from krl.allocator.history import HIST_BINS, BatchHistory, PromptRecord, eb_posterior
 from krl.allocator.metrics import AllocatorMetrics
-from krl.allocator.prior import PriorConfig, RateMoments, fit_prior
 from krl.allocator.settings import AllocatorSettings
-from krl.allocator.solver import Mode
-from krl.allocator.store import HistoryStore, Outcome, OutcomeColumns, ReportResult
-from krl.common.errors import InvalidArgument, KrlError, Overloaded, check
+from krl.allocator.solve import grid, objectives, solver
+from krl.allocator.solve.posterior import BatchHistory, eb_posterior
+from krl.allocator.solve.prior import PriorConfig, RateMoments, fit_prior
+from krl.allocator.solve.solver import Mode
+from krl.allocator.store import (
+    HIST_BINS,
+    HistoryStore,
+    Outcome,
+    OutcomeColumns,
+    PromptRecord,
+    ReportResult,
+)
+from krl.common.errors import InvalidArgument, KrlError, Overloaded, Unavailable, check
 from krl_client.messages import OBJECTIVE_FOR_LOSS
 
 # fullmatch, not match: with match, "$" also matches before a trailing newline ("run1\n")
 NAMESPACE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 ALLOCATION_ID_RE = re.compile(r"[0-9a-f]{32}")
-MAX_STEP = 2**31 - 1  # a visit's step is stored as an int32 (history.py)
+MAX_STEP = 2**31 - 1  # a visit's step is stored as an int32 (store/record.py)
 SOLVE_IN_THREAD_ABOVE = 4096  # prompts; smaller solves take about a millisecond
 SHED_RETRY_S = 0.05  # the hint sent with a shed Allocate
 GRID_PRIORS_KEPT = 1024  # namespaces whose fitted grid prior is kept in memory
@@ -401,6 +409,31 @@ class Allocator:
                 f"{allocation_id!r} is not an allocation id", field="allocation_id"
             )
         return await self.store.get_allocation(namespace, allocation_id)
+
+    async def namespaces(self) -> list[str]:
+        return await self.store.namespaces()
+
+    async def prompt_ids(self, namespace: str, cursor: int, limit: int) -> tuple[list[str], int]:
+        """A page of the namespace's prompt ids and the next cursor (0: the last page);
+        NotFound for an unknown namespace."""
+        check_namespace(namespace)
+        await self.store.namespace_meta(namespace)
+        return await self.store.scan_prompt_ids(namespace, cursor, limit)
+
+    async def ping(self) -> None:
+        """Unavailable unless Redis answers."""
+        await self.store.ping()
+
+    async def refresh_gauges(self) -> None:
+        """The gauges a scrape reads: prompts tracked, solved and unsolved (they keep their last
+        values while Redis is away) and the record cache's counters."""
+        with contextlib.suppress(Unavailable):
+            counts = await self.store.prompt_counts()
+            self.metrics.prompts_tracked.set(counts["prompts"])
+            self.metrics.prompts_solved.set(counts["solved"])
+            self.metrics.prompts_unsolved.set(counts["unsolved"])
+        cache = self.store.known.records
+        self.metrics.sync_record_cache(cache.hits, cache.misses, cache.entries)
 
 
 def _check_counts(

@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from krl.allocator import objectives
+from krl.allocator.solve import objectives
 from krl.common.config import ServiceSettings
 
 
@@ -39,9 +39,8 @@ class AllocatorSettings(ServiceSettings):
         objectives.DEFAULT,
         description="Mode eb: what an allocation maximises when a request names neither an "
         "objective nor its loss aggregation: sqrt-gradient (the gradient signal against its "
-        "noise; made for token-mean losses), gradient (expected GRPO gradient magnitude, summed "
-        "over rollouts), group-gradient (made for prompt-mean losses), rollouts (expected "
-        "informative rollouts), paper (the paper's InfoGain), informative, variance.",
+        "noise; made for token-mean losses), group-gradient (made for prompt-mean losses) or "
+        "paper (the paper's InfoGain).",
     )
     prior_strength_min: float = Field(2.0, gt=0, description="Weakest Beta prior (a+b).")
     prior_strength_max: float = Field(50.0, gt=0, description="Strongest Beta prior (a+b).")

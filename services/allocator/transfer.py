@@ -28,11 +28,16 @@ import math
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from krl.allocator.history import HEAD_BYTES, RECENT_KEPT, RECORD_FIELDS, recent_of, unpack_heads
-from krl.allocator.import_write import ImportPrompt, NamespaceLine
-from krl.allocator.record_cache import META_FIELDS
-from krl.allocator.record_update import check_record
 from krl.allocator.service import MAX_STEP, Allocator, check_namespace
+from krl.allocator.store import (
+    META_FIELDS,
+    RECENT_KEPT,
+    ImportPrompt,
+    NamespaceLine,
+    check_record,
+    export_row,
+    recent_of,
+)
 from krl.common.errors import FailedPrecondition, check
 
 NAMESPACE_FIELDS = ("rate_s", "rate_w", "tok_w", "tok_sum")
@@ -58,19 +63,6 @@ class PromptStatsRow:
     mean_tokens: float = 0.0
     record: bytes | None = None
     """An export's stored record: imported as it is (visits and mean_tokens then ignored)."""
-
-
-def export_row(prompt_id: str, raw: bytes) -> dict:
-    head = dict(zip(RECORD_FIELDS, unpack_heads(raw[:HEAD_BYTES], 1)[0].tolist(), strict=True))
-    return {
-        "prompt_id": prompt_id,
-        "visits": [{"step": s, "n": n, "successes": k} for s, n, k in recent_of(raw)],
-        "visit_count": int(head["visits"]),
-        "trials": int(head["trials"]),
-        "successes": int(head["successes"]),
-        "mean_tokens": head["ts"] / head["tw"] if head["tw"] > 0 else 0.0,
-        "record": base64.b64encode(raw).decode(),
-    }
 
 
 async def export_rows(allocator: Allocator, namespace: str) -> AsyncIterator[dict]:

@@ -249,8 +249,8 @@ def _solve_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_solve(args: argparse.Namespace) -> int:
-    from krl.allocator.solve_json import run
     from krl.common.errors import KrlError
+    from krl.lab.solve_json import run
 
     text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
     try:
@@ -324,10 +324,10 @@ def _run_bench(args: argparse.Namespace) -> int:
 
         return bench_rollout(args)
     if args.which == "soak":
-        from krl.allocator.soak import bench_soak
+        from krl.lab.soak import bench_soak
 
         return bench_soak(args)
-    from krl.allocator import bench
+    from krl.lab import allocator_bench as bench
 
     return {
         "solver": bench.bench_solver,

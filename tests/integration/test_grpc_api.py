@@ -52,7 +52,7 @@ async def test_allocate_report_and_allocations_follow_the_histories(allocator):
         assert again.accepted == 0 and again.duplicates == 64
     last = await call(client.allocate, ids, 512, step=5, min_n=2, max_n=32)
     assert len(set(last.n.values())) > 1  # the histories now shape the allocation
-    # the default objective (gradient) favours the prompts near p = 1/2, whose groups carry
+    # the default objective (sqrt-gradient) favours the prompts near p = 1/2, whose groups carry
     # the largest gradient; the paper's p(1-p)^2 favours the hard side over the easy one
     assert last.n["q32"] > max(last.n["q0"], last.n["q63"])
     paper = await call(client.allocate, ids, 512, step=5, min_n=2, max_n=32, objective="paper")
@@ -253,7 +253,7 @@ async def test_eb_mode_spends_on_prompts_that_will_be_informative(allocator):
         min_n=2,
         max_n=32,
         visit_half_life=1.0,
-        objective="informative",
+        objective="paper",
     )
     assert sum(c.n.values()) == 480
     client.close()
@@ -284,19 +284,20 @@ async def test_request_bounds_are_invalid_argument_and_store_nothing(allocator, 
 
 
 async def test_a_request_without_objective_gets_the_servers(redis_server):
-    """The objective a request leaves unset is the server's setting (gradient by default);
+    """The objective a request leaves unset is the server's setting (sqrt-gradient by default);
     one it names wins; an unknown one is INVALID_ARGUMENT naming the field."""
     ids = [f"q{i}" for i in range(32)]
     p_true = np.linspace(0.02, 0.98, 32)
     rng = np.random.default_rng(1)
     apps = {
-        o: AllocatorApp(make_settings(redis_server.url, objective=o)) for o in ("gradient", "paper")
+        o: AllocatorApp(make_settings(redis_server.url, objective=o))
+        for o in ("group-gradient", "paper")
     }
     got = {}
     for name, app in apps.items():
         await app.start()
         client = AllocatorClient(target(app), namespace="shared")
-        if name == "gradient":  # one history for both servers (same Redis, same namespace)
+        if name == "group-gradient":  # one history for both servers (same Redis, same namespace)
             for step in range(4):
                 a = await call(client.allocate, ids, 256, step=step, min_n=2, max_n=32)
                 k = {
@@ -307,7 +308,7 @@ async def test_a_request_without_objective_gets_the_servers(redis_server):
         unset = await call(client.allocate, ids, 256, step=4, min_n=2, max_n=32)
         named = {
             o: await call(client.allocate, ids, 256, step=4, min_n=2, max_n=32, objective=o)
-            for o in ("gradient", "paper")
+            for o in ("group-gradient", "paper")
         }
         assert unset.n == named[name].n
         got[name] = named
@@ -315,7 +316,7 @@ async def test_a_request_without_objective_gets_the_servers(redis_server):
             await call(client.allocate, ids, 256, step=4, min_n=2, max_n=32, objective="vibes")
         client.close()
         await app.stop()
-    assert got["gradient"]["gradient"].n != got["gradient"]["paper"].n
+    assert got["paper"]["group-gradient"].n != got["paper"]["paper"].n
 
 
 async def test_packed_and_message_forms_agree_and_are_not_mixed(allocator, redis_client):
@@ -393,15 +394,14 @@ async def test_the_declared_loss_picks_the_objective_made_for_it(allocator, redi
     kw = {"step": 4, "min_n": 2, "max_n": 48}
     named = {
         o: (await call(client.allocate, ids, 384, objective=o, **kw)).n
-        for o in set(OBJECTIVE_FOR_LOSS.values()) | {"gradient"}
+        for o in set(OBJECTIVE_FOR_LOSS.values()) | {"paper"}
     }
-    assert named["group-gradient"] != named["sqrt-gradient"] != named["gradient"]
+    assert named["group-gradient"] != named["sqrt-gradient"] != named["paper"]
     for loss in LOSS_AGGS:
         got = await call(client.allocate, ids, 384, loss_agg=loss, **kw)
         assert got.n == named[OBJECTIVE_FOR_LOSS[loss]], loss
-    both = await call(client.allocate, ids, 384, loss_agg="prompt-mean", objective="gradient", **kw)
-    assert both.n == named["gradient"]
-    assert max(named["group-gradient"].values()) < max(named["gradient"].values())
+    both = await call(client.allocate, ids, 384, loss_agg="prompt-mean", objective="paper", **kw)
+    assert both.n == named["paper"] != named["group-gradient"]
     with pytest.raises(ValueError, match="loss_agg"):
         client.allocate(ids, 384, loss_agg="token-sum", **kw)
     before = set(redis_client.keys("*"))

@@ -168,7 +168,7 @@ async def test_a_line_with_more_visits_than_kept_is_refused_before_any_write(all
         assert (await h.get("/v1/namespaces")).json() == []
         eight = json.dumps({"prompt_id": "v", "visits": visits[:8]})
         assert (await h.post("/v1/namespaces/cap/import", content=eight)).json()["visits"] == 8
-        keys = [k async for k in allocator.redis.scan_iter("krl:{cap}:*")]
+        keys = [k async for k in allocator.allocator.store.r.scan_iter("krl:{cap}:*")]
         assert len(keys) <= 5, keys  # meta, lv, v, imported, the record: no allocation left
 
 

@@ -88,7 +88,7 @@ async def test_a_redis_back_at_older_data_is_read_again(stores, redis_client):
 
 
 async def test_the_cache_keeps_within_its_memory(redis_server):
-    from krl.allocator.record_cache import ENTRY_BYTES
+    from krl.allocator.store.record_cache import ENTRY_BYTES
 
     client = aioredis.Redis.from_url(redis_server.url)
     store = HistoryStore(
@@ -105,7 +105,7 @@ async def test_the_cache_keeps_within_its_memory(redis_server):
 
 
 def test_the_allocations_held_keep_within_their_prompts():
-    from krl.allocator.record_cache import AllocationCache
+    from krl.allocator.store.record_cache import AllocationCache
 
     held = AllocationCache(max_prompts=100)
     for i in range(5):

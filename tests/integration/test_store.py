@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import redis.asyncio as aioredis
 
-from krl.allocator.history import decay_factor
+from krl.allocator.solve.posterior import decay_factor
 from krl.allocator.store import HistoryStore, Outcome
 from krl.common.errors import InvalidArgument, NotFound
 
@@ -186,7 +186,7 @@ async def test_concurrent_reports_of_the_same_prompts_each_count_once(store, mon
     others' MULTI and they read again, so no update is lost and none counts twice."""
     import asyncio
 
-    from krl.allocator import report_write
+    from krl.allocator.store import report_write
 
     attempts = []
     once = report_write._once
@@ -226,7 +226,7 @@ async def test_a_report_that_keeps_conflicting_gives_up_and_stores_nothing(
     report version, as a report of another allocator does): after ATTEMPTS tries the report is
     refused with ABORTED, nothing stored. (Every other try finds its cached records of an old
     version and reads them again before it computes.)"""
-    from krl.allocator import record_update, report_write
+    from krl.allocator.store import record_update, report_write
     from krl.common.errors import Aborted
 
     await _alloc(store, "busy", "9" * 32, 0, {"x": 4})
@@ -251,7 +251,7 @@ async def test_a_record_of_an_earlier_release_is_read_and_rewritten_whole(store,
     as before and the next report writes the record whole (RECORD_BYTES, unused visits 0xff)."""
     import struct
 
-    from krl.allocator.history import RECORD_BYTES
+    from krl.allocator.store.record import RECORD_BYTES
 
     head = struct.pack("<11d", 3, 1, 5, 1, 4, 3, 3, 4, 4, 40, 0)
     redis_client.set("krl:{old}:r:x", head + struct.pack("<4i", 5, 4, 3, 120))

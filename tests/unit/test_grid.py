@@ -6,8 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from krl.allocator import dp, grid, history, objectives, solver
-from krl.allocator.solver import Batch, Mode, Problem
+from krl.allocator.solve import grid, objectives, posterior, solver
+from krl.allocator.solve.solver import Batch, Mode, Problem
+from krl.allocator.store.record import RECENT_KEPT, VISIT_FIELDS
+from krl.lab import paper_dp as dp
 
 
 def _nearest(p: float) -> int:
@@ -70,19 +72,20 @@ def test_gain_table_is_the_difference_of_the_value_table_and_decreasing():
         assert np.all(np.diff(g, axis=1) <= 1e-18), obj  # concave from N = 0 on
 
 
-def test_expected_informative_rollouts_is_not_concave():
-    """Why `rollouts` and `gradient` are solved on their concave envelope: their gains rise
-    for a hard prompt, so a greedy on the values themselves would not be exact."""
-    p, n = 0.05, np.arange(1, 12)
-    f = n * (1 - p**n - (1 - p) ** n)
-    assert np.any(np.diff(np.diff(f)) > 0)
-    g = objectives.value_table("gradient", 12)[_nearest(0.05)]
-    assert np.any(np.diff(np.diff(g[2:])) > 0)
+def test_the_gradient_objectives_are_convex_only_up_to_two_rollouts():
+    """Why the gradient objectives are solved on their concave envelope: one rollout never
+    carries a gradient (F(1) = F(0) = 0), so the gain rises from the first rollout to the
+    second and a greedy on the values would not be exact when min_n < 2; from N = 1 on they
+    are concave."""
+    for objective in objectives.GRADIENTS:
+        for p in (0.005, 0.05, 0.3, 0.7, 0.99):
+            d2 = np.diff(np.diff(objectives.value_table(objective, 40)[_nearest(p)]))
+            assert d2[0] > 0 and np.all(d2[1:] <= 1e-12), (objective, p)
 
 
 def _visits(rows):
     """rows: per prompt, a list of (step, n, k, milli_logit), oldest first."""
-    out = np.full((len(rows), history.RECENT_KEPT, history.VISIT_FIELDS), -1, dtype=np.int64)
+    out = np.full((len(rows), RECENT_KEPT, VISIT_FIELDS), -1, dtype=np.int64)
     for i, r in enumerate(rows):
         for j, v in enumerate(r):
             out[i, j] = v
@@ -91,22 +94,22 @@ def _visits(rows):
 
 def test_visit_weights_by_hand():
     v = _visits([[(10, 8, 2, 0), (500, 8, 4, 0), (9000, 4, 4, 0)], [], [(3, 8, 8, 0)]])
-    w = history.visit_weights(v, 9001, visit_half_life=0.0)
+    w = posterior.visit_weights(v, 9001, visit_half_life=0.0)
     np.testing.assert_array_equal(w[0, :3], [1, 1, 1])  # no decay however old
     assert w[1].sum() == 0 and w[0, 3:].sum() == 0  # no visit weighs nothing
-    w = history.visit_weights(v, 9001, visit_half_life=1.0)
+    w = posterior.visit_weights(v, 9001, visit_half_life=1.0)
     np.testing.assert_allclose(w[0, :3], [0.25, 0.5, 1.0])  # by visits, newest = 1
     np.testing.assert_allclose(w[2, :1], [1.0])  # one visit long ago still weighs 1
-    w = history.visit_weights(v, 9010, visit_half_life=0.0, half_life_steps=10.0)
+    w = posterior.visit_weights(v, 9010, visit_half_life=0.0, half_life_steps=10.0)
     np.testing.assert_allclose(w[0, 2], 0.5)  # explicit step half-life still applies
 
 
 def test_drift_by_hand():
     v = _visits([[(1, 8, 2, -1000), (5, 8, 4, 500)], [(2, 8, 0, 250)], []])
-    d = history.visit_drift(v, now_logit=1.0)
+    d = posterior.visit_drift(v, now_logit=1.0)
     np.testing.assert_allclose(d[0, :2], [2.0, 0.5])
-    assert history.last_visit_drift(v, 1.0) == pytest.approx((0.5 + 0.75) / 2)
-    assert history.last_visit_drift(v[2:], 1.0) == 0.0
+    assert posterior.last_visit_drift(v, 1.0) == pytest.approx((0.5 + 0.75) / 2)
+    assert posterior.last_visit_drift(v[2:], 1.0) == 0.0
 
 
 def test_drift_moves_the_posterior_up():
@@ -114,15 +117,15 @@ def test_drift_moves_the_posterior_up():
     than without the shift, and the visit still counts (lower than the prior's mean)."""
     prior = grid.FLAT
     v = _visits([[(1, 8, 0, -2000)]])
-    w0 = history.eb_posterior(prior, v, None, 2, 0.0)
-    w1 = history.eb_posterior(prior, v, 0.0, 2, 0.0)
+    w0 = posterior.eb_posterior(prior, v, None, 2, 0.0)
+    w1 = posterior.eb_posterior(prior, v, 0.0, 2, 0.0)
     m0, m1 = float((w0 @ grid.GRID)[0]), float((w1 @ grid.GRID)[0])
     assert m0 < m1 < float(grid.shift_prior(prior, 2.0) @ grid.GRID)
 
 
 def test_loglik_without_drift_equals_the_counts_posterior():
     v = _visits([[(1, 8, 3, 0), (9, 6, 1, 0)]])
-    w = history.eb_posterior(grid.FLAT, v, None, 10, 0.0)
+    w = posterior.eb_posterior(grid.FLAT, v, None, 10, 0.0)
     np.testing.assert_allclose(w, grid.posterior(grid.FLAT, np.array([4.0]), np.array([10.0])))
 
 
@@ -190,7 +193,7 @@ def test_visit_loglik_equals_the_direct_sum():
     """The log-likelihood computed once per distinct drift equals the sum over visits of
     k log sigmoid(z - d) + (n - k) log(1 - sigmoid(z - d))."""
     rng = np.random.default_rng(2)
-    m, v = 50, history.RECENT_KEPT
+    m, v = 50, RECENT_KEPT
     n = rng.integers(1, 20, (m, v)).astype(float)
     k = np.floor(rng.uniform(0, 1, (m, v)) * (n + 1)).clip(0, n)
     w = rng.uniform(0, 1, (m, v)) * (rng.uniform(size=(m, v)) > 0.3)

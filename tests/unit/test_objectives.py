@@ -4,8 +4,8 @@ and the concentrating tie rule of the solver on hull chords."""
 import numpy as np
 import pytest
 
-from krl.allocator import grid, objectives, selection, solver
-from krl.allocator.solver import Batch, Mode, Problem
+from krl.allocator.solve import grid, objectives, selection, solver
+from krl.allocator.solve.solver import Batch, Mode, Problem
 from krl_client.messages import LOSS_AGGS, OBJECTIVE_FOR_LOSS
 from krl_client.messages import OBJECTIVES as CLIENT_OBJECTIVES
 
@@ -58,12 +58,11 @@ def test_every_copy_of_the_objective_list_names_exactly_the_declared_ones():
 
 def test_gradient_table_matches_monte_carlo():
     """E[sqrt(K(N-K))] at a grid p is the mean over binomial draws; group-gradient is it / N,
-    rollouts is N P(both outcomes)."""
+    sqrt-gradient it / sqrt(N)."""
     rng = np.random.default_rng(3)
-    grad = objectives.value_table("gradient", 40)
+    grad = objectives.gradient_sums(40)
     group = objectives.value_table("group-gradient", 40)
     sqrt = objectives.value_table("sqrt-gradient", 40)
-    roll = objectives.value_table("rollouts", 40)
     for j in (5, 20, 30, 44):
         p = grid.GRID[j]
         for n in (2, 7, 40):
@@ -73,8 +72,6 @@ def test_gradient_table_matches_monte_carlo():
             assert abs(grad[j, n] - x.mean()) < tol, (j, n)
             assert abs(group[j, n] - x.mean() / n) < tol / n
             assert abs(sqrt[j, n] - x.mean() / np.sqrt(n)) < tol / np.sqrt(n)
-            both = (k > 0) & (k < n)
-            assert abs(roll[j, n] - n * both.mean()) < 5 * n * both.std() / np.sqrt(x.size) + 1e-12
 
 
 def test_expected_value_under_a_posterior_matches_monte_carlo():
@@ -82,10 +79,10 @@ def test_expected_value_under_a_posterior_matches_monte_carlo():
     prior = grid.fit_prior(rng.binomial(8, rng.beta(0.3, 0.9, 3000)), np.full(3000, 8))
     w = grid.posterior(prior, np.array([0.0, 2.0, 6.0]), np.array([8.0, 6.0, 2.0]))
     n = np.array([16, 5, 30])
-    exact = objectives.expected_value(w, n, "gradient")
+    exact = objectives.expected_value(w, n, "sqrt-gradient")
     for row in range(3):
         p = grid.GRID[rng.choice(grid.GRID_POINTS, size=300_000, p=w[row])]
-        x = np.sqrt((k := rng.binomial(n[row], p)) * (n[row] - k))
+        x = np.sqrt((k := rng.binomial(n[row], p)) * (n[row] - k)) / np.sqrt(n[row])
         assert abs(exact[row] - x.mean()) < 5 * x.std() / np.sqrt(x.size), row
 
 
@@ -126,21 +123,21 @@ def test_fill_in_order_gives_whole_rows():
 
 
 def test_identical_hard_prompts_get_whole_chords_not_a_thin_spread():
-    """Eight prompts with the same posterior at p = 0.02: F is convex at first, so the envelope
-    starts with a chord; a prompt is worth the chord only at its end, so the solver gives
-    whole chords (at most one prompt stops inside one) and beats the even spread."""
-    m, lo, hi = 8, 2, 64
+    """Eight prompts with the same posterior at p = 0.02 and one rollout each on average: F is
+    0 at one rollout (no gradient), so the envelope starts with a chord from 0 to 2; a prompt
+    is worth a chord only at its end, so the solver gives whole chords (at most one prompt
+    stops inside one) where the even spread is worth nothing."""
+    m, lo, hi = 8, 0, 64
     w = np.zeros((m, grid.GRID_POINTS))
     w[:, int(np.argmin(np.abs(grid.GRID - 0.02)))] = 1.0
     batch = Batch(np.zeros(m), np.zeros(m), np.ones(m), np.ones(m), np.ones(m), weights=w)
-    sol = solver.solve(Problem(m * 10, lo, hi, Mode.EB, objective="gradient"), batch)
-    assert sol.n.sum() == m * 10
-    _, hull = objectives.envelope("gradient", lo, hi)
-    f = objectives.value_table("gradient", hi)
-    j = int(np.argmax(w[0]))
-    inside = hull[j, sol.n - lo] > f[j, sol.n] + 1e-12
-    assert inside.sum() <= 1
-    assert (sol.n == lo).sum() >= 4
-    spread = objectives.expected_value(w, np.full(m, 10), "gradient").sum()
-    assert sol.objective > 1.5 * spread
-    assert sol.gap_bound >= 0
+    for objective in objectives.GRADIENTS:
+        sol = solver.solve(Problem(m, lo, hi, Mode.EB, objective=objective), batch)
+        assert sol.n.sum() == m
+        _, hull = objectives.envelope(objective, lo, hi)
+        f = objectives.value_table(objective, hi)
+        j = int(np.argmax(w[0]))
+        inside = hull[j, sol.n - lo] > f[j, sol.n] + 1e-12
+        assert inside.sum() <= 1 and (sol.n == 1).sum() <= 1, sol.n
+        assert objectives.expected_value(w, np.ones(m, dtype=np.int64), objective).sum() == 0
+        assert sol.objective > 0 and sol.gap_bound >= 0

@@ -1,6 +1,6 @@
 import numpy as np
 
-from krl.allocator.prior import PriorConfig, RateMoments, fit_prior
+from krl.allocator.solve.prior import PriorConfig, RateMoments, fit_prior
 
 
 def test_prior_recovers_a_beta_population():

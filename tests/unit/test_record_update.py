@@ -8,8 +8,8 @@ import struct
 import numpy as np
 import pytest
 
-from krl.allocator import record_update
-from krl.allocator.history import HEAD_BYTES, RATE_KEEP, RECENT_KEPT, RECORD_BYTES, recent_of
+from krl.allocator.store import record_update
+from krl.allocator.store.record import HEAD_BYTES, RATE_KEEP, RECENT_KEPT, RECORD_BYTES, recent_of
 
 
 def _one(raw, succ, trials, tokens, step, half_life, logit):

@@ -5,7 +5,7 @@ import json
 
 import redis.asyncio as aioredis
 
-from krl.allocator.redis_client import _hiredis_packing
+from krl.allocator.store.redis_client import _hiredis_packing
 
 
 def test_hiredis_packing_sends_the_same_bytes() -> None:

@@ -1,6 +1,6 @@
 import numpy as np
 
-from krl.allocator.selection import spread_evenly, top_units
+from krl.allocator.solve.selection import spread_evenly, top_units
 
 
 def test_spread_evenly_raises_the_lowest_first_and_respects_caps():

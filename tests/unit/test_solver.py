@@ -3,9 +3,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from krl.allocator import dp, solver, values
-from krl.allocator.solver import Batch, Mode, Problem
+from krl.allocator.solve import solver, values
+from krl.allocator.solve.solver import Batch, Mode, Problem
 from krl.common.errors import InvalidArgument
+from krl.lab import paper_dp as dp
 
 
 def make_batch(s, t, a=None, b=None, tokens=None) -> Batch:

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from krl.allocator import values
+from krl.allocator.solve import values
 
 
 def test_paper_gains_are_the_differences_of_the_value():

@@ -29,17 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
-from krl.allocator import grid, record_update
-from krl.allocator.history import (
-    RECENT_KEPT,
-    RECORD_PREFIX,
-    VISIT_FIELDS,
-    eb_posterior,
-    recent_of,
-    visit_weights,
-)
-from krl.allocator.prior import RateMoments, fit_prior
-from krl.allocator.values import beta_moment
+from krl.allocator.solve import grid
+from krl.allocator.solve.posterior import eb_posterior, visit_weights
+from krl.allocator.solve.prior import RateMoments, fit_prior
+from krl.allocator.solve.values import beta_moment
+from krl.allocator.store import record_update
+from krl.allocator.store.record import RECENT_KEPT, RECORD_PREFIX, VISIT_FIELDS, recent_of
 
 EPS = 1e-3
 MAX_PLOTTED = 8  # traces with a calibration panel

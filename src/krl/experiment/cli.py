@@ -10,7 +10,7 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-from krl.allocator.objectives import OBJECTIVES
+from krl.allocator.solve.objectives import OBJECTIVES
 from krl.rl.strategies import STRATEGIES, parse_strategy
 from krl.sim.engine import SimConfig
 

@@ -15,7 +15,7 @@ import numpy as np
 from krl.allocator.build import build_allocator
 from krl.allocator.service import AllocateInput
 from krl.allocator.settings import AllocatorSettings
-from krl.allocator.solver import Mode
+from krl.allocator.solve.solver import Mode
 from krl.allocator.store import Outcome
 from krl.common.redis_server import EmbeddedRedis
 from krl_client import AllocatorClient
@@ -34,7 +34,7 @@ class InProcessAllocator:
             self.redis_server = EmbeddedRedis(self._tmp, appendonly=False).start()
             redis_url = self.redis_server.url
         settings = AllocatorSettings(redis_url=redis_url, half_life_steps=half_life_steps)
-        self.allocator, self._redis = self._runner.run(build_allocator(settings, redis_url))
+        self.allocator = self._runner.run(build_allocator(settings, redis_url))
         self.half_life_steps = half_life_steps
 
     def allocate(
@@ -85,7 +85,7 @@ class InProcessAllocator:
         return self._runner.run(self.allocator.report(namespace, allocation_id, outcomes)).accepted
 
     def close(self) -> None:
-        self._runner.run(self._redis.aclose())
+        self._runner.run(self.allocator.store.aclose())
         self._runner.close()
         if self.redis_server is not None:
             self.redis_server.stop()

@@ -20,8 +20,8 @@ from typing import Protocol
 
 import numpy as np
 
-from krl.allocator.objectives import OBJECTIVES
-from krl.allocator.values import paper_value
+from krl.allocator.solve.objectives import OBJECTIVES
+from krl.allocator.solve.values import paper_value
 from krl.rl.data import EpochSampler
 from krl.rl.dynamic import keep_mask
 from krl.rl.rows import EvalRow, Row, StepRow

@@ -15,10 +15,9 @@ MODES = {
     "bayes": pb.ALLOCATION_MODE_BAYES,
     "tokens": pb.ALLOCATION_MODE_TOKENS,
 }
-Objective = Literal[
-    "gradient", "sqrt-gradient", "group-gradient", "rollouts", "paper", "informative", "variance"
-]
-"""Mode eb's objectives: their one declaration (the allocator's krl.allocator.objectives
+Objective = Literal["group-gradient", "sqrt-gradient", "paper"]
+"""Mode eb's objectives, each kept by a measurement of held-out accuracy (docs/RESULTS.md): their
+one declaration (the allocator's krl.allocator.objectives
 implements each; the proto comment, the settings help, the Helm schema and values name them,
 and test_objectives fails on any of those that drifts)."""
 OBJECTIVES: tuple[str, ...] = get_args(Objective)

@@ -5,7 +5,7 @@ them, and report_write writes the result in one MULTI, so a report stays atomic 
 while the arithmetic runs here rather than in Redis's Lua, where it cost ~6 µs a prompt (8 ms
 for 1,024 prompts).
 
-The rules are history.py's record layout and decay_factor's decay."""
+The rules are record.py's layout and decay_factor's decay."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from krl.allocator.history import (
+from krl.allocator.store.record import (
     HEAD_BYTES,
     HIST_BINS,
     RATE_KEEP,

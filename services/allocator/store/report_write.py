@@ -23,15 +23,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from krl.allocator import record_update
-from krl.allocator.record_cache import (
+from krl.allocator.store import record_update
+from krl.allocator.store.record_cache import (
     META_FIELDS,
     AllocationCache,
     NamespaceState,
     RecordCache,
     version_of,
 )
-from krl.allocator.watched import Watched, watched
+from krl.allocator.store.watched import Watched, watched
 from krl.common.errors import Aborted, InvalidArgument, NotFound
 
 FLOAT_FIELDS = frozenset((*record_update.FLOAT_AGGREGATES, "rate_s", "rate_w"))

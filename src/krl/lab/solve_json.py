@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from krl.allocator import grid, solver
-from krl.allocator.prior import RateMoments, fit_prior
+from krl.allocator.solve import grid, solver
+from krl.allocator.solve.prior import RateMoments, fit_prior
 from krl.common.errors import InvalidArgument, check
 
 KNOWN_KEYS = {"budget", "min_n", "max_n", "mode", "fallback", "prompts"}

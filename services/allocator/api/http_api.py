@@ -4,7 +4,6 @@ Built by a factory; state hangs on app.state."""
 
 from __future__ import annotations
 
-import contextlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
@@ -12,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 from krl import __version__
-from krl.allocator.http_write import AllocationOut, Namespace, add_write_routes
+from krl.allocator.api.http_write import AllocationOut, Namespace, add_write_routes
 from krl.allocator.service import ALLOCATION_ID_RE, Allocator
 from krl.common.errors import Unavailable
 from krl.common.http import bearer_auth, install_problem_handlers, make_app
@@ -91,7 +90,7 @@ def build_app(allocator: Allocator, token: str | None) -> FastAPI:
 
     @api.get("/namespaces", summary="Namespaces with histories")
     async def namespaces(alloc: AllocatorDep) -> list[str]:
-        return await alloc.store.namespaces()
+        return await alloc.namespaces()
 
     @api.get("/namespaces/{namespace}", summary="A namespace's summary")
     async def summary(namespace: Namespace, alloc: AllocatorDep) -> NamespaceSummaryOut:
@@ -137,20 +136,14 @@ def build_app(allocator: Allocator, token: str | None) -> FastAPI:
     @app.get("/readyz", summary="Readiness: Redis answers", tags=["ops"])
     async def readyz(alloc: AllocatorDep) -> dict[str, Any]:
         try:
-            await alloc.store.ping()
+            await alloc.ping()
         except Unavailable as e:
             raise Unavailable(f"not ready: {e.message}") from e
         return {"status": "ready"}
 
     @app.get("/metrics", summary="Prometheus metrics", tags=["ops"])
     async def metrics(alloc: AllocatorDep) -> Response:
-        with contextlib.suppress(Unavailable):  # the gauges keep their last values on an outage
-            counts = await alloc.store.prompt_counts()
-            alloc.metrics.prompts_tracked.set(counts["prompts"])
-            alloc.metrics.prompts_solved.set(counts["solved"])
-            alloc.metrics.prompts_unsolved.set(counts["unsolved"])
-        cache = alloc.store.known.records
-        alloc.metrics.sync_record_cache(cache.hits, cache.misses, cache.entries)
+        await alloc.refresh_gauges()
         return Response(generate_latest(alloc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

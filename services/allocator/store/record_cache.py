@@ -19,7 +19,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from krl.allocator.history import HIST_BINS, RECORD_BYTES
+from krl.allocator.store.record import HIST_BINS, RECORD_BYTES
 
 
 def version_of(token: bytes | None, reports: bytes | int | None) -> bytes:

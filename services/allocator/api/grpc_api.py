@@ -6,7 +6,7 @@ import grpc
 import numpy as np
 
 from krl.allocator.service import AllocateInput, Allocator
-from krl.allocator.solver import Mode
+from krl.allocator.solve.solver import Mode
 from krl.allocator.store import Outcome, OutcomeColumns
 from krl.common.errors import InvalidArgument, check
 from krl.common.grpc_server import unary_errors

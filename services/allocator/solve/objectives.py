@@ -1,26 +1,21 @@
 """What mode eb maximises: the value F(p, N) of giving a prompt of success probability p N
 rollouts, tabulated on grid.GRID, and the concave envelope the exact solver works on (pure).
 
-Objectives (F for a prompt of success probability p, q = 1 - p, K ~ Binomial(N, p)):
-- `paper`        p q^2 (1 - p^N - q^N): the paper's InfoGain times P(the group is informative);
-- `informative`  1 - p^N - q^N: P(the group has both outcomes);
-- `variance`     p q (1 - p^N - q^N);
-- `rollouts`     N (1 - p^N - q^N): the expected rollouts that carry a gradient (what the
-                 effective-rollout ratio counts);
-- `gradient`     E[sqrt(K (N - K))]: the magnitude of the group's GRPO gradient with
-                 std-normalised advantages, sum_j A_j (y_j - p) = N sigma^ = sqrt(K (N - K))
-                 (what an update that sums or token-averages over rollouts gains from the
-                 group; it concentrates a step's budget on a few prompts near p = 1/2);
+Objectives (F for a prompt of success probability p, q = 1 - p, K ~ Binomial(N, p); each kept
+by a measurement of held-out accuracy, docs/RESULTS.md):
+- `group-gradient` E[sqrt(K (N - K))] / N = E[sigma^]: the magnitude of the group's GRPO
+                 gradient with std-normalised advantages (sum_j A_j (y_j - p) = N sigma^ =
+                 sqrt(K (N - K))) averaged within the group, for a loss that averages groups
+                 (prompt-mean): there a group weighs the same whatever its n, so more rollouts
+                 only make its sign and size surer;
 - `sqrt-gradient` E[sqrt(K (N - K))] / sqrt(N) = sqrt(N) E[sigma^]: the group's gradient
-                 signal against its sampling noise (which grows as sqrt(N)): more rollouts on a
-                 prompt pay, with diminishing returns, so a step still sees many prompts (the
-                 default, and the one made for token-mean losses);
-- `group-gradient` E[sqrt(K (N - K))] / N = E[sigma^]: the same averaged within the group, for
-                 a loss that averages groups (prompt-mean): there a group weighs the same
-                 whatever its n, so more rollouts only make its sign and size surer.
+                 signal against its sampling noise (which grows as sqrt(N)), for token-mean
+                 losses, where a prompt's weight grows with its n: more rollouts on a prompt pay
+                 with diminishing returns, so a step still sees many prompts;
+- `paper`        p q^2 (1 - p^N - q^N): the paper's InfoGain times P(the group is informative).
 
-The first three are concave in N from N = 0 (grid.py). `rollouts` and `gradient` are not: for
-a hard prompt the first success has to be found before rollouts pay, so F is convex in N at
+`paper` is concave in N from N = 0 (grid.py). The gradient objectives are not: for a hard
+prompt the first success has to be found before rollouts pay, so F is convex in N at
 small N p. The solver therefore maximises sum_i E_i[H(p, n_i)], where H(p, .) is the least
 concave majorant of F(p, .) on {min_n, ..., max_n} for each grid point. A positive mixture of
 concave sequences is concave, so the marginal-gain greedy is exact for it, and since H >= F,
@@ -28,8 +23,8 @@ concave sequences is concave, so the marginal-gain greedy is exact for it, and s
 so  gap = sum_i E_i[H(n_i) - F(n_i)]  certifies how far the allocation can be below the best
 one for F itself (Solution.gap_bound). On a hull chord (where H is linear and above F) a
 prompt is worth its chord only when it gets the whole chord, so tied units go to as few
-prompts as possible (solver: concentrate) and the gap stays small. For the concave three,
-H = F and the gap is 0.
+prompts as possible (solver: concentrate) and the gap stays small. For `paper`, H = F and the gap
+is 0.
 """
 
 from __future__ import annotations
@@ -39,23 +34,19 @@ import functools
 import numpy as np
 from scipy.special import gammaln
 
-from krl.allocator import grid
+from krl.allocator.solve import grid
 from krl_client.messages import OBJECTIVES as OBJECTIVES  # declared there, once
 from krl_client.messages import Objective as Objective
 
-U_WEIGHTS: dict[str, np.ndarray] = {
-    "paper": grid.GRID * (1.0 - grid.GRID) ** 2,
-    "informative": np.ones_like(grid.GRID),
-    "variance": grid.GRID * (1.0 - grid.GRID),
-}
-"""u(p) of the objectives u(p) (1 - p^N - (1-p)^N): the paper's InfoGain p(1-p)^2, 1, p(1-p)."""
+U_WEIGHTS: dict[str, np.ndarray] = {"paper": grid.GRID * (1.0 - grid.GRID) ** 2}
+"""u(p) of the objectives u(p) (1 - p^N - (1-p)^N): the paper's InfoGain p(1-p)^2."""
 DEFAULT = "sqrt-gradient"
 """For a request that declares neither an objective nor its loss aggregation: the objective
 measured best for the token-mean losses most trainers use (krl_client.messages.OBJECTIVE_FOR_LOSS)."""
 CONCAVE = frozenset(U_WEIGHTS)
 
 
-GRADIENTS = frozenset({"gradient", "sqrt-gradient", "group-gradient"})
+GRADIENTS = frozenset({"sqrt-gradient", "group-gradient"})
 _SUMS: dict[str, np.ndarray] = {}
 """The largest table of E[sqrt(K (N - K))] computed so far (gradient_sums)."""
 
@@ -66,9 +57,6 @@ def value_table(objective: str, max_n: int) -> np.ndarray:
     n = np.arange(max_n + 1, dtype=np.float64)
     if objective in U_WEIGHTS:
         table = grid.value_table(U_WEIGHTS[objective], max_n)
-    elif objective == "rollouts":
-        p, q = grid.GRID[:, None], 1.0 - grid.GRID[:, None]
-        table = n[None, :] * (1.0 - p ** n[None, :] - q ** n[None, :])
     elif objective in GRADIENTS:
         table = gradient_sums(max_n).copy()
         if objective == "group-gradient":
@@ -84,7 +72,7 @@ def value_table(objective: str, max_n: int) -> np.ndarray:
 def gradient_sums(max_n: int) -> np.ndarray:
     """E[sqrt(K (N - K))], K ~ Binomial(N, p_j), for N = 0..max_n (GRID_POINTS x (max_n + 1)):
     a slice of the largest table computed so far, which is computed for the next power of two
-    (at least 64) when it is too small, so the three gradient objectives and every max_n up to
+    (at least 64) when it is too small, so both gradient objectives and every max_n up to
     it share one computation (about 3 s at 4,096 and 0.1 s at 1,024 on one core; a table per
     max_n cost 15 s at 2,802)."""
     table = _SUMS.get("largest")

@@ -4,7 +4,7 @@ Keys (the namespace sits in a hash tag, so one namespace lives in one cluster sl
   krl:namespaces                  set of namespace names
   krl:{ns}:meta                   hash: prompts, sum_p, sum_p2, sum_inv_t, h0..h9, solved,
                                   unsolved, tok_w, tok_sum, reports, allocations
-  krl:{ns}:r:<prompt id>          string: the prompt's record, packed (history.py: a head of
+  krl:{ns}:r:<prompt id>          string: the prompt's record, packed (record.py: a head of
                                   RECORD_FIELDS doubles, then RECENT_KEPT recent visits)
   krl:{ns}:lv                     hash 'k:n' -> prompts whose last visit had k successes of n
                                   trials (what the grid prior is fitted to)
@@ -38,30 +38,30 @@ import redis.asyncio as aioredis
 from redis import exceptions as rexc
 from redis.asyncio.cluster import RedisCluster
 
-from krl.allocator import import_write, report_write
-from krl.allocator.history import (
+from krl.allocator.settings import AllocatorSettings
+from krl.allocator.solve.posterior import BatchHistory, decay_factor
+from krl.allocator.solve.prior import RateMoments
+from krl.allocator.store import import_write, report_write
+from krl.allocator.store.record import (
     HEAD_BYTES,
     HIST_BINS,
     RECORD_FIELDS,
     RECORD_PREFIX,
-    BatchHistory,
     PromptRecord,
-    decay_factor,
     recent_of,
     unpack_heads,
     unpack_records,
     whole_records,
 )
-from krl.allocator.prior import RateMoments
-from krl.allocator.record_cache import (
+from krl.allocator.store.record_cache import (
     META_FIELDS,
     AllocationCache,
     NamespaceState,
     RecordCache,
     version_of,
 )
-from krl.allocator.report_write import ReportResult
-from krl.allocator.settings import AllocatorSettings
+from krl.allocator.store.redis_client import connect
+from krl.allocator.store.report_write import ReportResult
 from krl.common.errors import NotFound, Unavailable
 from krl_client.messages import Outcome
 
@@ -159,8 +159,14 @@ class HistoryStore:
         self.known = report_write.Known(records, AllocationCache(records.max_entries))
 
     @classmethod
+    async def connect(cls, url: str, s: AllocatorSettings) -> HistoryStore:
+        """The one way the service and the simulator build a store from settings: a client of
+        the Redis (or Redis Cluster) at `url`, closed by aclose()."""
+        return cls.from_settings(await connect(url, s.redis_timeout_s), s)
+
+    @classmethod
     def from_settings(cls, client: aioredis.Redis, s: AllocatorSettings) -> HistoryStore:
-        """The one way the service and the simulator build a store from settings."""
+        """A store over an existing client (the caller closes it)."""
         return cls(
             client,
             half_life_steps=s.half_life_steps,
@@ -169,6 +175,9 @@ class HistoryStore:
             allocations_kept=s.max_allocations_kept,
             record_cache_bytes=s.record_cache_mb << 20,
         )
+
+    async def aclose(self) -> None:
+        await self.r.aclose()
 
     @staticmethod
     def _k(ns: str, *parts: str) -> str:

@@ -14,7 +14,6 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from krl.allocator import transfer
-from krl.allocator.objectives import Objective
 from krl.allocator.service import (
     ALLOCATION_ID_RE,
     MAX_STEP,
@@ -22,7 +21,8 @@ from krl.allocator.service import (
     AllocateInput,
     Allocator,
 )
-from krl.allocator.solver import Mode
+from krl.allocator.solve.objectives import Objective
+from krl.allocator.solve.solver import Mode
 from krl.allocator.store import Outcome
 from krl.common.errors import InvalidArgument
 from krl_client.messages import LossAgg
@@ -239,8 +239,7 @@ def add_write_routes(api: APIRouter) -> None:
         limit: Annotated[int, Query(ge=1, le=10_000, description="About this many.")] = 1000,
     ) -> PromptPage:
         alloc = _alloc(request)
-        await alloc.summary(namespace)  # validates the name; NotFound for an unknown one
-        ids, nxt = await alloc.store.scan_prompt_ids(namespace, cursor, limit)
+        ids, nxt = await alloc.prompt_ids(namespace, cursor, limit)
         return PromptPage(prompt_ids=ids, next_cursor=nxt or None)
 
     @api.get(

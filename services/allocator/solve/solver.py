@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from krl.allocator import grid, objectives, selection, values
+from krl.allocator.solve import grid, objectives, selection, values
 from krl.common.errors import InvalidArgument, check
 
 

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from krl.allocator import record_update
-from krl.allocator.record_cache import META_FIELDS, NamespaceState
-from krl.allocator.report_write import FLOAT_FIELDS, stored_field
-from krl.allocator.watched import watched
+from krl.allocator.store import record_update
+from krl.allocator.store.record_cache import META_FIELDS, NamespaceState
+from krl.allocator.store.report_write import FLOAT_FIELDS, stored_field
+from krl.allocator.store.watched import watched
 from krl.common.errors import Aborted, FailedPrecondition
 
 ATTEMPTS = 16

@@ -1,0 +1,1 @@
+"""The allocator's adapters: gRPC and HTTP over the one use case (service.Allocator)."""

@@ -382,3 +382,20 @@ def test_every_copy_of_the_strategy_list_names_exactly_the_declared_ones():
     }
     for where, names in copies.items():
         assert names == set(STRATEGIES), where
+
+
+def test_reward_success_trains_on_binary_rewards():
+    """--reward success: each completion's reward becomes its success (1 or 0), so a partial
+    credit never reaches the advantages; the default keeps the verifier's score."""
+    from krl.clients.rollout import Completion, Group
+    from krl.trainer.rounds import _binary
+
+    scores = [(1.0, True), (0.75, True), (0.4, False), (0.0, False)]
+    g = Group("p", 0, [Completion("x", [1], [0.0], r, ok, "stop") for r, ok in scores], 3, 0.1)
+    binary = _binary(g)
+    assert [c.reward for c in binary.completions] == [1.0, 1.0, 0.0, 0.0]
+    assert [c.success for c in binary.completions] == [True, True, False, False]
+    assert [c.reward for c in g.completions] == [1.0, 0.75, 0.4, 0.0]  # the original untouched
+    assert TrainerSettings().reward == "score"
+    with pytest.raises(ValidationError, match="reward"):
+        TrainerSettings(reward="partial")

@@ -238,6 +238,31 @@ async def test_concurrent_http_reports_of_one_allocation_count_once(allocator):
         assert (await h.get("/v1/namespaces/web/prompts/a")).json()["visits"] == 1
 
 
+async def test_mode_uniform_over_http_and_grpc(allocator):
+    """Mode uniform splits the budget evenly whatever the history, over both APIs, and its
+    allocations are reported like any other's."""
+    async with http(allocator) as h:
+        await _history(h, "even", 2)
+        body = {"prompt_ids": IDS, "budget": 50, "min_n": 2, "max_n": 16, "mode": "uniform"}
+        r = await h.post("/v1/namespaces/even/allocations", json=body)
+        assert r.status_code == 201, r.text
+        got = r.json()
+        k = 50 // len(IDS)
+        assert sorted(got["n"].values(), reverse=True) == [k + 1] * (50 % len(IDS)) + [k] * (
+            len(IDS) - 50 % len(IDS)
+        )
+        assert got["mode"] == "uniform"
+        async with AsyncAllocatorClient(f"127.0.0.1:{allocator.grpc.port}", "even") as c:
+            g = await c.allocate(IDS, 50, min_n=2, max_n=16, mode="uniform")
+        assert g.n == got["n"]
+        outs = {"outcomes": [{"prompt_id": "q3", "successes": 1, "trials": got["n"]["q3"]}]}
+        url = f"/v1/namespaces/even/allocations/{got['allocation_id']}/outcomes"
+        assert (await h.post(url, json=outs)).json()["accepted"] == 1
+        bad = {**body, "mode": "even"}
+        r = await h.post("/v1/namespaces/even/allocations", json=bad)
+        assert r.status_code == 400 and r.json()["field"] == "mode", r.text
+
+
 async def test_http_allocate_takes_the_loss_aggregation(allocator):
     """POST allocations with loss_agg and no objective records the objective made for that
     loss (objective_name), as gRPC does; a named objective wins."""

@@ -174,3 +174,25 @@ def test_large_instance_is_exact_and_within_bounds():
             down = values.paper_gains(p, np.maximum(sol.n - 1, 0), 1)[:, 0]
         can_up, can_down = sol.n < 256, sol.n > 2
         assert up[can_up].max() <= down[can_down].min() + 1e-15
+
+
+@settings(max_examples=100, deadline=None)
+@given(instances())
+def test_uniform_mode_splits_the_budget_evenly(inst):
+    """Mode uniform: every prompt budget // M, the first budget % M one more, within
+    [min_n, max_n]; p is the Beta posterior mean; no history changes n."""
+    problem, batch = inst
+    m = len(batch)
+    sol = solver.solve(Problem(problem.budget, problem.min_n, problem.max_n, Mode.UNIFORM), batch)
+    assert sol.n.sum() == sol.budget_used == problem.budget
+    assert sol.n.max() - sol.n.min() <= 1 and np.all(np.diff(sol.n) <= 0)
+    assert np.all((sol.n >= problem.min_n) & (sol.n <= problem.max_n))
+    np.testing.assert_allclose(sol.p, batch.alpha / (batch.alpha + batch.beta))
+    other = make_batch(np.zeros(m), np.full(m, 16.0))
+    same = solver.solve(Problem(problem.budget, problem.min_n, problem.max_n, Mode.UNIFORM), other)
+    assert same.n.tolist() == sol.n.tolist()
+
+
+def test_uniform_mode_refuses_a_budget_outside_the_bounds():
+    with pytest.raises(InvalidArgument, match="outside"):
+        solver.solve(Problem(17, 2, 8, Mode.UNIFORM), make_batch([0, 1], [4, 4]))

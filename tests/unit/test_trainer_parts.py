@@ -85,8 +85,8 @@ def test_strategies_share_one_code_path():
         "max_n": 64,
     }
     assert strategy_args("knapsack-paper", 512, 64, 2, 64)["mode"] == "paper"
-    assert strategy_args("uniform", 512, 64, 2, 64) == {"mode": "bayes", "min_n": 8, "max_n": 8}
-    assert strategy_args("uniform", 100, 64, 2, 64) == {"mode": "bayes", "min_n": 1, "max_n": 2}
+    assert strategy_args("uniform", 512, 64, 2, 64) == {"mode": "uniform", "min_n": 8, "max_n": 8}
+    assert strategy_args("uniform", 100, 64, 2, 64) == {"mode": "uniform", "min_n": 1, "max_n": 2}
     assert strategy_args("dapo", 512, 64, 2, 64) == strategy_args("uniform", 512, 64, 2, 64)
     with pytest.raises(ValueError):
         strategy_args("greedy", 512, 64, 2, 64)

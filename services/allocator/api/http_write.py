@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import StreamingResponse
@@ -66,7 +66,7 @@ class AllocateIn(_Strict):
     budget: int = Field(ge=0, le=INT64, description="Total rollouts for the batch.")
     min_n: int = Field(2, ge=0, le=INT32, description="Fewest rollouts per prompt.")
     max_n: int = Field(64, ge=0, le=INT32, description="Most rollouts per prompt.")
-    mode: Literal["eb", "paper", "bayes", "tokens"] = "eb"
+    mode: Mode = Mode.EB
     step: int = Field(0, ge=0, le=MAX_STEP, description="The trainer's step (0: unknown).")
     fallback: bool = Field(True, description="Mode paper: the paper's fallback for extremes.")
     visit_half_life: float | None = Field(
@@ -204,7 +204,7 @@ def add_write_routes(api: APIRouter) -> None:
                 budget=body.budget,
                 min_n=body.min_n,
                 max_n=body.max_n,
-                mode=Mode(body.mode),
+                mode=body.mode,
                 fallback=body.fallback,
                 visit_half_life=body.visit_half_life,
                 objective=body.objective,

@@ -9,6 +9,8 @@ InvalidArgument naming the field) and dispatches on the mode:
           (grid.py), maximise sum E[u(p_i)(1 - p_i^N - (1-p_i)^N)] for the chosen objective u.
 - tokens: budget in tokens, cost of prompt i's rollout = its expected response length c_i;
           greedy by expected gain per token, with a certified optimality gap bound.
+- uniform: budget / M each (the first budget mod M prompts one more): no solve; p is the Beta
+          posterior mean.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class Mode(enum.StrEnum):
     BAYES = "bayes"
     TOKENS = "tokens"
     EB = "eb"
+    UNIFORM = "uniform"
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,7 @@ class Problem:
     budget: int
     min_n: int
     max_n: int
-    mode: Mode = Mode.BAYES
+    mode: Mode = Mode.EB
     fallback: bool = True
     fallback_alpha: float = 0.9
     """Paper fallback: an informative prompt needs the N at which P(both outcomes) >= alpha."""
@@ -124,7 +127,19 @@ def solve(problem: Problem, batch: Batch) -> Solution:
         return solve_tokens(problem, batch)
     if problem.mode is Mode.EB:
         return solve_eb(problem, batch)
+    if problem.mode is Mode.UNIFORM:
+        return solve_uniform(problem, batch)
     raise InvalidArgument(f"unknown mode {problem.mode!r}", field="mode")
+
+
+def solve_uniform(problem: Problem, batch: Batch) -> Solution:
+    """budget // M rollouts each and one more for the first budget % M prompts (validate has
+    checked that the budget lies in [M min_n, M max_n], so every n does too)."""
+    m = len(batch)
+    n = np.full(m, problem.budget // m, dtype=np.int64)
+    n[: problem.budget % m] += 1
+    p = batch.alpha / (batch.alpha + batch.beta)
+    return Solution(n, p, np.zeros(m), 0.0, int(n.sum()))
 
 
 def solve_bayes(problem: Problem, batch: Batch) -> Solution:

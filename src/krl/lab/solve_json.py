@@ -1,6 +1,6 @@
 """`krl solve`: one allocation problem as JSON in, the allocation as JSON out (no Redis).
 
-Input:  {"budget": B, "min_n": lo, "max_n": hi, "mode": "eb"|"paper"|"bayes"|"tokens",
+Input:  {"budget": B, "min_n": lo, "max_n": hi, "mode": "eb"|"paper"|"bayes"|"tokens"|"uniform",
          "fallback": true|false,
          "prompts": [{"id": "...", "successes": s, "trials": t, "mean_tokens": x}, ...]}
 Output: {"allocation": {"<id>": n, ...}, "objective": <the mode's objective>, "solve_ms": ms}

@@ -1,5 +1,5 @@
 """Each strategy as the allocator arguments it asks with (one code path for all of them, so
-histories are recorded the same way): uniform is the solve with min_n = max_n = budget / M."""
+histories are recorded the same way): uniform is the allocator's mode uniform."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ SOLVED: dict[Strategy, dict | None] = {
     Strategy.KNAPSACK_PROBE: {"mode": "eb"},
 }
 """Each strategy's solve (mode and options, between the run's min_n and max_n); None: the
-budget split evenly (min_n = max_n = budget / M, up to rounding). knapsack-probe's is its
+budget split evenly (the allocator's mode uniform). knapsack-probe's is its
 second solve, after a uniform probe (PROBED)."""
 
 PROBED = frozenset({Strategy.KNAPSACK_PROBE})
@@ -59,5 +59,5 @@ def parse_strategy(name: str) -> Strategy:
 def strategy_args(strategy: str, budget: int, prompts: int, min_n: int, max_n: int) -> dict:
     solve = SOLVED[parse_strategy(strategy)]
     if solve is None:
-        return {"mode": "bayes", "min_n": budget // prompts, "max_n": -(-budget // prompts)}
+        return {"mode": "uniform", "min_n": budget // prompts, "max_n": -(-budget // prompts)}
     return {**solve, "min_n": min_n, "max_n": max_n}

@@ -14,6 +14,7 @@ MODES = {
     "paper": pb.ALLOCATION_MODE_PAPER,
     "bayes": pb.ALLOCATION_MODE_BAYES,
     "tokens": pb.ALLOCATION_MODE_TOKENS,
+    "uniform": pb.ALLOCATION_MODE_UNIFORM,
 }
 Objective = Literal["group-gradient", "sqrt-gradient", "paper"]
 """Mode eb's objectives, each kept by a measurement of held-out accuracy (docs/RESULTS.md): their

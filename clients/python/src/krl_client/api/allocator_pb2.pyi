@@ -14,11 +14,13 @@ class AllocationMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ALLOCATION_MODE_BAYES: _ClassVar[AllocationMode]
     ALLOCATION_MODE_TOKENS: _ClassVar[AllocationMode]
     ALLOCATION_MODE_EB: _ClassVar[AllocationMode]
+    ALLOCATION_MODE_UNIFORM: _ClassVar[AllocationMode]
 ALLOCATION_MODE_UNSPECIFIED: AllocationMode
 ALLOCATION_MODE_PAPER: AllocationMode
 ALLOCATION_MODE_BAYES: AllocationMode
 ALLOCATION_MODE_TOKENS: AllocationMode
 ALLOCATION_MODE_EB: AllocationMode
+ALLOCATION_MODE_UNIFORM: AllocationMode
 
 class AllocateRequest(_message.Message):
     __slots__ = ("namespace", "step", "prompt_ids", "budget", "min_n", "max_n", "mode", "fallback", "visit_half_life", "objective", "packed", "loss_agg")

@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 from krl_client.messages import LOSS_AGGS, LossAgg
+from krl_client.session import informative
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ def group_advantages(
         if not np.all(np.isfinite(x)):
             raise ValueError(f"rewards must be finite, got {x.tolist()}")
         a = x - x.mean()
-        flat = bool(np.all(x == x[0]))
+        flat = not informative(x)
         if flat:
             a = np.zeros_like(x)
         elif scale == "std":

@@ -15,7 +15,7 @@ from krl.rl.dynamic import keep_mask
 from krl.rl.strategies import DYNAMIC, PROBED, Strategy
 from krl.tasks.base import Task
 from krl.trainer.allocation import plan_step
-from krl_client.session import Journal, StepPlan
+from krl_client.session import Journal, StepPlan, informative
 
 if TYPE_CHECKING:
     from krl.trainer.loop import Trainer
@@ -167,7 +167,7 @@ def step_rounds(t: Trainer, step: int) -> tuple[list[Round], list[Group]]:
     while True:
         r = rounds[-1]
         mask = keep_mask(
-            [(o[1], o[0]) for o in (r.outcomes[g.prompt_id] for g in r.groups)],
+            [informative([c.reward for c in g.completions]) for g in r.groups],
             s.prompts_per_step - len(kept),
         )
         kept += [g for g, keep in zip(r.groups, mask, strict=True) if keep]

@@ -18,6 +18,7 @@ from krl.sim.population import (
     expected_effective_ratio,
     sigmoid,
 )
+from krl_client.session import informative
 
 
 def test_difficulty_specs():
@@ -80,10 +81,13 @@ def test_static_model_and_no_trained_groups_move_nothing():
 
 
 def test_dapo_keeps_the_first_informative_groups_up_to_the_room():
-    groups = [(4, 0), (4, 2), (4, 4), (4, 1), (4, 3), (1, 1)]
-    assert keep_mask(groups, 2) == [False, True, False, True, False, False]
-    assert keep_mask(groups, 0) == [False] * 6
-    assert keep_mask(groups, 10) == [False, True, False, True, True, False]
+    """Informative is one rule, the rewards differ (graded rewards too); a group of one never is."""
+    groups = [[0, 0, 0, 0], [1, 0, 1, 0], [1, 1, 1, 1], [0.5, 0.5, 0.5, 0.75], [1, 1, 1, 0], [1]]
+    flags = [informative(g) for g in groups]
+    assert flags == [False, True, False, True, True, False]
+    assert keep_mask(flags, 2) == [False, True, False, True, False, False]
+    assert keep_mask(flags, 0) == [False] * 6
+    assert keep_mask(flags, 10) == [False, True, False, True, True, False]
 
 
 def test_sim_config_errors_name_the_field():

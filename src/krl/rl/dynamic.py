@@ -9,15 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
-def informative(n: int, successes: int) -> bool:
-    return 0 < successes < n
-
-
-def keep_mask(outcomes: Sequence[tuple[int, int]], room: int) -> list[bool]:
-    """For one round's groups (n, successes) in order: which to keep, given `room` slots left."""
+def keep_mask(informative: Sequence[bool], room: int) -> list[bool]:
+    """For one round's groups in order, whether each is informative (krl_client.session's
+    informative(rewards)): which to keep, given `room` slots left."""
     out = []
-    for n, k in outcomes:
-        ok = room > 0 and informative(n, k)
-        room -= ok
-        out.append(ok)
+    for ok in informative:
+        keep = bool(ok) and room > 0
+        room -= keep
+        out.append(keep)
     return out

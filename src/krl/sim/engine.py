@@ -308,7 +308,8 @@ def _dapo_steps(
             k = rng.binomial(n, p)
             if args is not None:
                 backend.report(ns, alloc_id, pids, k, n, n * TOKENS_PER_ROLLOUT)
-            keep = np.array(keep_mask(list(zip(n.tolist(), k.tolist(), strict=True)), m - kept))
+            # Bernoulli rewards: a group's rewards differ exactly when 0 < k < n
+            keep = np.array(keep_mask(((k > 0) & (k < n)).tolist(), m - kept))
             kept += int(keep.sum())
             parts.append((idx, n, k, keep))
             if kept >= m or sum(int(x[1].sum()) for x in parts) >= left():

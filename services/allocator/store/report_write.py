@@ -11,9 +11,9 @@ hash is watched for an earlier release's reports (during an upgrade), which move
 count but not the token; an Allocate's count of allocations in it can abort a report too, which
 then reads again.
 
-Why not a Lua script, as before: the per-prompt arithmetic cost ~6 µs a prompt in Redis's Lua
-(8 ms for 1,024) and ~0.3 µs here; WATCH of the 1,024 record keys themselves costs Redis ~4 ms
-(each key is checked against the client's watched list), one version key nothing."""
+No Lua script: the per-prompt arithmetic is far cheaper in numpy here than in Redis's Lua, and
+one version key is watched instead of every record key (Redis checks each watched key on every
+write; docs/PERFORMANCE.md has the figures)."""
 
 from __future__ import annotations
 

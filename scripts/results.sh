@@ -2,7 +2,7 @@
 # Reproduce every figure of docs/RESULTS.md. Each experiment writes runs/experiments/<name>/
 # (per-run metrics, results.md, results.json, plots); its results.md, results.json and plots are
 # then copied into docs/results/<name>/. `bash scripts/results.sh sim` runs only the simulator
-# experiments (minutes); `loop` only the real tiny-model loop (about an hour on 2 cores).
+# experiments (minutes); `loop` only the real tiny-model loop (about 4 hours on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KRL=${KRL:-.venv/bin/krl}
@@ -62,7 +62,7 @@ if [[ $what == all || $what == sim ]]; then
     --title "simulator, group-mean loss aggregation, knapsack-eb with objective group-gradient"
 fi
 if [[ $what == all || $what == loop ]]; then
-  # The learning benchmark (about 2 hours on 2 cores; two experiments at a time with
+  # The learning benchmark (about 4 hours on 2 cores; two experiments at a time with
   # KRL_ROLLOUT_THREADS_PER_REPLICA=1 and --threads 1 use them best). One shared warm-up
   # (warmup_seed 0); the seed changes the data order and sampling only, so runs pair by seed.
   # The default (prompt-mean loss, declared; group-gradient) against uniform in the same
@@ -81,6 +81,20 @@ if [[ $what == all || $what == loop ]]; then
     --seeds 200,201,202,203,204,205,206,207 --steps 96 --train-per-level 256 \
     --eval-per-level 256 --max-new-tokens 14 --warmup-steps 50 --threads 1 \
     --strategies uniform,knapsack-eb
+  # spell_backward with binary rewards (--reward success: the loss sees 1 or 0, as in the paper;
+  # partial credit gave 99% of rollouts a gradient under uniform), uniform at twice the rollouts:
+  # the default against uniform on 16 paired seeds picked before any run, and knapsack-probe on
+  # the first 8 of them
+  spell=(--backend loop --task reasoning_gym:spell_backward --steps 96 --train-per-level 256
+    --eval-per-level 256 --max-new-tokens 14 --warmup-steps 50 --threads 1 --reward success
+    --baseline-factor 2)
+  experiment loop-spell-binary "${spell[@]}" \
+    --seeds 501,502,503,504,505,506,507,508,509,510,511,512,513,514,515,516 \
+    --strategies uniform,knapsack-eb \
+    --title "tiny-model loop, reasoning-gym spell_backward, binary rewards (--reward success), M=64, B=512"
+  experiment loop-spell-binary-probe "${spell[@]}" --seeds 501,502,503,504,505,506,507,508 \
+    --strategies uniform,knapsack-eb,knapsack-probe \
+    --title "tiny-model loop, reasoning-gym spell_backward, binary rewards (--reward success), M=64, B=512"
   # docs/results/loop-reverse and loop-reverse-sqrt-gradient (the token-mean trainer, 5 seeds)
   # were measured with release 572e7a0: `git checkout 572e7a0 && bash scripts/results.sh loop`
 fi

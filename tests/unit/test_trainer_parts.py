@@ -103,7 +103,9 @@ class _FakeAllocator:
         self.calls += 1
         from krl_client import Allocation
 
-        return Allocation(f"{self.calls:032x}", {p: 2 for p in prompt_ids}, {}, 0.0, 0.1, budget, 0.0)
+        return Allocation(
+            f"{self.calls:032x}", {p: 2 for p in prompt_ids}, {}, 0.0, 0.1, budget, 0.0
+        )
 
 
 def test_journal_replays_a_redone_step_instead_of_allocating_again(tmp_path):

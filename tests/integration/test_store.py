@@ -246,23 +246,24 @@ async def test_a_report_that_keeps_conflicting_gives_up_and_stores_nothing(
     assert redis_client.scard("krl:{busy}:a:" + "9" * 32 + ":r") == 0
 
 
-async def test_a_record_of_an_earlier_release_is_read_and_rewritten_whole(store, redis_client):
-    """Records were stored with only the visits they had (head + 16 bytes a visit); they read
-    as before and the next report writes the record whole (RECORD_BYTES, unused visits 0xff)."""
+async def test_a_record_of_another_size_is_refused_not_misread(store, redis_client):
+    """Every report and import writes whole records; a value of another size under a record key
+    (written by something else) is FAILED_PRECONDITION naming the size, for reads and reports,
+    and nothing is written."""
     import struct
 
     from krl.allocator.store.record import RECORD_BYTES
+    from krl.common.errors import FailedPrecondition
 
     head = struct.pack("<11d", 3, 1, 5, 1, 4, 3, 3, 4, 4, 40, 0)
-    redis_client.set("krl:{old}:r:x", head + struct.pack("<4i", 5, 4, 3, 120))
-    h = await store.read_batch("old", ["x"], step=5)
-    assert h.visits[0, 0].tolist() == [5, 4, 3, 120] and (h.visits[0, 1:, 1] == -1).all()
-    await _alloc(store, "old", "8" * 32, 6, {"x": 4})
-    await store.report("old", "8" * 32, [Outcome("x", 2, 4, 40)])
-    raw = redis_client.get("krl:{old}:r:x")
-    assert len(raw) == RECORD_BYTES
-    (rec,) = await store.prompt_records("old", ["x"], 0)
-    assert rec.recent == [(5, 4, 3), (6, 4, 2)] and (rec.visits, rec.trials) == (2, 8)
+    short = head + struct.pack("<4i", 5, 4, 3, 120)
+    redis_client.set("krl:{odd}:r:x", short)
+    with pytest.raises(FailedPrecondition, match=f"{len(short)} bytes, not {RECORD_BYTES}"):
+        await store.read_batch("odd", ["x", "y"], step=5)
+    await _alloc(store, "odd", "8" * 32, 6, {"x": 4})
+    with pytest.raises(FailedPrecondition, match="bytes"):
+        await store.report("odd", "8" * 32, [Outcome("x", 2, 4, 40)])
+    assert redis_client.get("krl:{odd}:r:x") == short
 
 
 async def test_a_redis_that_became_a_replica_is_unavailable_and_the_retry_counts_once(

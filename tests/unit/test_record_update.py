@@ -1,6 +1,6 @@
 """record_update.apply, vectorized, against the per-prompt rule written out plainly (the rule of
-the Lua script it replaced): random records with and without history, full and short visit
-tails, reports older than a prompt's last visit, with and without decay."""
+the Lua script it replaced): random records with and without history, full and partly used visit
+slots, reports older than a prompt's last visit, with and without decay."""
 
 import math
 import struct
@@ -93,9 +93,7 @@ def _random_record(rng):
         1.0 if ls == lt else (-1.0 if ls == 0 else 0.0),
     )
     raw = head + tail
-    if rng.random() < 0.5:  # written whole, as this release writes records
-        raw += b"\xff" * (RECORD_BYTES - len(raw))
-    return raw
+    return raw + b"\xff" * (RECORD_BYTES - len(raw))  # whole, as reports and imports write it
 
 
 @pytest.mark.parametrize("half_life", [0.0, 7.5])

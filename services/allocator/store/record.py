@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from krl.common.errors import FailedPrecondition
+
 # A prompt's record in Redis (key krl:{ns}:r:<id>): its head, these 11 fields as little-endian
 # doubles, then up to RECENT_KEPT visits (step, n, successes, the namespace's success-rate logit
 # in thousandths when it was reported) as little-endian int32s.
@@ -41,22 +43,24 @@ HIST_BINS = 10
 VISIT_FIELDS = 4
 VISIT_BYTES = 4 * VISIT_FIELDS
 RECORD_BYTES = HEAD_BYTES + RECENT_KEPT * VISIT_BYTES
-"""A whole record, as a report writes it and whole_records pads an older, shorter one (0xff
-bytes: no visit; they read as -1)."""
+"""A whole record, as every report and import writes it (unused visit slots 0xff: they read as
+-1)."""
 NO_RECORD = b"\xff" * RECORD_BYTES
 """What an unknown prompt reads as: its head NaN, no visit."""
 
 
 def whole_records(raws: Sequence[bytes | None]) -> bytes:
     """Records as stored (None: the prompt has none) back to back, RECORD_BYTES each, for
-    unpack_records: a shorter record (an earlier release's) is padded with 0xff."""
-    try:
-        whole = b"".join(raws)  # type: ignore[arg-type]
-        if len(whole) == len(raws) * RECORD_BYTES:  # all whole: each is (records are >= 88 B)
-            return whole
-    except TypeError:  # a None among them
-        pass
-    return b"".join(NO_RECORD if r is None else (r + NO_RECORD)[:RECORD_BYTES] for r in raws)
+    unpack_records. A stored value of any other size was not written by this allocator (a
+    report or an import writes whole records): FailedPrecondition, never a misread."""
+    out = [NO_RECORD if r is None else r for r in raws]
+    bad = next((r for r in out if len(r) != RECORD_BYTES), None)
+    if bad is not None:
+        raise FailedPrecondition(
+            f"a stored prompt record has {len(bad)} bytes, not {RECORD_BYTES}: the namespace "
+            "holds keys this allocator did not write"
+        )
+    return b"".join(out)
 
 
 def unpack_records(raw: bytes, count: int) -> tuple[np.ndarray, np.ndarray]:

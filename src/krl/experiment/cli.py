@@ -43,6 +43,7 @@ LOOP_ONLY = (
     "lr",
     "threads",
     "warmup_steps",
+    "warmup_seed",
     "max_new_tokens",
     "eval_per_level",
     "train_per_level",
@@ -179,6 +180,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     loop.add_argument("--lr", type=float, help="AdamW learning rate")
     loop.add_argument("--threads", type=int, help="torch threads of each trainer")
     loop.add_argument("--warmup-steps", type=int, help="supervised warm-up steps")
+    loop.add_argument(
+        "--warmup-seed",
+        type=int,
+        help="task data, model and warm-up (default 0): every run of the experiment shares "
+        "this one warmed-up policy; another value replicates it on a fresh draw",
+    )
     loop.add_argument("--max-new-tokens", type=int, help="longest completion")
     loop.add_argument(
         "--eval-per-level",

@@ -31,13 +31,14 @@ from krl.common.errors import FailedPrecondition
 from krl.model.weights import to_bytes
 from krl.rl.data import EpochSampler
 from krl.rl.runlog import RunLog
+from krl.rl.step import StepRounds
 from krl.tasks.base import Task, TaskSource
 from krl.trainer import checkpoint as ckpt
 from krl.trainer import grpo
 from krl.trainer.control import FAILED, FINISHED, RUNNING, STOPPING, Control, Status
 from krl.trainer.metrics import TrainerMetrics
 from krl.trainer.record import observe, step_row
-from krl.trainer.rounds import step_rounds
+from krl.trainer.rollouts import PolicyRollouts
 from krl.trainer.settings import TrainerSettings
 from krl.trainer.stats import accuracy_by_level
 from krl_client import AllocatorClient
@@ -82,8 +83,6 @@ class Trainer:
         self.allocator = allocator
         self.rollout = rollout
         self.journal = journal
-        self.topups = Journal(journal.path.with_name("topups.jsonl"))
-        """knapsack-probe's second allocation of each step, journaled like the first."""
         self.tokenizer = tokenizer
         self.model = model
         self.optimizer = optimizer
@@ -95,8 +94,33 @@ class Trainer:
         self.pushed_step = -1
         r = resumed
         self.step = r.step if r else 0  # steps completed
-        self.batches = r.batches if r else 0  # batches of M prompts drawn (dapo: several a step)
-        self.rollouts_total = r.rollouts if r else 0
+        self.rounds = StepRounds(
+            allocator,
+            PolicyRollouts(
+                self.generate,
+                source.get,
+                temperature=s.temperature,
+                top_p=s.top_p,
+                max_new_tokens=s.max_new_tokens,
+                reward=s.reward,
+            ),
+            sampler,
+            s.strategy,
+            s.budget,
+            s.min_n,
+            s.max_n,
+            probe_n=s.probe_rollouts,
+            dapo_max_rounds=s.dapo_max_rounds,
+            rollout_budget=s.rollout_budget,
+            seed=s.seed,
+            loss_agg=s.loss_agg,
+            journal=journal,
+            topups=Journal(journal.path.with_name("topups.jsonl")),
+            batches=r.batches if r else 0,
+            rollouts_total=r.rollouts if r else 0,
+        )
+        """The step's generation rounds (krl.rl.step); knapsack-probe's second allocation of
+        each step is journaled in topups.jsonl beside the first."""
         self.version = r.policy_version if r else 0
         self.status.step = self.step
 
@@ -213,8 +237,17 @@ class Trainer:
         return path
 
     # ---------------------------------------------------------------- one step
+    @property
+    def batches(self) -> int:
+        """Batches of M prompts drawn (dapo: several a step)."""
+        return self.rounds.batches
+
+    @property
+    def rollouts_total(self) -> int:
+        return self.rounds.rollouts_total
+
     def budget_spent(self) -> bool:
-        return bool(self.s.rollout_budget) and self.rollouts_total >= self.s.rollout_budget
+        return self.rounds.budget_spent()
 
     def done(self) -> bool:
         return self.step >= self.s.steps or self.budget_spent()
@@ -223,8 +256,8 @@ class Trainer:
         s = self.s
         k = self.step + 1
         t_start = time.monotonic()
-        rounds, trained = step_rounds(self, k)
-        tasks = {pid: t for r in rounds for pid, t in r.tasks.items()}
+        rounds, trained = self.rounds.step()
+        tasks = {pid: self.source.get(pid) for r in rounds for pid in r.ids}
         adv = grpo.group_advantages(
             [[c.reward for c in g.completions] for g in trained], scale=s.adv_scale, clip=s.adv_clip
         )

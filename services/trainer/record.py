@@ -38,13 +38,13 @@ def step_row(
     outcomes = {pid: o for r in rounds for pid, o in r.outcomes.items()}
     unasked = sum(len(r.ids) - len(r.groups) for r in rounds)
     st = batch_stats(
-        [GroupOutcome(len(g.completions), outcomes[g.prompt_id][0]) for g in groups]
+        [GroupOutcome(len(g.completions), outcomes[g.prompt_id].successes) for g in groups]
         + [GroupOutcome(0, 0)] * unasked
     )
     stats = st.as_dict()
     if st.rollouts:  # the rollouts that carried a gradient (dapo drops some informative ones)
         stats["effective_rollout_ratio"] = trained_samples / st.rollouts
-    tokens = sum(o[2] for o in outcomes.values())
+    tokens = sum(o.total_tokens for o in outcomes.values())
     rewards = [c.reward for g in groups for c in g.completions]
     ns = [n for r in rounds for n in r.plan.n.values()]
     t_alloc = sum(r.t_alloc for r in rounds)

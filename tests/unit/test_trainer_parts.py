@@ -17,7 +17,6 @@ from krl.rl.runlog import RunLog, Tail, read_rows
 from krl.rl.strategies import SOLVED, STRATEGIES, Strategy, parse_strategy, strategy_args
 from krl.tasks.reverse import ReverseSource
 from krl.trainer import checkpoint as ckpt
-from krl.trainer.allocation import plan_step
 from krl.trainer.report import PLOTS, plot_run, summarize
 from krl.trainer.settings import TrainerSettings, resolve_run
 from krl.trainer.stats import GroupOutcome, accuracy_by_level, batch_stats
@@ -109,18 +108,22 @@ class _FakeAllocator:
 
 
 def test_journal_replays_a_redone_step_instead_of_allocating_again(tmp_path):
+    from krl.rl.data import EpochSampler
+    from krl.rl.step import StepRounds
+
     fake = _FakeAllocator()
+    rounds = StepRounds(fake, None, EpochSampler(list("abcd"), 2, 0), "knapsack-bayes", 4, 2, 8)
     j = Journal(tmp_path / "allocations.jsonl")
-    kw = {"strategy": "knapsack-bayes", "budget": 4, "min_n": 2, "max_n": 8}
-    p1 = plan_step(fake, j, step=1, prompt_ids=["a", "b"], **kw)
+    kw = {"strategy": "knapsack-bayes", "budget": 4, "min_n": 2}
+    p1 = rounds.plan(j, 1, ["a", "b"], **kw)
     assert fake.calls == 1 and not p1.replayed
     again = Journal(tmp_path / "allocations.jsonl")  # a restarted trainer
-    p1b = plan_step(fake, again, step=1, prompt_ids=["a", "b"], **kw)
+    p1b = rounds.plan(again, 1, ["a", "b"], **kw)
     assert fake.calls == 1 and p1b.replayed and p1b.allocation_id == p1.allocation_id
     assert p1b.n == {"a": 2, "b": 2}
     with pytest.raises(ValueError, match="belongs to another run"):
-        plan_step(fake, again, step=1, prompt_ids=["b", "c"], **kw)
-    plan_step(fake, again, step=2, prompt_ids=["c", "d"], **kw)
+        rounds.plan(again, 1, ["b", "c"], **kw)
+    rounds.plan(again, 2, ["c", "d"], **kw)
     assert fake.calls == 2
 
 
@@ -390,13 +393,13 @@ def test_reward_success_trains_on_binary_rewards():
     """--reward success: each completion's reward becomes its success (1 or 0), so a partial
     credit never reaches the advantages; the default keeps the verifier's score."""
     from krl.clients.rollout import Completion, Group
-    from krl.trainer.rounds import _binary
+    from krl.trainer.rollouts import binary
 
     scores = [(1.0, True), (0.75, True), (0.4, False), (0.0, False)]
     g = Group("p", 0, [Completion("x", [1], [0.0], r, ok, "stop") for r, ok in scores], 3, 0.1)
-    binary = _binary(g)
-    assert [c.reward for c in binary.completions] == [1.0, 1.0, 0.0, 0.0]
-    assert [c.success for c in binary.completions] == [True, True, False, False]
+    flat = binary(g)
+    assert [c.reward for c in flat.completions] == [1.0, 1.0, 0.0, 0.0]
+    assert [c.success for c in flat.completions] == [True, True, False, False]
     assert [c.reward for c in g.completions] == [1.0, 0.75, 0.4, 0.0]  # the original untouched
     assert TrainerSettings().reward == "score"
     with pytest.raises(ValidationError, match="reward"):

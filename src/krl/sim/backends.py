@@ -1,6 +1,7 @@
 """Where the simulator's allocations come from: the real allocator code in process (its
 Allocator class over a real embedded redis-server, the same store and solver the service
-runs), or a running allocator service over gRPC. Both take and give the same plain values."""
+runs), or a running allocator service over gRPC. Either gives a client per namespace with
+AllocatorClient's allocate and report, which the step (krl.rl.step) calls."""
 
 from __future__ import annotations
 
@@ -10,15 +11,13 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from krl.allocator.build import build_allocator
 from krl.allocator.service import AllocateInput
 from krl.allocator.settings import AllocatorSettings
 from krl.allocator.solve.solver import Mode
-from krl.allocator.store import Outcome
 from krl.common.redis_server import EmbeddedRedis
 from krl_client import AllocatorClient
+from krl_client.messages import Allocation, Outcome, ReportResult
 
 
 class InProcessAllocator:
@@ -37,52 +36,8 @@ class InProcessAllocator:
         self.allocator = self._runner.run(build_allocator(settings, redis_url))
         self.half_life_steps = half_life_steps
 
-    def allocate(
-        self,
-        namespace: str,
-        step: int,
-        ids: Sequence[str],
-        budget: int,
-        *,
-        mode: str,
-        min_n: int,
-        max_n: int,
-        fallback: bool = True,
-        visit_half_life: float | None = None,
-        objective: str | None = None,
-    ) -> tuple[str, np.ndarray]:
-        req = AllocateInput(
-            namespace,
-            step,
-            list(ids),
-            budget,
-            min_n,
-            max_n,
-            Mode(mode),
-            fallback,
-            visit_half_life,
-            objective,
-        )
-        res = self._runner.run(self.allocator.allocate(req))
-        return res.allocation_id, np.asarray(res.n, dtype=np.int64)
-
-    def report(
-        self,
-        namespace: str,
-        allocation_id: str,
-        ids: Sequence[str],
-        k: np.ndarray,
-        n: np.ndarray,
-        tokens: np.ndarray,
-    ) -> int:
-        outcomes = [
-            Outcome(pid, int(a), int(b), int(c))
-            for pid, a, b, c in zip(ids, k, n, tokens, strict=True)
-            if b > 0
-        ]
-        if not outcomes:
-            return 0
-        return self._runner.run(self.allocator.report(namespace, allocation_id, outcomes)).accepted
+    def client(self, namespace: str) -> InProcessClient:
+        return InProcessClient(self, namespace)
 
     def close(self) -> None:
         self._runner.run(self.allocator.store.aclose())
@@ -93,6 +48,60 @@ class InProcessAllocator:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
 
+class InProcessClient:
+    """AllocatorClient's allocate and report for one namespace, served by the allocator's use
+    cases in this process."""
+
+    def __init__(self, owner: InProcessAllocator, namespace: str) -> None:
+        self.owner = owner
+        self.namespace = namespace
+
+    def allocate(
+        self,
+        prompt_ids: Sequence[str],
+        budget: int,
+        *,
+        step: int = 0,
+        min_n: int = 2,
+        max_n: int = 64,
+        mode: str = "eb",
+        fallback: bool = True,
+        visit_half_life: float | None = None,
+        objective: str | None = None,
+        loss_agg: str | None = None,
+    ) -> Allocation:
+        ids = list(prompt_ids)
+        req = AllocateInput(
+            self.namespace,
+            step,
+            ids,
+            budget,
+            min_n,
+            max_n,
+            Mode(mode),
+            fallback,
+            visit_half_life,
+            objective,
+            loss_agg,
+        )
+        res = self.owner._runner.run(self.owner.allocator.allocate(req))
+        return Allocation(
+            res.allocation_id,
+            dict(zip(ids, res.n, strict=True)),
+            dict(zip(ids, res.p, strict=True)),
+            res.objective,
+            res.solve_ms,
+            res.budget_used,
+            res.gap_bound,
+        )
+
+    def report(self, allocation_id: str, outcomes: Sequence[Outcome]) -> ReportResult:
+        res = self.owner._runner.run(
+            self.owner.allocator.report(self.namespace, allocation_id, list(outcomes))
+        )
+        return ReportResult(res.accepted, len(res.duplicates), tuple(res.duplicates))
+
+
 class ServiceAllocator:
     """A running allocator service (`krl allocator`) over gRPC; its half-life is the service's."""
 
@@ -101,56 +110,11 @@ class ServiceAllocator:
         self.token = token
         self._clients: dict[str, AllocatorClient] = {}
 
-    def _client(self, namespace: str) -> AllocatorClient:
+    def client(self, namespace: str) -> AllocatorClient:
         c = self._clients.get(namespace)
         if c is None:
             c = self._clients[namespace] = AllocatorClient(self.target, namespace, token=self.token)
         return c
-
-    def allocate(
-        self,
-        namespace: str,
-        step: int,
-        ids: Sequence[str],
-        budget: int,
-        *,
-        mode: str,
-        min_n: int,
-        max_n: int,
-        fallback: bool = True,
-        visit_half_life: float | None = None,
-        objective: str | None = None,
-    ) -> tuple[str, np.ndarray]:
-        a = self._client(namespace).allocate(
-            ids,
-            budget,
-            step=step,
-            mode=mode,
-            min_n=min_n,
-            max_n=max_n,
-            fallback=fallback,
-            visit_half_life=visit_half_life,
-            objective=objective,
-        )
-        return a.allocation_id, np.fromiter((a.n[i] for i in ids), np.int64, len(ids))
-
-    def report(
-        self,
-        namespace: str,
-        allocation_id: str,
-        ids: Sequence[str],
-        k: np.ndarray,
-        n: np.ndarray,
-        tokens: np.ndarray,
-    ) -> int:
-        outcomes = {
-            pid: (int(a), int(b), int(c))
-            for pid, a, b, c in zip(ids, k, n, tokens, strict=True)
-            if b > 0
-        }
-        if not outcomes:
-            return 0
-        return self._client(namespace).report(allocation_id, outcomes).accepted
 
     def close(self) -> None:
         for c in self._clients.values():

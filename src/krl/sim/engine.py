@@ -14,55 +14,28 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from krl.allocator.solve.objectives import OBJECTIVES
 from krl.allocator.solve.values import paper_value
 from krl.rl.data import EpochSampler
-from krl.rl.dynamic import keep_mask
 from krl.rl.rows import EvalRow, Row, StepRow
-from krl.rl.strategies import (
-    DYNAMIC,
-    PROBED,
-    Strategy,
-    default_probe,
-    parse_strategy,
-    strategy_args,
-)
+from krl.rl.step import StepRounds
+from krl.rl.strategies import DYNAMIC, PROBED, default_probe, parse_strategy
 from krl.sim.population import Difficulty, LearningModel, Population, expected_effective_ratio
+from krl_client.messages import Outcome
 
 TOKENS_PER_ROLLOUT = 64  # the simulator's rollouts all cost the same
 
 
 class Backend(Protocol):
-    def allocate(
-        self,
-        namespace: str,
-        step: int,
-        ids: list[str],
-        budget: int,
-        *,
-        mode: str,
-        min_n: int,
-        max_n: int,
-        fallback: bool = True,
-        visit_half_life: float | None = None,
-        objective: str | None = None,
-    ) -> tuple[str, np.ndarray]: ...
-
-    def report(
-        self,
-        namespace: str,
-        allocation_id: str,
-        ids: list[str],
-        k: np.ndarray,
-        n: np.ndarray,
-        tokens: np.ndarray,
-    ) -> int: ...
+    def client(self, namespace: str) -> Any:
+        """An allocator client of one namespace: AllocatorClient's allocate and report."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -170,15 +143,10 @@ def simulate(
     rng = np.random.default_rng([seed, 11])
     ns = f"sim-{strategy}-{seed}-{uuid.uuid4().hex[:8]}"
     out = RunResult(strategy, seed, ns)
-    steps = _dapo_steps if strategy in DYNAMIC else _allocated_steps
     total = 0
     limit = rollout_budget if rollout_budget is not None else cfg.steps * cfg.budget
-
-    def left() -> int:
-        return limit - total
-
     out.rows.append(_eval_row(0, 0, pop))
-    gen = steps(cfg, strategy, pop, sampler, rng, backend, ns, left)
+    gen = _steps(cfg, strategy, pop, sampler, rng, backend.client(ns), limit)
     for step, row in enumerate(gen, start=1):
         total += row["rollouts"]
         row.update(
@@ -209,6 +177,40 @@ def _index(pids: list[str]) -> np.ndarray:
     return np.fromiter((int(p[1:]) for p in pids), np.int64, len(pids))
 
 
+@dataclass(frozen=True)
+class Draws:
+    """A prompt's simulated group: k successes in n Bernoulli rollouts."""
+
+    prompt_id: str
+    k: int
+    n: int
+
+
+class BernoulliRollouts:
+    """The step's rollouts in the simulator: each prompt's n draws at its current success
+    probability (the population's), every rollout TOKENS_PER_ROLLOUT tokens long."""
+
+    def __init__(self, pop: Population, rng: np.random.Generator) -> None:
+        self.pop = pop
+        self.rng = rng
+
+    def generate(self, ids: list[str], n: Mapping[str, int], seed: int) -> dict[str, Draws]:
+        nn = np.fromiter((n[pid] for pid in ids), np.int64, len(ids))
+        k = self.rng.binomial(nn, self.pop.p(_index(ids)))
+        return {
+            pid: Draws(pid, int(a), int(b)) for pid, a, b in zip(ids, k, nn, strict=True) if b > 0
+        }
+
+    def outcome(self, group: Draws) -> Outcome:
+        return Outcome(group.prompt_id, group.k, group.n, group.n * TOKENS_PER_ROLLOUT)
+
+    def informative(self, group: Draws) -> bool:
+        return 0 < group.k < group.n  # Bernoulli rewards differ exactly then
+
+    def merge(self, probe: Draws, topup: Draws) -> Draws:
+        return Draws(probe.prompt_id, probe.k + topup.k, probe.n + topup.n)
+
+
 def _row(n: np.ndarray, k: np.ndarray, p: np.ndarray, trained: np.ndarray) -> StepRow:
     live = n > 0
     mixed = live & (k > 0) & (k < n)
@@ -226,98 +228,57 @@ def _row(n: np.ndarray, k: np.ndarray, p: np.ndarray, trained: np.ndarray) -> St
     }
 
 
-def _allocated_steps(
+def _steps(
     cfg: SimConfig,
     strategy: str,
     pop: Population,
     sampler: EpochSampler,
     rng: np.random.Generator,
-    backend: Backend,
-    ns: str,
-    left: Callable[[], int],
+    client: Any,
+    limit: int,
 ) -> Iterator[dict]:
-    args = _args(cfg, strategy)
-    probe = default_probe(cfg.rollouts_per_prompt) if strategy in PROBED else 0
-    g = 0
+    """The trainer's step (krl.rl.step) with Bernoulli rollouts; after each, the learning
+    model's update: every prompt's group for the allocated strategies (a group without a
+    gradient moves nothing), the kept groups for dapo."""
+    solve_kw = {}
+    if cfg.visit_half_life is not None:
+        solve_kw["visit_half_life"] = cfg.visit_half_life
+    if cfg.objective is not None:
+        solve_kw["objective"] = cfg.objective
+    rounds = StepRounds(
+        client,
+        BernoulliRollouts(pop, rng),
+        sampler,
+        strategy,
+        cfg.budget,
+        cfg.min_n,
+        cfg.max_n,
+        probe_n=default_probe(cfg.rollouts_per_prompt) if strategy in PROBED else 0,
+        dapo_max_rounds=cfg.dapo_max_rounds,
+        rollout_budget=limit,
+        solve_kw=solve_kw,
+    )
+    dynamic = strategy in DYNAMIC
     while True:
-        pids = sampler.batch(g)
-        g += 1
-        idx = _index(pids)
-        p = pop.p(idx)
-        k0 = n0 = 0
-        if probe:  # a uniform probe, reported, then the whole budget again with n >= probe
-            m = len(pids)
-            alloc_id, n0 = backend.allocate(
-                ns, g, pids, probe * m, **_args(cfg, Strategy.UNIFORM, probe * m)
-            )
-            k0 = rng.binomial(n0, p)
-            backend.report(ns, alloc_id, pids, k0, n0, n0 * TOKENS_PER_ROLLOUT)
-            args = {**args, "min_n": probe}
-        alloc_id, n = backend.allocate(ns, g, pids, cfg.budget, **args)
-        k = rng.binomial(n - n0, p)
-        more = n - n0 > 0
-        if more.any():
-            sel = [pid for pid, x in zip(pids, more, strict=True) if x]
-            extra = (n - n0)[more]
-            backend.report(ns, alloc_id, sel, k[more], extra, extra * TOKENS_PER_ROLLOUT)
-        k = k + k0
-        trained = (k > 0) & (k < n)
-        row = _row(n, k, p, trained)
-        pop.update(idx, n, k, trained, cfg.budget)
-        row["rounds"] = 1
-        row["epoch"] = round(g / sampler.per_epoch, 4)
-        yield row
-
-
-def _args(cfg: SimConfig, strategy: str, budget: int | None = None) -> dict:
-    budget = cfg.budget if budget is None else budget
-    args = strategy_args(strategy, budget, cfg.prompts_per_step, cfg.min_n, cfg.max_n)
-    if args["mode"] == "eb" and args["min_n"] != args["max_n"]:
-        args.update(visit_half_life=cfg.visit_half_life, objective=cfg.objective)
-    return args
-
-
-def _dapo_steps(
-    cfg: SimConfig,
-    strategy: str,
-    pop: Population,
-    sampler: EpochSampler,
-    rng: np.random.Generator,
-    backend: Backend,
-    ns: str,
-    left: Callable[[], int],
-) -> Iterator[dict]:
-    """Groups round after round, until M informative groups are kept, max rounds, or the
-    rollout budget is spent. `dapo` gives every prompt the uniform n and needs no allocator;
-    `knapsack-dapo` allocates each round like knapsack-eb and reports it."""
-    m, n0 = cfg.prompts_per_step, cfg.rollouts_per_prompt
-    args = _args(cfg, strategy) if strategy != "dapo" else None
-    g = 0
-    while True:
-        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
-        kept = 0
-        for _ in range(cfg.dapo_max_rounds):
-            pids = sampler.batch(g)
-            idx = _index(pids)
-            g += 1
-            if args is None:
-                n = np.full(m, n0, dtype=np.int64)
-            else:
-                alloc_id, n = backend.allocate(ns, g, pids, cfg.budget, **args)
-            p = pop.p(idx)
-            k = rng.binomial(n, p)
-            if args is not None:
-                backend.report(ns, alloc_id, pids, k, n, n * TOKENS_PER_ROLLOUT)
-            # Bernoulli rewards: a group's rewards differ exactly when 0 < k < n
-            keep = np.array(keep_mask(((k > 0) & (k < n)).tolist(), m - kept))
-            kept += int(keep.sum())
-            parts.append((idx, n, k, keep))
-            if kept >= m or sum(int(x[1].sum()) for x in parts) >= left():
-                break
-        idx, n, k, keep = (np.concatenate(x) for x in zip(*parts, strict=True))
-        row = _row(n, k, pop.p(idx), keep)
-        row["rounds"] = len(parts)
-        row["epoch"] = round(g / sampler.per_epoch, 4)
-        row["dropped_informative"] = int(((k > 0) & (k < n) & ~keep).sum())
-        pop.update(idx[keep], n[keep], k[keep], np.ones(int(keep.sum()), bool), cfg.budget)
+        done, _ = rounds.step()
+        cols: list[tuple[int, int, int, bool]] = []  # (index, n, k, kept) per prompt
+        for r in done:
+            kept = {pid: keep for pid, keep in zip(r.outcomes, r.keep, strict=True)}
+            for pid in r.ids:
+                o = r.outcomes.get(pid)
+                cols.append(
+                    (int(pid[1:]), r.plan.n[pid], o.successes if o else 0, kept.get(pid, False))
+                )
+        idx, n, k, keep = (np.array(c) for c in zip(*cols, strict=True))
+        keep = keep.astype(bool)
+        mixed = (k > 0) & (k < n)
+        trained = keep & mixed
+        row = _row(n, k, pop.p(idx), trained)
+        if dynamic:
+            row["dropped_informative"] = int((mixed & ~keep).sum())
+            pop.update(idx[keep], n[keep], k[keep], np.ones(int(keep.sum()), bool), cfg.budget)
+        else:
+            pop.update(idx, n, k, trained, cfg.budget)
+        row["rounds"] = len(done)
+        row["epoch"] = round(rounds.batches / sampler.per_epoch, 4)
         yield row

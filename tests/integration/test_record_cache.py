@@ -116,26 +116,3 @@ def test_the_allocations_held_keep_within_their_prompts():
     off = AllocationCache(max_prompts=0)
     off.put("a", 0, {"p": 2}, 1)
     assert off.get("a") is None
-
-
-async def test_an_earlier_releases_report_is_seen(stores, redis_client):
-    """During an upgrade an allocator of the previous release may report beside this one: its
-    script moves the meta report count, not the token. What its report wrote is read, and a
-    report of this release builds on it (nothing lost)."""
-    mine, _, uncached = stores
-    await _round(mine, 0, 0)
-    await mine.read_batch("c", IDS, 1)  # holds everything at this version
-    # the earlier release's report of q0, as its Lua script wrote it: the record and the count
-    (rec,) = await uncached.raw_records("c", ["q0"])
-    older = bytearray(rec)
-    older[24:32] = np.float64(2).tobytes()  # visits 1 -> 2 (its visit is not in the tail; enough)
-    redis_client.set("krl:{c}:r:q0", bytes(older))
-    redis_client.hincrby("krl:{c}:meta", "reports", 1)
-    (seen,) = await mine.prompt_records("c", ["q0"], 0)
-    h = await mine.read_batch("c", ["q0"], 1)
-    assert (
-        h.evidence_successes[0] == (await uncached.read_batch("c", ["q0"], 1)).evidence_successes[0]
-    )
-    await _round(mine, 1, 2)
-    (rec,) = await uncached.prompt_records("c", ["q0"], 0)
-    assert seen.visits == 2 and rec.visits == 3  # built on the earlier release's write

@@ -201,14 +201,13 @@ class HistoryStore:
             need = [prompt_ids[i] for i in cached.need]
             async with self.r.pipeline(transaction=True) as pipe:
                 pipe.get(self._k(ns, "v"))
-                pipe.hget(self._k(ns, "meta"), "reports")
                 if cached.state is None:
                     pipe.hmget(self._k(ns, "meta"), list(META_FIELDS))
                     pipe.hgetall(self._k(ns, "lv"))
                 if need:  # one slot: a cluster pipeline blocks mget(), not the command
                     pipe.execute_command("MGET", *self._records(ns, need))
-                token, reports, *got = await pipe.execute()
-            version = version_of(token, reports)
+                token, *got = await pipe.execute()
+            version = version_of(token)
             read = NamespaceState.from_replies(got[0], got[1]) if cached.state is None else None
             fetched = got[-1] if need else []
             if self.known.records.settle(ns, version, cached, prompt_ids, fetched, read):

@@ -3,7 +3,7 @@ each prompt is stored whole or not at all, and a retried or concurrent import co
 twice.
 
 Each imported prompt leaves a mark, krl:{ns}:imported (hash prompt id -> the digest of its import
-line). In the transaction, under WATCH of the namespace's version and meta (as a report,
+line). In the transaction, under WATCH of the namespace's version (as a report,
 report_write.py), a prompt is
   - stored when it has no record (its record, the namespace aggregates, its mark, a new
     version token, all in one MULTI);
@@ -99,7 +99,7 @@ async def _once(w, keys: ImportKeys, ns, prompts, half_life, namespace_line):
         ("MGET", *keys.records),
         ("HMGET", keys.imported, NAMESPACE_MARK, *ids),
     ]
-    meta, lv, raws, marks = await w.read((keys.version, keys.meta), reads)
+    meta, lv, raws, marks = await w.read((keys.version,), reads)
     state = NamespaceState.from_replies(meta, lv)
     fresh = []
     for p, raw, mark in zip(prompts, raws, marks[1:], strict=True):
@@ -170,7 +170,7 @@ async def settle(r, keys: ImportKeys, source: dict[str, float]) -> bool:
     part of an export, or into a namespace with prompts of its own)."""
     for _ in range(ATTEMPTS):
         async with watched(r) as w:
-            (meta,) = await w.read((keys.version, keys.meta), [("HMGET", keys.meta, *META_FIELDS)])
+            (meta,) = await w.read((keys.version,), [("HMGET", keys.meta, *META_FIELDS)])
             now = NamespaceState.from_replies(meta, []).meta
             same = all(
                 abs(now[k] - source[k]) <= 1e-9 * max(1.0, abs(source[k]))

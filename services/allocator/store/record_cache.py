@@ -10,8 +10,7 @@ reader gets the version in the same round trip as what it still needs and uses t
 only when it matches, else drops it and reads all. A report of another allocator process (or a
 Redis that lost writes, whose version then differs or is gone) changes the version. Random
 tokens, not a counter: a Redis restored from an older snapshot could count up to a held number
-again over other records; the namespace's report count goes with the token (version_of), since
-an earlier release's reports move the count and not the token."""
+again over other records."""
 
 from __future__ import annotations
 
@@ -22,11 +21,10 @@ from dataclasses import dataclass
 from krl.allocator.store.record import HIST_BINS, RECORD_BYTES
 
 
-def version_of(token: bytes | None, reports: bytes | int | None) -> bytes:
-    """What held state is checked against: the namespace's report token and its report count.
-    The count is there for an earlier release's allocator, whose reports move it (meta field
-    'reports') but not the token: one serving beside this release during an upgrade."""
-    return (token or b"-") + b"/" + str(int(reports or 0)).encode()
+def version_of(token: bytes | None) -> bytes:
+    """What held state is checked against: the namespace's report token (b"-" before its first
+    report or import)."""
+    return token or b"-"
 
 
 MISSING = b""

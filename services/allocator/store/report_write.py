@@ -1,15 +1,13 @@
 """A report's write to Redis: atomic, counted once, and without Lua on the hot path.
 
-Under WATCH of the allocation, its reported set, the namespace's report version (which every
-report's MULTI sets to a fresh random token, record_cache.py) and its meta hash, it reads what
+Under WATCH of the allocation, its reported set and the namespace's report version (which every
+report's and import's MULTI sets to a fresh random token, record_cache.py), it reads what
 the report changes in one round trip (what this process already holds at that version is not
 read again), validates it (a rejected report writes nothing), computes the new records and
 namespace aggregates in numpy (record_update) and writes them in one MULTI. A report committed
 in between aborts the MULTI (WatchError) and the report is read again. Only reports write
-records, the aggregates and the last-visit counts, so the version guards all of them. The meta
-hash is watched for an earlier release's reports (during an upgrade), which move its report
-count but not the token; an Allocate's count of allocations in it can abort a report too, which
-then reads again.
+records, the aggregates and the last-visit counts, so the version guards all of them (an
+Allocate only increments the meta hash's count of allocations, which no report writes).
 
 No Lua script: the per-prompt arithmetic is far cheaper in numpy here than in Redis's Lua, and
 one version key is watched instead of every record key (Redis checks each watched key on every
@@ -111,17 +109,15 @@ async def _once(w: Watched, keys: ReportKeys, alloc_id, ns, cols, half_life, ttl
         ("SMISMEMBER", keys.reported, *ids),
         ("SCARD", keys.reported),
         ("GET", keys.version),
-        ("HGET", keys.meta, "reports"),
     ]
     if cached.state is None:
         reads += [("HMGET", keys.meta, *META_FIELDS), ("HGETALL", keys.last_visits)]
     if cached.need:
         reads.append(("MGET", *(keys.records[i] for i in cached.need)))
-    # the meta hash too: an earlier release's report (during an upgrade) moves it, not the token
-    got = await w.read((keys.allocation, keys.reported, keys.version, keys.meta), reads)
-    alloc, pttl, seen, reported, token_read, reports = got[:6]
-    version = version_of(token_read, reports)
-    read_state = NamespaceState.from_replies(got[6], got[7]) if cached.state is None else None
+    got = await w.read((keys.allocation, keys.reported, keys.version), reads)
+    alloc, pttl, seen, reported, token_read = got[:5]
+    version = version_of(token_read)
+    read_state = NamespaceState.from_replies(got[5], got[6]) if cached.state is None else None
     if pttl == -2 or alloc[0] is None:
         raise NotFound(f"no allocation {alloc_id!r} in namespace {ns!r} (unknown or expired)")
     fetched = got[-1] if cached.need else []
@@ -190,7 +186,7 @@ async def _once(w: Watched, keys: ReportKeys, alloc_id, ns, cols, half_life, ttl
     if not await w.commit(writes):
         return None
     new_state = NamespaceState({**old, **new_meta}, counts)
-    new_version = version_of(token, int(reports or 0) + 1)  # this MULTI's HINCRBY reports
+    new_version = version_of(token)
     known.records.wrote(ns, version, new_version, fresh_ids, up.new_raws, new_state)
     return ReportResult(len(fresh), dups)
 

@@ -102,7 +102,12 @@ class NamespaceSummary:
     allocations: int
     reports: int
     prior_alpha: float
+    """Mode bayes's Beta prior."""
     prior_beta: float
+    eb_prior_mean: float
+    """Mode eb's prior on its grid of p (the default mode's, fitted to the prompts' last
+    visits): its mean and standard deviation."""
+    eb_prior_sd: float
     mean_tokens: float | None
     difficulty_histogram: list[dict[str, float]] = field(default_factory=list)
 
@@ -384,6 +389,9 @@ class Allocator:
         check_namespace(namespace)
         meta = await self.store.namespace_meta(namespace)
         a0, b0 = self.prior(_moments(meta))
+        prior = self.grid_prior(namespace, await self.store.last_visit_pairs(namespace))
+        mean = float(prior @ grid.GRID)
+        sd = float(np.sqrt(max(float(prior @ grid.GRID**2) - mean**2, 0.0)))
         hist = [
             {"p_low": i / HIST_BINS, "p_high": (i + 1) / HIST_BINS, "prompts": int(meta[f"h{i}"])}
             for i in range(HIST_BINS)
@@ -398,6 +406,8 @@ class Allocator:
             int(meta.get("reports", 0)),
             a0,
             b0,
+            mean,
+            sd,
             meta.get("tok_sum", 0.0) / tok_w if tok_w > 0 else None,
             hist,
         )

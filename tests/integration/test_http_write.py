@@ -61,6 +61,26 @@ async def test_http_and_grpc_allocate_the_same_and_a_retried_report_counts_once(
         assert p["visits"] == 3 and p["trials"] == 24 + got["n"]["q3"]
 
 
+async def test_the_namespace_summary_shows_the_grid_prior_mode_eb_allocates_from(allocator):
+    """Prompts that mostly succeed give a grid prior with a high mean, prompts that mostly fail
+    a low one; the prior follows the last visits (q_i succeeds i times in 12: mean 5.5/12)."""
+    async with http(allocator) as h:
+        for ns, k in (("prior-easy", 11), ("prior-hard", 1)):
+            body = {"prompt_ids": IDS, "budget": 144, "min_n": 12, "max_n": 12, "step": 1}
+            a = (await h.post(f"/v1/namespaces/{ns}/allocations", json=body)).json()
+            outs = [{"prompt_id": p, "successes": k, "trials": 12} for p in IDS]
+            url = f"/v1/namespaces/{ns}/allocations/{a['allocation_id']}/outcomes"
+            assert (await h.post(url, json={"outcomes": outs})).status_code == 200
+        await _history(h, "prior-spread", 1)
+        easy, hard, spread = [
+            (await h.get(f"/v1/namespaces/{ns}")).json()
+            for ns in ("prior-easy", "prior-hard", "prior-spread")
+        ]
+    assert easy["eb_prior_mean"] > 0.8 and hard["eb_prior_mean"] < 0.2
+    assert abs(spread["eb_prior_mean"] - 5.5 / 12) < 0.05
+    assert spread["eb_prior_sd"] > max(easy["eb_prior_sd"], hard["eb_prior_sd"])
+
+
 @pytest.mark.parametrize(
     ("path", "body", "field"),
     [

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from krl import __version__
 from krl.allocator.api.http_write import AllocationOut, Namespace, add_write_routes
@@ -30,8 +30,13 @@ class NamespaceSummaryOut(BaseModel):
     unsolved: int
     allocations: int
     reports: int
-    prior_alpha: float
+    prior_alpha: float = Field(description="Mode bayes's Beta prior.")
     prior_beta: float
+    eb_prior_mean: float = Field(
+        description="Mode eb's grid prior (the default mode's, fitted to the prompts' last "
+        "visits): its mean."
+    )
+    eb_prior_sd: float = Field(description="Mode eb's grid prior: its standard deviation.")
     mean_tokens: float | None
     difficulty_histogram: list[HistogramBin]
 

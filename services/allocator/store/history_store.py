@@ -401,6 +401,12 @@ class HistoryStore:
         return meta
 
     @_redis_errors
+    async def last_visit_pairs(self, ns: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The namespace's last-visit counts as (successes, trials, prompts), what its grid
+        prior is fitted to."""
+        return _pairs(await self.r.hgetall(self._k(ns, "lv")))
+
+    @_redis_errors
     async def prompt_counts(self) -> dict[str, int]:
         """Over all namespaces (for the gauges): prompts tracked, and those whose last visit was
         all correct (solved) or all wrong (unsolved)."""

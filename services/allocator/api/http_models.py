@@ -1,6 +1,6 @@
-"""The allocator's HTTP write path and statistics transfer: allocate, report, list prompts,
-export and import. Same use cases as gRPC (service.py, transfer.py), so the same validation,
-auth and idempotence: a retried report counts once per (allocation id, prompt)."""
+"""The allocator's HTTP protocol: request and response models, the path parameters as the
+OpenAPI document states them (the use cases check them again), and the import body's parser.
+One module for the whole HTTP surface; the routes are in http_routes.py."""
 
 from __future__ import annotations
 
@@ -9,27 +9,18 @@ import binascii
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from krl.allocator import transfer
-from krl.allocator.service import (
-    ALLOCATION_ID_RE,
-    MAX_STEP,
-    NAMESPACE_RE,
-    AllocateInput,
-    Allocator,
-)
+from krl.allocator.service import ALLOCATION_ID_RE, MAX_STEP, NAMESPACE_RE
 from krl.allocator.solve.objectives import Objective
 from krl.allocator.solve.solver import Mode
-from krl.allocator.store import Outcome
 from krl.common.errors import InvalidArgument
 from krl_client.messages import LossAgg
 
 INT32, INT64 = 2**31 - 1, 2**63 - 1
 NDJSON = "application/x-ndjson"
-# Path parameters as the OpenAPI document states them (the use cases check them again).
 Namespace = Annotated[str, Path(pattern=f"^{NAMESPACE_RE.pattern}$", description="A namespace.")]
 AllocationId = Annotated[
     str, Path(pattern=f"^{ALLOCATION_ID_RE.pattern}$", description="32 lowercase hex digits.")
@@ -185,91 +176,56 @@ def parse_import(body: bytes) -> tuple[dict[str, float] | None, list[transfer.Pr
     return head, rows
 
 
-def add_write_routes(api: APIRouter) -> None:
-    def _alloc(request: Request) -> Allocator:
-        return request.app.state.allocator
+class HistogramBin(BaseModel):
+    p_low: float
+    p_high: float
+    prompts: int
 
-    @api.post(
-        "/namespaces/{namespace}/allocations",
-        summary="Allocate rollouts to a batch (the same solve as gRPC Allocate)",
-        status_code=201,
+
+class NamespaceSummaryOut(BaseModel):
+    namespace: str
+    prompts_tracked: int
+    solved: int
+    unsolved: int
+    allocations: int
+    reports: int
+    prior_alpha: float = Field(description="Mode bayes's Beta prior.")
+    prior_beta: float
+    eb_prior_mean: float = Field(
+        description="Mode eb's grid prior (the default mode's, fitted to the prompts' last "
+        "visits): its mean."
     )
-    async def allocate(namespace: Namespace, body: AllocateIn, request: Request) -> AllocationOut:
-        alloc = _alloc(request)
-        res = await alloc.allocate(
-            AllocateInput(
-                namespace=namespace,
-                step=body.step,
-                prompt_ids=body.prompt_ids,
-                budget=body.budget,
-                min_n=body.min_n,
-                max_n=body.max_n,
-                mode=body.mode,
-                fallback=body.fallback,
-                visit_half_life=body.visit_half_life,
-                objective=body.objective,
-                loss_agg=body.loss_agg,
-            )
-        )
-        return AllocationOut(**await alloc.allocation(namespace, res.allocation_id))
+    eb_prior_sd: float = Field(description="Mode eb's grid prior: its standard deviation.")
+    mean_tokens: float | None
+    difficulty_histogram: list[HistogramBin]
 
-    @api.post(
-        "/namespaces/{namespace}/allocations/{allocation_id}/outcomes",
-        summary="Report a batch's outcomes (idempotent per allocation and prompt)",
-    )
-    async def report(
-        namespace: Namespace, allocation_id: AllocationId, body: ReportIn, request: Request
-    ) -> ReportOut:
-        res = await _alloc(request).report(
-            namespace,
-            allocation_id,
-            [Outcome(o.prompt_id, o.successes, o.trials, o.total_tokens) for o in body.outcomes],
-        )
-        return ReportOut(
-            accepted=res.accepted,
-            duplicates=len(res.duplicates),
-            duplicate_prompt_ids=res.duplicates,
-        )
 
-    @api.get("/namespaces/{namespace}/prompts", summary="The namespace's prompt ids, paged")
-    async def prompts(
-        namespace: Namespace,
-        request: Request,
-        cursor: Annotated[int, Query(ge=0, le=INT64, description="0: the first page.")] = 0,
-        limit: Annotated[int, Query(ge=1, le=10_000, description="About this many.")] = 1000,
-    ) -> PromptPage:
-        alloc = _alloc(request)
-        ids, nxt = await alloc.prompt_ids(namespace, cursor, limit)
-        return PromptPage(prompt_ids=ids, next_cursor=nxt or None)
+class RecentOut(BaseModel):
+    step: int
+    n: int
+    successes: int
 
-    @api.get(
-        "/namespaces/{namespace}/export",
-        summary="Per-prompt statistics as JSON lines (transfer.py documents a line)",
-        response_class=StreamingResponse,
-        responses={200: {"content": {NDJSON: {}}}},
-    )
-    async def export(namespace: Namespace, request: Request) -> StreamingResponse:
-        rows = transfer.export_rows(_alloc(request), namespace)
-        first = await anext(rows, None)  # errors (unknown namespace) before the 200 is sent
 
-        async def lines():
-            if first is not None:
-                yield json.dumps(first) + "\n"
-            async for row in rows:
-                yield json.dumps(row) + "\n"
+class PromptOut(BaseModel):
+    prompt_id: str
+    found: bool
+    visits: int
+    trials: int
+    successes: int
+    last_step: int
+    last_trials: int
+    last_successes: int
+    evidence_successes: float
+    evidence_failures: float
+    mean_tokens: float
+    posterior_alpha: float
+    posterior_beta: float
+    posterior_mean: float
+    eb_posterior_mean: float
+    eb_posterior_sd: float
+    recent: list[RecentOut]
 
-        return StreamingResponse(lines(), media_type=NDJSON)
 
-    @api.post(
-        "/namespaces/{namespace}/import",
-        summary="Add prompts' statistics from JSON lines (an export, or offline pass rates)",
-        openapi_extra={"requestBody": {"content": {NDJSON: {"schema": {"type": "string"}}}}},
-    )
-    async def import_(namespace: Namespace, request: Request) -> ImportOut:
-        alloc = _alloc(request)
-        body = await request.body()  # capped at max_message_bytes (BodyCap: 413)
-        try:
-            head, rows = parse_import(body)
-        except UnicodeDecodeError as e:
-            raise InvalidArgument("is not UTF-8 text", field="body") from e
-        return ImportOut(**await transfer.import_rows(alloc, namespace, rows, head))
+LatestOrId = Annotated[
+    str, Path(pattern=f"^(latest|{ALLOCATION_ID_RE.pattern})$", description="An id, or 'latest'.")
+]

@@ -192,3 +192,18 @@ def test_learning_table_pairs_seeds_on_the_less_noisy_accuracies():
     assert kn.auc_vs_uniform.values[0] == pytest.approx((0.2 + 0.35 + 0.45 - 0.1 - 0.15 - 0.2) / 3)
     table = learning_table(list(out.values()))
     assert "knapsack-eb" in table and "uniform's rollouts to match" in table
+
+
+def test_seeds_take_a_count_or_a_list_and_refuse_a_seed_written_as_a_count():
+    import argparse
+
+    from krl.experiment.cli import _seeds
+
+    assert _seeds("3") == (0, 1, 2)
+    assert _seeds("0,5,7") == (0, 5, 7)
+    assert _seeds("616,") == (616,)
+    with pytest.raises(argparse.ArgumentTypeError, match="for the one seed 616 write '616,'"):
+        _seeds("616")
+    for bad in ("0", "1,1", "-1,2", "x"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _seeds(bad)

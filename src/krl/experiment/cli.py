@@ -76,8 +76,12 @@ def _strategies(text: str) -> tuple[str, ...]:
     return out
 
 
+MAX_SEED_COUNT = 64
+"""A larger count is a seed meant as a list of one (an hour-long run each on the loop)."""
+
+
 def _seeds(text: str) -> tuple[int, ...]:
-    """'3' -> seeds 0, 1, 2; '0,5,7' -> those."""
+    """'3' -> seeds 0, 1, 2; '0,5,7' -> those; '616,' -> seed 616."""
     try:
         vals = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
@@ -85,6 +89,11 @@ def _seeds(text: str) -> tuple[int, ...]:
     if len(vals) == 1 and "," not in text:
         if vals[0] < 1:
             raise argparse.ArgumentTypeError("seeds: the count must be >= 1")
+        if vals[0] > MAX_SEED_COUNT:
+            raise argparse.ArgumentTypeError(
+                f"seeds {text!r} is a count of {vals[0]} runs per strategy (at most "
+                f"{MAX_SEED_COUNT}); for the one seed {vals[0]} write '{vals[0]},'"
+            )
         return tuple(range(vals[0]))
     if not vals or min(vals) < 0 or len(set(vals)) != len(vals):
         raise argparse.ArgumentTypeError(f"seeds {text!r}: distinct seeds >= 0")
@@ -161,7 +170,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--seeds",
         type=_seeds,
         default=(0, 1, 2),
-        help="a count (3 = seeds 0,1,2; the default) or a list 0,4,5",
+        help="a count (3 = seeds 0,1,2; the default; at most 64) or a list 0,4,5 (one seed: 7,)",
     )
     e.add_argument(
         "--out", type=Path, help="experiment folder (default runs/experiments/<time>-<backend>)"

@@ -95,6 +95,12 @@ if [[ $what == all || $what == loop ]]; then
   experiment loop-spell-binary-probe "${spell[@]}" --seeds 501,502,503,504,505,506,507,508 \
     --strategies uniform,knapsack-eb,knapsack-probe \
     --title "tiny-model loop, reasoning-gym spell_backward, binary rewards (--reward success), M=64, B=512"
+  # the same on a fresh draw (warm-up seed 1: other words, another initial model), 16 seeds
+  # picked before any run, to check that the gain is not one warm-up's
+  experiment loop-spell-binary-w1 "${spell[@]}" --warmup-seed 1 \
+    --seeds 601,602,603,604,605,606,607,608,609,610,611,612,613,614,615,616 \
+    --strategies uniform,knapsack-eb \
+    --title "tiny-model loop, spell_backward, binary rewards, warm-up seed 1 (a fresh draw of words and model), M=64, B=512"
   # docs/results/loop-reverse and loop-reverse-sqrt-gradient (the token-mean trainer, 5 seeds)
   # were measured with release 572e7a0: `git checkout 572e7a0 && bash scripts/results.sh loop`
 fi

@@ -3,7 +3,6 @@ stop it by pid. Used by benchmarks, tests and (later) `krl up`."""
 
 from __future__ import annotations
 
-import functools
 import os
 import signal
 import socket
@@ -16,7 +15,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from krl.common.parentdeath import die_with_parent
+from krl.common.parentdeath import dying_with_parent
 from krl_client.channel import RECONNECT_OPTIONS
 
 
@@ -78,14 +77,11 @@ class ServiceProcess:
     def start(self, timeout_s: float = 60.0, exit_ok: bool = False) -> ServiceProcess:
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
-            self.args,
+            dying_with_parent(self.args) if self.die_with_parent else self.args,
             stdout=out,
             stderr=subprocess.STDOUT,
             env=self.env,
             start_new_session=self.new_session,
-            preexec_fn=functools.partial(die_with_parent, os.getpid())
-            if self.die_with_parent
-            else None,
         )
         wait_serving(self.target, timeout_s, self.proc, exit_ok)
         return self

@@ -22,7 +22,7 @@ from typing import Any
 import redis
 
 from krl.common.lifecycle import StartupError
-from krl.common.parentdeath import die_with_parent
+from krl.common.parentdeath import dying_with_parent
 
 log = logging.getLogger(__name__)
 SUN_PATH_MAX = 100  # unix socket paths are limited to 107 bytes on Linux
@@ -153,12 +153,8 @@ class EmbeddedRedis:
             "--pidfile",
             str(self.pid_file),
         ]
-        parent = os.getpid()
         self.proc = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=lambda: die_with_parent(parent),
+            dying_with_parent(args), stdin=subprocess.DEVNULL, start_new_session=True
         )
         return self
 
@@ -170,8 +166,11 @@ class EmbeddedRedis:
             while True:
                 if self.proc.poll() is not None:
                     self._unlock()
-                    log_tail = (self.data_dir / "redis.log").read_text()[-2000:]
-                    raise RuntimeError(f"redis-server exited at start:\n{log_tail}")
+                    logfile = self.data_dir / "redis.log"
+                    tail = logfile.read_text()[-2000:] if logfile.exists() else "(no log written)"
+                    raise RuntimeError(
+                        f"redis-server exited at start with code {self.proc.returncode}:\n{tail}"
+                    )
                 try:
                     if client.ping():
                         break

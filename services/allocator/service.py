@@ -81,7 +81,8 @@ class AllocateResult:
 class PromptView:
     record: PromptRecord
     posterior_alpha: float
-    """Mode bayes's Beta posterior (namespace prior + decayed evidence)."""
+    """A Beta summary (namespace Beta prior + decayed evidence), shown as a diagnostic: no
+    mode allocates with it."""
     posterior_beta: float
     eb_posterior_mean: float
     """Mode eb's posterior on its grid of p (the default mode's), as an Allocate at the same
@@ -102,7 +103,7 @@ class NamespaceSummary:
     allocations: int
     reports: int
     prior_alpha: float
-    """Mode bayes's Beta prior."""
+    """The namespace's Beta prior (method of moments), a diagnostic beside eb's grid prior."""
     prior_beta: float
     eb_prior_mean: float
     """Mode eb's prior on its grid of p (the default mode's, fitted to the prompts' last
@@ -317,18 +318,11 @@ class Allocator:
 
     def _solver_batch(self, hist: BatchHistory) -> solver.Batch:
         a0, b0 = self.prior(hist.moments)
-        default_tokens = hist.tokens_mean_namespace
-        if not math.isfinite(default_tokens) or default_tokens <= 0:
-            default_tokens = self.settings.default_mean_tokens
-        cost = np.where(
-            np.isfinite(hist.mean_tokens) & (hist.mean_tokens > 0), hist.mean_tokens, default_tokens
-        )
         return solver.Batch(
             last_successes=hist.last_successes,
             last_trials=hist.last_trials,
             alpha=a0 + hist.evidence_successes,
             beta=b0 + hist.evidence_failures,
-            mean_tokens=np.maximum(cost, 1.0),
         )
 
     async def report(

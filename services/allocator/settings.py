@@ -44,9 +44,6 @@ class AllocatorSettings(ServiceSettings):
     )
     prior_strength_min: float = Field(2.0, gt=0, description="Weakest Beta prior (a+b).")
     prior_strength_max: float = Field(50.0, gt=0, description="Strongest Beta prior (a+b).")
-    default_mean_tokens: float = Field(
-        256.0, gt=0, description="Tokens mode: cost of a prompt the namespace has no lengths for."
-    )
     max_batch_prompts: int = Field(
         65536, ge=1, description="Largest batch Allocate accepts (larger: INVALID_ARGUMENT)."
     )

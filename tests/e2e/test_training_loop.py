@@ -180,9 +180,9 @@ def _check_exactly_once(stack: Stack, run_dir: Path, steps: int) -> list[dict]:
 
 
 def test_a_short_run_trains_reports_and_allocates_from_histories(stack, tmp_path):
-    run = tmp_path / "e2e-bayes"
+    run = tmp_path / "e2e-default"
     proc, _, _ = stack.trainer(run, "--steps", "6", "--checkpoint-every", "3", cache=stack.cache)
-    assert proc.wait(timeout=400) == 0, (run.parent / "e2e-bayes-trainer.log").read_text()[-3000:]
+    assert proc.wait(timeout=400) == 0, (run.parent / "e2e-default-trainer.log").read_text()[-3000:]
     rows = _check_exactly_once(stack, run, 6)
     assert all(r["reported"] == r["prompts"] and r["report_duplicates"] == 0 for r in rows)
 

@@ -75,9 +75,12 @@ async def test_modes_over_grpc(allocator):
     client = AllocatorClient(target(allocator), namespace="modes")
     ids = ["a", "b", "c"]
     paper = await call(client.allocate, ids, 12, mode="paper", fallback=False)
-    tokens = await call(client.allocate, ids, 10_000, mode="tokens", min_n=1, max_n=8)
-    assert sum(paper.n.values()) == 12
-    assert tokens.budget_used <= 10_000 and tokens.gap_bound >= 0
+    uniform = await call(client.allocate, ids, 13, mode="uniform", min_n=1, max_n=8)
+    eb = await call(client.allocate, ids, 12, mode="eb", min_n=1, max_n=8)
+    assert sum(paper.n.values()) == 12 and sum(eb.n.values()) == 12
+    assert list(uniform.n.values()) == [5, 4, 4] and uniform.budget_used == 13
+    with pytest.raises(ValueError, match="mode must be one of"):  # retired: refused by the client
+        await call(client.allocate, ids, 12, mode="bayes")
     client.close()
 
 
@@ -93,6 +96,8 @@ async def test_modes_over_grpc(allocator):
         ({"prompt_ids": ["a", "x" * 300]}, "prompt_ids[1]"),
         ({"namespace": "bad:name"}, "namespace"),
         ({"step": -1}, "step"),
+        ({"mode": 2}, "mode"),  # retired modes (bayes, tokens): reserved numbers
+        ({"mode": 3}, "mode"),
     ],
 )
 async def test_bad_allocate_requests_are_invalid_argument(allocator, kwargs, field):

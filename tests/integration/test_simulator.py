@@ -68,7 +68,7 @@ def test_uniform_on_a_fixed_population_matches_the_closed_form(backend):
 
 def test_every_outcome_reaches_redis_once(backend):
     cfg = replace(STATIC, steps=24)
-    res = simulate(cfg, "knapsack-bayes", 0, backend)
+    res = simulate(cfg, "knapsack-eb", 0, backend)
     ids = [f"p{i}" for i in range(cfg.prompts)]
     views = backend._runner.run(backend.allocator.prompt_views(res.namespace, ids, 24))
     assert sum(v.record.trials for v in views) == sum(r["rollouts"] for r in _steps(res))
@@ -76,7 +76,7 @@ def test_every_outcome_reaches_redis_once(backend):
 
 
 def test_knapsack_rows_respect_the_budget_and_bounds(backend):
-    for strategy in ("knapsack-paper", "knapsack-bayes"):
+    for strategy in ("knapsack-paper", "knapsack-eb"):
         res = simulate(replace(STATIC, steps=40, min_n=2, max_n=40), strategy, 1, backend)
         for r in _steps(res):
             assert r["rollouts"] == STATIC.budget
@@ -138,7 +138,7 @@ def test_the_service_backend_gives_the_same_run_as_in_process(tmp_path, backend)
     service = ServiceAllocator(f"127.0.0.1:{port}")
     try:
         cfg = replace(STATIC, steps=30, lr_shared=0.05, lr_own=0.2)
-        for strategy in ("knapsack-paper", "knapsack-bayes"):
+        for strategy in ("knapsack-paper", "knapsack-eb"):
             a = simulate(cfg, strategy, 5, backend)
             b = simulate(cfg, strategy, 5, service)
             assert a.rows == b.rows

@@ -45,3 +45,12 @@ def test_every_model_scores_a_simulated_trace():
     assert {s.model for s in scores} == set(cal.MODELS)
     for s in scores:
         assert s.visits > 0 and 0 < s.brier < 1 and math.isfinite(s.log_loss)
+
+
+@pytest.mark.parametrize(("a", "b"), [(1.0, 1.0), (0.5, 3.0), (7.5, 2.25)])
+def test_the_beta_models_moments_match_monte_carlo(a, b):
+    p = np.random.default_rng(1).beta(a, b, 1_000_000)
+    for x, y in ((4.0, 0.0), (0.0, 16.0), (1.0, 2.0)):
+        draws = p**x * (1 - p) ** y
+        exact = float(cal.beta_moment(np.array(a), np.array(b), np.array(x), np.array(y)))
+        assert abs(draws.mean() - exact) < 5 * draws.std() / math.sqrt(p.size) + 1e-12

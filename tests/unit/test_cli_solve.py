@@ -19,31 +19,36 @@ def krl_solve(doc) -> subprocess.CompletedProcess:
 
 
 PROMPTS = [
-    {"id": "a", "successes": 1, "trials": 8, "mean_tokens": 300},
-    {"id": "b", "successes": 7, "trials": 8, "mean_tokens": 100},
-    {"id": "c", "successes": 0, "trials": 8, "mean_tokens": 500},
+    {"id": "a", "successes": 1, "trials": 8},
+    {"id": "b", "successes": 7, "trials": 8},
+    {"id": "c", "successes": 0, "trials": 8},
     {"id": "d", "successes": 4, "trials": 8},
 ]
 
 
-@pytest.mark.parametrize("mode", ["eb", "paper", "bayes"])
+@pytest.mark.parametrize("mode", ["eb", "paper", "uniform"])
 def test_solve_prints_the_allocation(mode):
     r = krl_solve(
         {"budget": 32, "min_n": 2, "max_n": 16, "mode": mode, "fallback": True, "prompts": PROMPTS}
     )
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert set(out) == {"allocation", "objective", "solve_ms"}
+    assert (
+        {"allocation", "objective", "solve_ms"}
+        <= set(out)
+        <= {
+            "allocation",
+            "objective",
+            "solve_ms",
+            "gap_bound",
+        }
+    )
     assert sum(out["allocation"].values()) == 32 and list(out["allocation"]) == ["a", "b", "c", "d"]
-    assert out["objective"] > 0 and out["solve_ms"] >= 0
-
-
-def test_solve_tokens_mode_reports_its_gap_bound():
-    r = krl_solve({"budget": 20000, "min_n": 1, "max_n": 16, "mode": "tokens", "prompts": PROMPTS})
-    out = json.loads(r.stdout)
-    cost = {"a": 300, "b": 100, "c": 500, "d": 300}  # d: the mean of the known lengths
-    assert sum(n * cost[k] for k, n in out["allocation"].items()) <= 20000
-    assert out["gap_bound"] >= 0
+    assert out["objective"] >= 0 and out["solve_ms"] >= 0 and out.get("gap_bound", 0) >= 0
+    if mode == "uniform":
+        assert list(out["allocation"].values()) == [8, 8, 8, 8]
+    else:  # the solvers give the unsolved and the easy prompt other n than the 4 of 8
+        assert len(set(out["allocation"].values())) > 1
 
 
 @pytest.mark.parametrize(
@@ -73,12 +78,12 @@ def test_solve_tokens_mode_reports_its_gap_bound():
             "prompts[1].id: duplicate",
         ),
         (
-            '{"budget": 8, "max_n": 4, "prompts": [{"id": "a", "mean_tokens": NaN}]}',
-            "prompts[0].mean_tokens",
+            '{"budget": 8, "max_n": 4, "prompts": [{"id": "a", "mean_tokens": 300}]}',
+            "prompts[0].mean_tokens: unknown key",
         ),
         (
             {"budget": 8, "max_n": 4, "mode": "magic", "prompts": PROMPTS},
-            "mode: must be eb, paper, bayes or tokens",
+            "mode: must be one of paper, eb, uniform",
         ),
         ({"budget": 8, "max_n": 4, "prompt": PROMPTS}, "prompt: unknown key"),
         ("{not json", "$: not valid JSON"),

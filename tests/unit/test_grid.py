@@ -148,7 +148,7 @@ def test_eb_objective_equals_the_dp(inst):
     problem, s, t = inst
     prior = grid.fit_prior(np.array([0, 1, 4, 8] * 3), np.full(12, 8))
     w = grid.posterior(prior, s, t - s)
-    batch = Batch(s, t, s + 1, t - s + 1, np.ones_like(s), weights=w)
+    batch = Batch(s, t, s + 1, t - s + 1, weights=w)
     sol = solver.solve(problem, batch)
     ns = np.arange(problem.min_n, problem.max_n + 1)
     table = np.stack(
@@ -168,7 +168,7 @@ def test_eb_objective_equals_the_dp(inst):
 def test_unknown_objective_is_refused():
     from krl.common.errors import InvalidArgument
 
-    b = Batch(np.zeros(2), np.zeros(2), np.ones(2), np.ones(2), np.ones(2))
+    b = Batch(np.zeros(2), np.zeros(2), np.ones(2), np.ones(2))
     with pytest.raises(InvalidArgument, match="objective"):
         solver.solve(Problem(8, 2, 8, Mode.EB, objective="vibes"), b)
 
@@ -183,7 +183,7 @@ def test_eb_solve_with_wide_bounds_and_a_spread_of_posteriors():
     w = grid.posterior(grid.fit_prior(s, t), s, t - s)
     w[0] = 0
     w[0, -20] = 1  # one prompt nearly solved: its gains stay high far out
-    batch = Batch(s, t, s + 1, t - s + 1, np.ones(m), weights=w)
+    batch = Batch(s, t, s + 1, t - s + 1, weights=w)
     for budget in (m * 2, m * 8, m * 40, m * 64):
         sol = solver.solve(Problem(budget, 2, 64, Mode.EB), batch)
         assert sol.n.sum() == budget and sol.n.min() >= 2 and sol.n.max() <= 64

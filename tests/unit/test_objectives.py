@@ -18,6 +18,19 @@ def test_client_names_the_same_objectives():
     assert set(OBJECTIVE_FOR_LOSS.values()) <= set(objectives.OBJECTIVES)
 
 
+def test_modes_are_the_same_on_the_wire_in_the_solver_and_in_the_client():
+    """One list of modes: the proto enum (retired numbers reserved), the solver's Mode, the
+    client's names and the gRPC adapter's mapping agree."""
+    from krl.allocator.api.grpc_api import MODE_FROM_PB
+    from krl_client import MODES
+    from krl_client.api import allocator_pb2 as pb
+
+    wire = {v.name for v in pb.AllocationMode.DESCRIPTOR.values} - {"ALLOCATION_MODE_UNSPECIFIED"}
+    assert set(MODES) == {m.value for m in Mode} == {"eb", "paper", "uniform"}
+    assert wire == {f"ALLOCATION_MODE_{m.upper()}" for m in MODES}
+    assert set(MODE_FROM_PB.values()) == set(Mode)
+
+
 def _named(text: str) -> set[str]:
     """The objectives a text names (quoted or bare, as whole words)."""
     import re
@@ -130,7 +143,7 @@ def test_identical_hard_prompts_get_whole_chords_not_a_thin_spread():
     m, lo, hi = 8, 0, 64
     w = np.zeros((m, grid.GRID_POINTS))
     w[:, int(np.argmin(np.abs(grid.GRID - 0.02)))] = 1.0
-    batch = Batch(np.zeros(m), np.zeros(m), np.ones(m), np.ones(m), np.ones(m), weights=w)
+    batch = Batch(np.zeros(m), np.zeros(m), np.ones(m), np.ones(m), weights=w)
     for objective in objectives.GRADIENTS:
         sol = solver.solve(Problem(m, lo, hi, Mode.EB, objective=objective), batch)
         assert sol.n.sum() == m

@@ -78,8 +78,8 @@ def test_data_order_is_a_pure_function_of_seed_and_step():
 
 
 def test_strategies_share_one_code_path():
-    assert strategy_args("knapsack-bayes", 512, 64, 2, 64) == {
-        "mode": "bayes",
+    assert strategy_args("knapsack-eb", 512, 64, 2, 64) == {
+        "mode": "eb",
         "min_n": 2,
         "max_n": 64,
     }
@@ -112,9 +112,9 @@ def test_journal_replays_a_redone_step_instead_of_allocating_again(tmp_path):
     from krl.rl.step import StepRounds
 
     fake = _FakeAllocator()
-    rounds = StepRounds(fake, None, EpochSampler(list("abcd"), 2, 0), "knapsack-bayes", 4, 2, 8)
+    rounds = StepRounds(fake, None, EpochSampler(list("abcd"), 2, 0), "knapsack-eb", 4, 2, 8)
     j = Journal(tmp_path / "allocations.jsonl")
-    kw = {"strategy": "knapsack-bayes", "budget": 4, "min_n": 2}
+    kw = {"strategy": "knapsack-eb", "budget": 4, "min_n": 2}
     p1 = rounds.plan(j, 1, ["a", "b"], **kw)
     assert fake.calls == 1 and not p1.replayed
     again = Journal(tmp_path / "allocations.jsonl")  # a restarted trainer

@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 
 from krl.allocator.solve import values
 
@@ -26,36 +25,6 @@ def test_paper_value_is_zero_without_signal():
         0,
         0,
     ]
-
-
-@pytest.mark.parametrize(("a", "b"), [(1.0, 1.0), (0.5, 3.0), (7.5, 2.25), (0.8, 40.0)])
-def test_beta_expectations_match_monte_carlo(a, b):
-    rng = np.random.default_rng(1)
-    p = rng.beta(a, b, 2_000_000)
-    for n in (1, 4, 16):
-        mc = np.mean((1 - p**n - (1 - p) ** n) * p * (1 - p) ** 2)
-        exact = float(values.bayes_value(np.array(n), np.array(a), np.array(b)))
-        se = np.std((1 - p**n - (1 - p) ** n) * p * (1 - p) ** 2) / np.sqrt(p.size)
-        assert abs(mc - exact) < 5 * se + 1e-9, (n, mc, exact)
-
-
-def test_bayes_gains_are_the_differences_of_the_expected_value():
-    a = np.array([0.3, 1.0, 5.0, 2.0])
-    b = np.array([4.0, 1.0, 1.5, 60.0])
-    start = np.array([2, 1, 7, 3])
-    g = values.bayes_gains(a, b, start, 30)
-    n = start[:, None] + np.arange(31)
-    v = values.bayes_value(n, a[:, None], b[:, None])
-    np.testing.assert_allclose(g, np.diff(v, axis=1), rtol=1e-8, atol=1e-14)
-    assert np.all(np.diff(g, axis=1) < 0)
-
-
-def test_an_unsolved_prompt_keeps_a_value_that_grows_with_n():
-    # 0 of 16 under a prior of mean 0.3: the point estimate says worthless, the posterior not.
-    a, b = np.array(0.6 + 0.0), np.array(1.4 + 16.0)
-    v = values.bayes_value(np.array([2, 8, 32, 128]), a, b)
-    assert np.all(np.diff(v) > 0) and v[0] > 0
-    assert float(values.paper_value(np.array(128), np.array(0.0))) == 0.0
 
 
 def test_paper_need_matches_the_formula():

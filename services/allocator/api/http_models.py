@@ -189,7 +189,10 @@ class NamespaceSummaryOut(BaseModel):
     unsolved: int
     allocations: int
     reports: int
-    prior_alpha: float = Field(description="Mode bayes's Beta prior.")
+    prior_alpha: float = Field(
+        description="The namespace's Beta prior (method of moments of the prompts' rates), a "
+        "diagnostic: no mode allocates with it."
+    )
     prior_beta: float
     eb_prior_mean: float = Field(
         description="Mode eb's grid prior (the default mode's, fitted to the prompts' last "

@@ -88,9 +88,7 @@ class BatchHistory:
     evidence_failures: np.ndarray
     last_successes: np.ndarray
     last_trials: np.ndarray
-    mean_tokens: np.ndarray  # NaN where the prompt has no token history
     moments: RateMoments
-    tokens_mean_namespace: float  # NaN when the namespace has no token history
     visits: np.ndarray | None = None  # batch x visits kept x 4 (step, n, successes, milli-logit)
     rate_logit: float | None = None
     """Logit of the namespace's current success rate (None before any report)."""

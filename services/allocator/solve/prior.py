@@ -1,5 +1,6 @@
-"""The namespace-wide Beta prior of the bayes mode, fitted by the method of moments of a
-beta-binomial to per-prompt success rates, correcting for the binomial noise of few trials."""
+"""The namespace-wide Beta prior, fitted by the method of moments of a beta-binomial to
+per-prompt success rates, correcting for the binomial noise of few trials. A diagnostic in the
+summaries (no mode allocates with it) and the calibration replay's baseline."""
 
 from __future__ import annotations
 

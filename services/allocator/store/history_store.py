@@ -66,8 +66,8 @@ from krl.common.errors import NotFound, Unavailable
 from krl_client.messages import Outcome
 
 log = logging.getLogger(__name__)
-READ_META = ("prompts", "sum_p", "sum_p2", "sum_inv_t", "tok_w", "tok_sum", "rate_s", "rate_w")
-"""The namespace meta fields an allocation reads (its prior's moments, tokens, success rate)."""
+READ_META = ("prompts", "sum_p", "sum_p2", "sum_inv_t", "rate_s", "rate_w")
+"""The namespace meta fields an allocation reads (its prior's moments, its success rate)."""
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -218,19 +218,15 @@ class HistoryStore:
         rec = np.nan_to_num(rec)
         col = {name: rec[:, i] for i, name in enumerate(RECORD_FIELDS)}
         w = decay_factor(step, col["step"], self.half_life)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean_tokens = np.where(col["tw"] > 0, col["ts"] / col["tw"], np.nan)
         return BatchHistory(
             evidence_successes=col["s"] * w,
             evidence_failures=col["f"] * w,
             last_successes=col["ls"],
             last_trials=col["lt"],
-            mean_tokens=mean_tokens,
             moments=RateMoments(*meta[:4]),
-            tokens_mean_namespace=meta[5] / meta[4] if meta[4] > 0 else float("nan"),
             visits=visits,
             last_visit_pairs=_pairs(state.last_visits),
-            rate_logit=_logit(meta[6] / meta[7]) if meta[7] > 0 else None,
+            rate_logit=_logit(meta[4] / meta[5]) if meta[5] > 0 else None,
         )
 
     @_redis_errors

@@ -12,7 +12,7 @@ Models (the allocator's own pure functions, so the replay judges the code that a
 - `paper`: p = last visit's successes/trials, P = 1 - p^n - (1-p)^n (clipped to [1e-3, 1-1e-3]:
   the paper's 0/8 prompt predicts 'never informative', which log-loss punishes, rightly);
 - `beta-hlH`: the single Beta prior (method of moments) and evidence decayed with a half-life of
-  H steps (H = 0: never), the older bayes mode;
+  H steps (H = 0: never), the retired mode bayes (kept here as the baseline it lost to);
 - `eb`, `eb-nodrift`, `eb-vhlV`: the grid prior and visits shifted by the measured drift (the
   default), without the drift shift, with evidence halving every V visits.
 """
@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy.special import betaln
 
 from krl.allocator.solve import grid
 from krl.allocator.solve.posterior import eb_posterior, visit_weights
 from krl.allocator.solve.prior import RateMoments, fit_prior
-from krl.allocator.solve.values import beta_moment
 from krl.allocator.store import record_update
 from krl.allocator.store.record import RECENT_KEPT, RECORD_PREFIX, VISIT_FIELDS, recent_of
 
@@ -198,6 +198,11 @@ def eb_model(visit_half_life: float = 0.0, drift: bool = True) -> Model:
         return _p_informative_grid(w, n)
 
     return predict
+
+
+def beta_moment(a: np.ndarray, b: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """E[p^x (1-p)^y] for p ~ Beta(a, b), in log space."""
+    return np.exp(betaln(a + x, b + y) - betaln(a, b))
 
 
 def beta_model(half_life_steps: float) -> Model:

@@ -148,7 +148,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser(
         "experiment",
         help="strategies x seeds at equal rollout budgets: table and plots",
-        description="Run uniform, knapsack-paper, knapsack-bayes and dapo over several seeds at "
+        description="Run strategies (uniform, the knapsack modes, dapo) over several seeds at "
         "equal rollout budgets, on the simulator (--backend sim) or on the real tiny-model loop "
         "(--backend loop: one `krl up` per run), and write OUT/results.md, results.json and the "
         "plots. Running the same command again skips finished runs and resumes the others.",

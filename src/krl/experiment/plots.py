@@ -16,7 +16,6 @@ COLORS = {
     "uniform": "#7f7f7f",
     "knapsack-eb": "#9467bd",
     "knapsack-paper": "#1f77b4",
-    "knapsack-bayes": "#d62728",
     "dapo": "#2ca02c",
     "knapsack-dapo": "#ff7f0e",
     "knapsack-probe": "#8c564b",

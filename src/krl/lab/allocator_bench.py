@@ -29,7 +29,7 @@ def random_batch(m: int, rng: np.random.Generator, trials: int = 8) -> solver.Ba
     t = np.full(m, trials, dtype=np.float64)
     s = rng.binomial(trials, p).astype(np.float64)
     a0, b0 = fit_prior(RateMoments.from_counts(s, t))
-    batch = solver.Batch(s, t, a0 + s, b0 + t - s, rng.uniform(100, 1000, m))
+    batch = solver.Batch(s, t, a0 + s, b0 + t - s)
     batch.weights = grid.posterior(grid.fit_prior(s, t), s, t - s)
     return batch
 
@@ -45,7 +45,6 @@ def _median_ms(fn, repeats: int) -> float:
 
 BENCH_MODES = (
     (solver.Mode.PAPER, "paper"),
-    (solver.Mode.BAYES, "paper"),
     (solver.Mode.EB, "paper"),
     (solver.Mode.EB, objectives.DEFAULT),
 )
@@ -96,14 +95,12 @@ def bench_solver(args: argparse.Namespace) -> int:
                     table_v = values.paper_value(
                         ns, (batch.last_successes / batch.last_trials)[:, None]
                     )
-                elif mode is solver.Mode.EB:
+                else:
                     w = batch.weights
                     table_v = np.stack(
                         [objectives.expected_value(w, np.full(m, n), objective) for n in ns[0]],
                         axis=1,
                     )
-                else:
-                    table_v = values.bayes_value(ns, batch.alpha[:, None], batch.beta[:, None])
                 t0 = time.perf_counter()
                 _, obj = dp.dp_allocate(table_v, budget - m * lo)
                 dp_s = time.perf_counter() - t0

@@ -1,15 +1,14 @@
 """`krl solve`: one allocation problem as JSON in, the allocation as JSON out (no Redis).
 
-Input:  {"budget": B, "min_n": lo, "max_n": hi, "mode": "eb"|"paper"|"bayes"|"tokens"|"uniform",
+Input:  {"budget": B, "min_n": lo, "max_n": hi, "mode": "eb"|"paper"|"uniform",
          "fallback": true|false,
-         "prompts": [{"id": "...", "successes": s, "trials": t, "mean_tokens": x}, ...]}
+         "prompts": [{"id": "...", "successes": s, "trials": t}, ...]}
 Output: {"allocation": {"<id>": n, ...}, "objective": <the mode's objective>, "solve_ms": ms}
-        (+ "gap_bound" in mode tokens). In eb, bayes and tokens modes the counts are the evidence
-and the prior (eb: the grid prior; bayes, tokens: a Beta) is fitted to the batch itself."""
+        (+ "gap_bound" in mode eb with a non-concave objective). In mode eb the counts are the
+evidence and the grid prior is fitted to the batch itself."""
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -20,7 +19,7 @@ from krl.allocator.solve.prior import RateMoments, fit_prior
 from krl.common.errors import InvalidArgument, check
 
 KNOWN_KEYS = {"budget", "min_n", "max_n", "mode", "fallback", "prompts"}
-PROMPT_KEYS = {"id", "successes", "trials", "mean_tokens"}
+PROMPT_KEYS = {"id", "successes", "trials"}
 
 
 def _int(obj: dict[str, Any], key: str, where: str, *, default: int | None = None) -> int:
@@ -41,7 +40,7 @@ def parse(doc: Any) -> tuple[list[str], solver.Problem, solver.Batch]:
     check(
         mode_s in {m.value for m in solver.Mode},
         "mode",
-        f"must be eb, paper, bayes or tokens, got {mode_s!r}",
+        f"must be one of {', '.join(m.value for m in solver.Mode)}, got {mode_s!r}",
     )
     fallback = doc.get("fallback", True)
     check(isinstance(fallback, bool), "fallback", f"must be true or false, got {fallback!r}")
@@ -57,7 +56,6 @@ def parse(doc: Any) -> tuple[list[str], solver.Problem, solver.Batch]:
     ids: list[str] = []
     s = np.zeros(len(prompts))
     t = np.zeros(len(prompts))
-    tok = np.full(len(prompts), np.nan)
     seen: set[str] = set()
     for i, p in enumerate(prompts):
         where = f"prompts[{i}]"
@@ -78,22 +76,8 @@ def parse(doc: Any) -> tuple[list[str], solver.Problem, solver.Batch]:
             f"{where}.successes",
             f"{int(s[i])} successes is more than {int(t[i])} trials",
         )
-        if "mean_tokens" in p:
-            x = p["mean_tokens"]
-            ok = (
-                isinstance(x, int | float)
-                and not isinstance(x, bool)
-                and math.isfinite(x)
-                and x > 0
-            )
-            check(ok, f"{where}.mean_tokens", f"must be a finite number > 0, got {x!r}")
-            tok[i] = float(x)
-    if problem.mode is solver.Mode.TOKENS:
-        known = tok[np.isfinite(tok)]
-        check(known.size > 0, "prompts[].mean_tokens", "mode tokens needs mean_tokens")
-        tok = np.where(np.isfinite(tok), tok, known.mean())
     a0, b0 = fit_prior(RateMoments.from_counts(s, t))
-    batch = solver.Batch(s, t, a0 + s, b0 + (t - s), np.nan_to_num(tok, nan=1.0))
+    batch = solver.Batch(s, t, a0 + s, b0 + (t - s))
     if problem.mode is solver.Mode.EB:
         batch.weights = grid.posterior(grid.fit_prior(s, t), s, t - s)
     return ids, problem, batch
@@ -109,7 +93,6 @@ def run(doc: Any) -> dict[str, Any]:
         "objective": sol.objective,
         "solve_ms": ms,
     }
-    if problem.mode is solver.Mode.TOKENS:
+    if sol.gap_bound > 0:
         out["gap_bound"] = sol.gap_bound
-        out["budget_used"] = sol.budget_used
     return out

@@ -13,7 +13,6 @@ class Strategy(enum.StrEnum):
     UNIFORM = "uniform"
     KNAPSACK_EB = "knapsack-eb"
     KNAPSACK_PAPER = "knapsack-paper"
-    KNAPSACK_BAYES = "knapsack-bayes"
     DAPO = "dapo"
     KNAPSACK_DAPO = "knapsack-dapo"
     KNAPSACK_PROBE = "knapsack-probe"
@@ -30,7 +29,6 @@ SOLVED: dict[Strategy, dict | None] = {
     Strategy.DAPO: None,
     Strategy.KNAPSACK_EB: {"mode": "eb"},
     Strategy.KNAPSACK_DAPO: {"mode": "eb"},
-    Strategy.KNAPSACK_BAYES: {"mode": "bayes"},
     Strategy.KNAPSACK_PAPER: {"mode": "paper", "fallback": True},
     Strategy.KNAPSACK_PROBE: {"mode": "eb"},
 }

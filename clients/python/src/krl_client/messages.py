@@ -12,8 +12,6 @@ from krl_client.api import allocator_pb2 as pb
 MODES = {
     "eb": pb.ALLOCATION_MODE_EB,
     "paper": pb.ALLOCATION_MODE_PAPER,
-    "bayes": pb.ALLOCATION_MODE_BAYES,
-    "tokens": pb.ALLOCATION_MODE_TOKENS,
     "uniform": pb.ALLOCATION_MODE_UNIFORM,
 }
 Objective = Literal["group-gradient", "sqrt-gradient", "paper"]

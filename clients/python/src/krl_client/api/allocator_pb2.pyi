@@ -11,14 +11,10 @@ class AllocationMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ALLOCATION_MODE_UNSPECIFIED: _ClassVar[AllocationMode]
     ALLOCATION_MODE_PAPER: _ClassVar[AllocationMode]
-    ALLOCATION_MODE_BAYES: _ClassVar[AllocationMode]
-    ALLOCATION_MODE_TOKENS: _ClassVar[AllocationMode]
     ALLOCATION_MODE_EB: _ClassVar[AllocationMode]
     ALLOCATION_MODE_UNIFORM: _ClassVar[AllocationMode]
 ALLOCATION_MODE_UNSPECIFIED: AllocationMode
 ALLOCATION_MODE_PAPER: AllocationMode
-ALLOCATION_MODE_BAYES: AllocationMode
-ALLOCATION_MODE_TOKENS: AllocationMode
 ALLOCATION_MODE_EB: AllocationMode
 ALLOCATION_MODE_UNIFORM: AllocationMode
 

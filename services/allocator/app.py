@@ -35,7 +35,7 @@ class AllocatorApp:
         metrics = AllocatorMetrics()
         if url is None:
             # spawned from the loop's thread: the server dies with it (parent-death signal)
-            self.embedded = EmbeddedRedis(s.data_dir).spawn()
+            self.embedded = EmbeddedRedis(s.data_dir, appendfsync=s.redis_appendfsync).spawn()
             await asyncio.to_thread(self.embedded.wait_ready)
             url = self.embedded.url
             log.info("no REDIS_URL: embedded redis-server, data in %s", self.embedded.data_dir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -23,6 +24,12 @@ class AllocatorSettings(ServiceSettings):
         validation_alias="REDIS_URL",
     )
     data_dir: Path = Field(Path(".krl/redis"), description="Embedded Redis data folder.")
+    redis_appendfsync: Literal["always", "everysec", "no"] = Field(
+        "everysec",
+        description="Embedded Redis: when its append-only file is fsynced. everysec (Redis's "
+        "default): a crash can lose the last ~2 s of reports; always: none that were "
+        "acknowledged, at an fsync per write.",
+    )
     half_life_steps: float = Field(
         0.0,
         ge=0,

@@ -7,6 +7,7 @@ import sys
 import urllib.request
 
 import pytest
+import redis
 
 from krl.common.procs import free_port, wait_serving
 from krl_client import AllocatorClient
@@ -120,17 +121,22 @@ def test_the_embedded_redis_dies_with_a_killed_allocator_and_a_restart_keeps_the
     """D4: SIGKILL of the allocator orphaned its redis-server, and the next start ran a second
     one on the same append-only file."""
     data = tmp_path / "redis"
-    proc, target, _ = _start(data)
+    # always: with everysec a write held behind a slow fsync is lost to a kill -9 (Redis's rule)
+    durable = ("--redis-appendfsync", "always")
+    proc, target, _ = _start(data, *durable)
     try:
         wait_serving(target, 60, proc)
         with AllocatorClient(target, namespace="d4") as c:
             a = c.allocate(["a", "b"], 6, min_n=1, max_n=4)
             c.report(a.allocation_id, {"a": (1, a.n["a"]), "b": (0, a.n["b"])})
         redis_pid = int((data / "redis.pid").read_text())
+        embedded = redis.Redis(unix_socket_path=str(data / "redis.sock"))
+        assert embedded.config_get("appendfsync") == {"appendfsync": "always"}
+        embedded.close()
         proc.kill()
         proc.wait(10)
         assert _gone(redis_pid, 5), "the embedded redis-server outlived its allocator"
-        proc, target, _ = _start(data)
+        proc, target, _ = _start(data, *durable)
         wait_serving(target, 60, proc)
         with AllocatorClient(target, namespace="d4") as c:
             assert _trials(c) == {"a": a.n["a"], "b": a.n["b"]}  # the AOF replayed

@@ -127,7 +127,8 @@ async def test_concurrent_imports_of_one_prompt_count_it_once(allocator):
 
 
 async def test_an_import_cut_off_by_a_redis_outage_is_finished_by_a_retry(tmp_path):
-    server = EmbeddedRedis(tmp_path / "r").start()
+    # always: a write held behind a slow everysec fsync would be lost to the kill -9 below
+    server = EmbeddedRedis(tmp_path / "r", appendfsync="always").start()
     app = AllocatorApp(make_settings(server.url, redis_timeout_s=0.5, max_batch_prompts=50))
     await app.start()
     ids = [f"y{i}" for i in range(3000)]

@@ -105,6 +105,22 @@ def test_embedded_redis_starts_from_a_deep_data_folder(tmp_path):
         assert len(str(deep / "redis.sock")) > 107
         assert redis.Redis.from_url(server.url).ping()
         assert (deep / "redis.log").exists()
+        assert redis.Redis.from_url(server.url).config_get("appendfsync") == {
+            "appendfsync": "everysec"
+        }
+
+
+def test_embedded_redis_fsyncs_as_asked_and_refuses_a_policy_redis_lacks(tmp_path):
+    import redis
+
+    from krl.common.redis_server import EmbeddedRedis
+
+    with EmbeddedRedis(tmp_path / "r", appendfsync="always") as server:
+        got = redis.Redis.from_url(server.url).config_get("appendfsync")
+        assert got == {"appendfsync": "always"}
+    with pytest.raises(ValueError, match="appendfsync must be one of"):
+        EmbeddedRedis(tmp_path / "s", appendfsync="sometimes")
+    assert not (tmp_path / "s").exists()
 
 
 async def test_last_visit_counts_and_rate_follow_the_reports(store, redis_client):

@@ -47,13 +47,28 @@ def redis_server_binary() -> str:
     return str(path)
 
 
+# everysec (Redis's default): a write waiting behind a slow fsync is held back up to 2 s while
+# its reply goes out, so a kill -9 can lose the last ~2 s; always: nothing acknowledged is lost.
+APPENDFSYNC = ("always", "everysec", "no")
+
+
 class EmbeddedRedis:
     """Start (and stop, by pid) one redis-server on a unix socket in `data_dir`."""
 
-    def __init__(self, data_dir: Path, *, port: int = 0, appendonly: bool = True) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int = 0,
+        appendonly: bool = True,
+        appendfsync: str = "everysec",
+    ) -> None:
+        if appendfsync not in APPENDFSYNC:
+            raise ValueError(f"appendfsync must be one of {APPENDFSYNC}, not {appendfsync!r}")
         self.data_dir = Path(data_dir).resolve()
         self.port = port
         self.appendonly = appendonly
+        self.appendfsync = appendfsync
         self.proc: subprocess.Popen[bytes] | None = None
         self.restarts = 0
         self._lock_fd: int | None = None
@@ -144,6 +159,8 @@ class EmbeddedRedis:
             "700",
             "--appendonly",
             "yes" if self.appendonly else "no",
+            "--appendfsync",
+            self.appendfsync,
             "--save",
             "",
             "--daemonize",

@@ -75,6 +75,13 @@ class AllocateResult:
     mode: Mode
     budget_used: int
     gap_bound: float = 0.0
+    meta: dict = field(default_factory=dict)
+    """What the store keeps of the allocation (see stored())."""
+
+    def stored(self) -> dict:
+        """The allocation as GET .../allocations/{id} reads it back, before any report."""
+        n = dict(zip(self.prompt_ids, self.n, strict=True))
+        return {"allocation_id": self.allocation_id, **self.meta, "reported_prompts": 0, "n": n}
 
 
 @dataclass
@@ -314,6 +321,7 @@ class Allocator:
             req.mode,
             sol.budget_used,
             sol.gap_bound,
+            meta,
         )
 
     def _solver_batch(self, hist: BatchHistory) -> solver.Batch:

@@ -41,6 +41,8 @@ async def test_http_and_grpc_allocate_the_same_and_a_retried_report_counts_once(
         got = r.json()
         assert set(got["n"]) == set(IDS) and sum(got["n"].values()) <= 64
         assert got["mode"] == "eb" and got["budget"] == 64 and got["reported_prompts"] == 0
+        # the answer is built from what was stored, not read back: GET sees the same
+        assert (await h.get(f"/v1/namespaces/web/allocations/{got['allocation_id']}")).json() == got
         async with AsyncAllocatorClient(f"127.0.0.1:{allocator.grpc.port}", "web") as c:
             g = await c.allocate(IDS, 64, min_n=2, max_n=16, step=3)
         assert g.n == got["n"]  # same request, same solve

@@ -105,7 +105,7 @@ async def allocate(namespace: Namespace, body: AllocateIn, alloc: AllocatorDep) 
             loss_agg=body.loss_agg,
         )
     )
-    return AllocationOut(**await alloc.allocation(namespace, res.allocation_id))
+    return AllocationOut(**res.stored())  # as stored: no read back from Redis
 
 
 @router.post(

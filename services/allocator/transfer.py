@@ -28,7 +28,7 @@ import math
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from krl.allocator.service import MAX_STEP, Allocator, check_namespace
+from krl.allocator.service import Allocator
 from krl.allocator.store import (
     META_FIELDS,
     RECENT_KEPT,
@@ -38,6 +38,7 @@ from krl.allocator.store import (
     export_row,
     recent_of,
 )
+from krl.allocator.usecase import MAX_STEP, check_namespace
 from krl.common.errors import FailedPrecondition, check
 
 NAMESPACE_FIELDS = ("rate_s", "rate_w", "tok_w", "tok_sum")

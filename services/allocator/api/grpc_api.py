@@ -5,9 +5,10 @@ from __future__ import annotations
 import grpc
 import numpy as np
 
-from krl.allocator.service import AllocateInput, Allocator
+from krl.allocator.service import Allocator
 from krl.allocator.solve.solver import Mode
 from krl.allocator.store import Outcome, OutcomeColumns
+from krl.allocator.usecase import AllocateInput
 from krl.common.errors import InvalidArgument, check
 from krl.common.grpc_server import unary_errors
 from krl_client.api import allocator_pb2 as pb

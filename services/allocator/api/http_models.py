@@ -13,9 +13,9 @@ from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from krl.allocator import transfer
-from krl.allocator.service import ALLOCATION_ID_RE, MAX_STEP, NAMESPACE_RE
 from krl.allocator.solve.objectives import Objective
 from krl.allocator.solve.solver import Mode
+from krl.allocator.usecase import ALLOCATION_ID_RE, MAX_STEP, NAMESPACE_RE
 from krl.common.errors import InvalidArgument
 from krl_client.messages import LossAgg
 

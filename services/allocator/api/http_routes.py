@@ -28,8 +28,9 @@ from krl.allocator.api.http_models import (
     ReportOut,
     parse_import,
 )
-from krl.allocator.service import AllocateInput, Allocator
+from krl.allocator.service import Allocator
 from krl.allocator.store import Outcome
+from krl.allocator.usecase import AllocateInput
 from krl.common.errors import InvalidArgument
 
 

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from krl.allocator.build import build_allocator
-from krl.allocator.service import AllocateInput
 from krl.allocator.settings import AllocatorSettings
 from krl.allocator.solve.solver import Mode
+from krl.allocator.usecase import AllocateInput
 from krl.common.redis_server import EmbeddedRedis
 from krl_client import AllocatorClient
 from krl_client.messages import Allocation, Outcome, ReportResult

@@ -14,7 +14,7 @@ def test_the_allocator_service_imports_nothing_from_the_lab() -> None:
     code = (
         "import sys, krl.allocator.app, krl.cli\n"
         "lab = sorted(m for m in sys.modules if m.split('.')[:2] in "
-        "(['krl', 'lab'], ['krl', 'sim'], ['krl', 'experiment']))\n"
+        "(['krl', 'tools'], ['krl', 'sim'], ['krl', 'experiment']))\n"
         "print(','.join(lab))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -22,11 +22,11 @@ def test_the_allocator_service_imports_nothing_from_the_lab() -> None:
 
 
 def test_the_allocator_image_leaves_the_lab_out() -> None:
-    import krl.lab
+    import krl.tools
 
-    installed = Path(krl.lab.__file__).parent
+    installed = Path(krl.tools.__file__).parent
     assert (installed / "allocator_bench.py").exists() and (installed / "soak.py").exists()
     docker = (ROOT / "services/allocator/Dockerfile").read_text()
     install = docker[docker.index("--no-deps .") :].split("\n\n")[0]
-    assert "rm -rf /install/lib/python3.12/site-packages/krl/lab" in install
+    assert "rm -rf /install/lib/python3.12/site-packages/krl/tools" in install
     assert "python:3.12" in docker  # the site-packages path above is Python 3.12's

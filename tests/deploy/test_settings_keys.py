@@ -98,3 +98,19 @@ def test_dockerfiles_install_dependencies_before_copying_code(dockerfile) -> Non
     deps = next(i for i, x in enumerate(lines) if "-r requirements.txt" in x)
     code = next(i for i, x in enumerate(lines) if x.startswith("COPY src"))
     assert deps < code
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name + ":" + p.parent.name)
+def test_dockerfiles_copy_every_folder_the_package_is_built_from(dockerfile) -> None:
+    """`pip install .` in the image fails on a package-dir folder that was not copied in."""
+    import tomllib
+
+    setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    needed = {d.split("/")[0] for d in setup["package-dir"].values()}
+    assert {"src", "services", "lab", "clients"} <= needed
+    copied = {
+        line.split()[1].split("/")[0]
+        for line in dockerfile.read_text().splitlines()
+        if line.startswith("COPY ") and "--from" not in line
+    }
+    assert needed <= copied, needed - copied

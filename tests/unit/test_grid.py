@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from krl.allocator.solve import grid, objectives, posterior, solver
 from krl.allocator.solve.solver import Batch, Mode, Problem
 from krl.allocator.store.record import RECENT_KEPT, VISIT_FIELDS
-from krl.lab import paper_dp as dp
+from krl.tools import paper_dp as dp
 
 
 def _nearest(p: float) -> int:

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from krl.allocator.solve import solver, values
 from krl.allocator.solve.solver import Batch, Mode, Problem
 from krl.common.errors import InvalidArgument
-from krl.lab import paper_dp as dp
+from krl.tools import paper_dp as dp
 
 
 def make_batch(s, t, a=None, b=None) -> Batch:

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from krl.allocator.solve import grid, objectives, solver, values
 from krl.allocator.solve.prior import RateMoments, fit_prior
-from krl.lab import paper_dp as dp
+from krl.tools import paper_dp as dp
 
 console = Console()
 SIZES = [(256, 2048, 2, 64), (1024, 8192, 2, 128), (4096, 32768, 2, 128), (65536, 524288, 2, 256)]

@@ -250,7 +250,7 @@ def _solve_parser(sub: argparse._SubParsersAction) -> None:
 
 def _run_solve(args: argparse.Namespace) -> int:
     from krl.common.errors import KrlError
-    from krl.lab.solve_json import run
+    from krl.tools.solve_json import run
 
     text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
     try:
@@ -324,10 +324,10 @@ def _run_bench(args: argparse.Namespace) -> int:
 
         return bench_rollout(args)
     if args.which == "soak":
-        from krl.lab.soak import bench_soak
+        from krl.tools.soak import bench_soak
 
         return bench_soak(args)
-    from krl.lab import allocator_bench as bench
+    from krl.tools import allocator_bench as bench
 
     return {
         "solver": bench.bench_solver,
@@ -364,7 +364,3 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv
     return int(args.func(args) or 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,5 @@
-"""The history store: the only module that talks to Redis.
+"""HistoryStore, the store room's face: the use cases call it, and only this room (it, the
+report and import transactions and the connection) talks to Redis.
 
 Keys (the namespace sits in a hash tag, so one namespace lives in one cluster slot):
   krl:namespaces                  set of namespace names
@@ -26,16 +27,13 @@ more than the rest of a call (~1.3 ms to pad 1,024 records, ~6 ms to update them
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import redis.asyncio as aioredis
-from redis import exceptions as rexc
 from redis.asyncio.cluster import RedisCluster
 
 from krl.allocator.settings import AllocatorSettings
@@ -60,35 +58,14 @@ from krl.allocator.store.record_cache import (
     RecordCache,
     version_of,
 )
-from krl.allocator.store.redis_client import connect
-from krl.allocator.store.report_write import ReportResult
-from krl.common.errors import NotFound, Unavailable
+from krl.allocator.store.redis_client import connect, redis_errors
+from krl.allocator.store.report_write import OutcomeColumns, ReportResult
+from krl.common.errors import NotFound
 from krl_client.messages import Outcome
 
 log = logging.getLogger(__name__)
 READ_META = ("prompts", "sum_p", "sum_p2", "sum_inv_t", "rate_s", "rate_w")
 """The namespace meta fields an allocation reads (its prior's moments, its success rate)."""
-P = ParamSpec("P")
-T = TypeVar("T")
-
-
-def _redis_errors(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-    """Redis down or timing out -> Unavailable; the client reconnects on the next call."""
-
-    @functools.wraps(fn)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return await fn(*args, **kwargs)
-        except (rexc.ConnectionError, rexc.TimeoutError, OSError) as e:
-            raise Unavailable(f"Redis is unreachable: {e}") from e
-        except (rexc.ClusterDownError, rexc.TryAgainError, rexc.RedisClusterException) as e:
-            raise Unavailable(f"Redis Cluster is failing over: {e}") from e
-        except (rexc.MovedError, rexc.AskError, rexc.ReadOnlyError) as e:
-            # a slot moved, or its master became a replica, under a transaction: Redis aborted
-            # it whole (EXECABORT), so nothing was written and the call can be retried
-            raise Unavailable(f"Redis is failing over: {e}") from e
-
-    return wrapper
 
 
 def _glob_escape(s: str) -> str:
@@ -99,31 +76,6 @@ def _glob_escape(s: str) -> str:
 def _logit(rate: float) -> float:
     r = min(max(rate, 1e-3), 1 - 1e-3)  # as record_update.milli_logit clips it
     return float(np.log(r / (1 - r)))
-
-
-@dataclass(frozen=True)
-class OutcomeColumns:
-    """A report's outcomes as columns (what the use case checks and the script is sent)."""
-
-    prompt_ids: list[str]
-    successes: np.ndarray
-    trials: np.ndarray
-    total_tokens: np.ndarray
-
-    @classmethod
-    def of(cls, outcomes: Sequence[Outcome] | OutcomeColumns) -> OutcomeColumns:
-        if isinstance(outcomes, OutcomeColumns):
-            return outcomes
-        n = len(outcomes)
-        return cls(
-            [o.prompt_id for o in outcomes],
-            np.fromiter((o.successes for o in outcomes), np.int64, n),
-            np.fromiter((o.trials for o in outcomes), np.int64, n),
-            np.fromiter((o.total_tokens for o in outcomes), np.int64, n),
-        )
-
-    def __len__(self) -> int:
-        return len(self.prompt_ids)
 
 
 def _pairs(lv: dict[bytes, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -188,11 +140,11 @@ class HistoryStore:
         prefix = f"krl:{{{ns}}}:{RECORD_PREFIX}:"
         return [prefix + pid for pid in prompt_ids]
 
-    @_redis_errors
+    @redis_errors
     async def ping(self) -> bool:
         return bool(await self.r.ping())
 
-    @_redis_errors
+    @redis_errors
     async def read_batch(self, ns: str, prompt_ids: Sequence[str], step: int) -> BatchHistory:
         """The batch's histories in one snapshot (MULTI): the namespace's meta and last-visit
         counts, and the records this process does not hold at the current report version."""
@@ -229,7 +181,7 @@ class HistoryStore:
             rate_logit=_logit(meta[4] / meta[5]) if meta[5] > 0 else None,
         )
 
-    @_redis_errors
+    @redis_errors
     async def save_allocation(
         self,
         ns: str,
@@ -263,7 +215,7 @@ class HistoryStore:
             await self.r.sadd("krl:namespaces", ns)
             self._listed.add(ns)
 
-    @_redis_errors
+    @redis_errors
     async def report(
         self, ns: str, alloc_id: str, outcomes: Sequence[Outcome] | OutcomeColumns
     ) -> ReportResult:
@@ -283,7 +235,7 @@ class HistoryStore:
             self.r, keys, alloc_id, ns, cols, self.half_life, ttl, self.known
         )
 
-    @_redis_errors
+    @redis_errors
     async def import_prompts(
         self,
         ns: str,
@@ -295,7 +247,7 @@ class HistoryStore:
         keys = self._import_keys(ns, [p.prompt_id for p in prompts])
         return await import_write.write(self.r, keys, ns, prompts, self.half_life, namespace_line)
 
-    @_redis_errors
+    @redis_errors
     async def settle_import(self, ns: str, source: dict[str, float]) -> bool:
         """After a whole export's import: its float sums as they were (import_write.settle)."""
         return await import_write.settle(self.r, self._import_keys(ns, []), source)
@@ -309,12 +261,12 @@ class HistoryStore:
             records=self._records(ns, prompt_ids),
         )
 
-    @_redis_errors
+    @redis_errors
     async def import_marks(self, ns: str, prompt_ids: Sequence[str]) -> list[bytes | None]:
         """The digest of the import line that stored each prompt (None: not imported)."""
         return await self.r.hmget(self._k(ns, "imported"), list(prompt_ids))
 
-    @_redis_errors
+    @redis_errors
     async def get_allocation(self, ns: str, alloc_id: str) -> dict[str, Any]:
         if alloc_id == "latest":
             latest = await self.r.lindex(self._k(ns, "allocs"), 0)
@@ -329,7 +281,7 @@ class HistoryStore:
         reported = await self.r.scard(self._k(ns, "a", alloc_id, "r"))
         return {"allocation_id": alloc_id, **meta, "reported_prompts": reported, "n": n}
 
-    @_redis_errors
+    @redis_errors
     async def prompt_records(
         self, ns: str, prompt_ids: Sequence[str], step: int
     ) -> list[PromptRecord]:
@@ -359,7 +311,7 @@ class HistoryStore:
             )
         return out
 
-    @_redis_errors
+    @redis_errors
     async def scan_prompt_ids(self, ns: str, cursor: int, limit: int) -> tuple[list[str], int]:
         """About `limit` prompt ids with a record, from a SCAN cursor (0: start); the next
         cursor is 0 when the scan is done. Each id present for the whole scan comes once."""
@@ -377,15 +329,15 @@ class HistoryStore:
             if cursor == 0 or len(ids) >= limit:
                 return ids, int(cursor)
 
-    @_redis_errors
+    @redis_errors
     async def raw_records(self, ns: str, prompt_ids: Sequence[str]) -> list[bytes | None]:
         return await self.r.mget(self._records(ns, prompt_ids))
 
-    @_redis_errors
+    @redis_errors
     async def namespaces(self) -> list[str]:
         return sorted(x.decode() for x in await self.r.smembers("krl:namespaces"))
 
-    @_redis_errors
+    @redis_errors
     async def namespace_meta(self, ns: str) -> dict[str, float]:
         raw = await self.r.hgetall(self._k(ns, "meta"))
         if not raw and not await self.r.sismember("krl:namespaces", ns):
@@ -396,13 +348,13 @@ class HistoryStore:
             meta.setdefault(f"h{i}", 0.0)
         return meta
 
-    @_redis_errors
+    @redis_errors
     async def last_visit_pairs(self, ns: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The namespace's last-visit counts as (successes, trials, prompts), what its grid
         prior is fitted to."""
         return _pairs(await self.r.hgetall(self._k(ns, "lv")))
 
-    @_redis_errors
+    @redis_errors
     async def prompt_counts(self) -> dict[str, int]:
         """Over all namespaces (for the gauges): prompts tracked, and those whose last visit was
         all correct (solved) or all wrong (unsolved)."""

@@ -1,16 +1,23 @@
 """The allocator's Redis client: standalone or Redis Cluster (found from INFO cluster), with
-commands packed by hiredis. Only the store uses what this returns."""
+commands packed by hiredis, and the mapping of its errors to Unavailable. Only the store uses
+what this returns."""
 
 from __future__ import annotations
 
+import functools
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, ParamSpec, TypeVar
 
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
 from redis.asyncio.cluster import RedisCluster
 
+from krl.common.errors import Unavailable
+
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def _hiredis_packing(client: aioredis.Redis) -> None:
@@ -54,3 +61,22 @@ async def connect(url: str, timeout_s: float) -> aioredis.Redis | RedisCluster:
     await plain.aclose()
     log.info("Redis at %s runs in cluster mode", url)
     return RedisCluster.from_url(url, **opts)
+
+
+def redis_errors(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Redis down or timing out -> Unavailable; the client reconnects on the next call."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await fn(*args, **kwargs)
+        except (rexc.ConnectionError, rexc.TimeoutError, OSError) as e:
+            raise Unavailable(f"Redis is unreachable: {e}") from e
+        except (rexc.ClusterDownError, rexc.TryAgainError, rexc.RedisClusterException) as e:
+            raise Unavailable(f"Redis Cluster is failing over: {e}") from e
+        except (rexc.MovedError, rexc.AskError, rexc.ReadOnlyError) as e:
+            # a slot moved, or its master became a replica, under a transaction: Redis aborted
+            # it whole (EXECABORT), so nothing was written and the call can be retried
+            raise Unavailable(f"Redis is failing over: {e}") from e
+
+    return wrapper

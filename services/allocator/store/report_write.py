@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,10 +32,36 @@ from krl.allocator.store.record_cache import (
 )
 from krl.allocator.store.watched import Watched, watched
 from krl.common.errors import Aborted, InvalidArgument, NotFound
+from krl_client.messages import Outcome
 
 FLOAT_FIELDS = frozenset((*record_update.FLOAT_AGGREGATES, "rate_s", "rate_w"))
 ATTEMPTS = 16
 """Reads and writes of one report before it gives up on concurrent reports of its namespace."""
+
+
+@dataclass(frozen=True)
+class OutcomeColumns:
+    """A report's outcomes as columns (what the use case checks and the script is sent)."""
+
+    prompt_ids: list[str]
+    successes: np.ndarray
+    trials: np.ndarray
+    total_tokens: np.ndarray
+
+    @classmethod
+    def of(cls, outcomes: Sequence[Outcome] | OutcomeColumns) -> OutcomeColumns:
+        if isinstance(outcomes, OutcomeColumns):
+            return outcomes
+        n = len(outcomes)
+        return cls(
+            [o.prompt_id for o in outcomes],
+            np.fromiter((o.successes for o in outcomes), np.int64, n),
+            np.fromiter((o.trials for o in outcomes), np.int64, n),
+            np.fromiter((o.total_tokens for o in outcomes), np.int64, n),
+        )
+
+    def __len__(self) -> int:
+        return len(self.prompt_ids)
 
 
 @dataclass(frozen=True)
@@ -71,7 +98,7 @@ async def write(
     ttl: ReportTTL,
     known: Known,
 ):
-    """Record `cols` (store.OutcomeColumns) for allocation `alloc_id`; see the module."""
+    """Record `cols` (OutcomeColumns) for allocation `alloc_id`; see the module."""
     for _ in range(ATTEMPTS):
         async with watched(r) as w:
             try:

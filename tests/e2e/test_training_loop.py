@@ -164,6 +164,15 @@ def _wait_step(run_dir: Path, proc: subprocess.Popen, step: int, timeout_s: floa
     raise TimeoutError(f"step {step} not reached")
 
 
+def _journal(path: Path) -> list[dict]:
+    """A journal's allocations in order, after checking each was marked reported once."""
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    plans = [r for r in rows if "n" in r]
+    marks = [r["step"] for r in rows if r.get("reported")]
+    assert sorted(marks) == [p["step"] for p in plans], (marks, [p["step"] for p in plans])
+    return plans
+
+
 def _redis_trials(stack: Stack, namespace: str) -> tuple[int, list]:
     ids = [t.id for t in ReverseSource(seed=0, train_per_level=PER_LEVEL).train]
     with AllocatorClient(f"127.0.0.1:{stack.a_port}", namespace) as c:
@@ -188,7 +197,7 @@ def test_a_short_run_trains_reports_and_allocates_from_histories(stack, tmp_path
 
     # the first epoch: no history, every prompt alike -> 4 each; afterwards the histories
     # make the allocation uneven (same budget)
-    first = [json.loads(x) for x in (run / "allocations.jsonl").read_text().splitlines()]
+    first = _journal(run / "allocations.jsonl")
     assert all(set(a["n"].values()) == {4} for a in first[:3])
     later = [a["n"] for a in first[3:]]
     assert any(len(set(n.values())) > 1 for n in later)
@@ -251,7 +260,7 @@ def test_dapo_fills_batches_with_informative_groups_and_stops_at_the_budget(
             if r["rounds"] < 3 and r is not rows[-1]:
                 assert r["trained_sequences"] == M * 4  # a batch stops as soon as it is full
     # every generated group was reported once, under one allocation per batch
-    journal = [json.loads(x) for x in (run / "allocations.jsonl").read_text().splitlines()]
+    journal = _journal(run / "allocations.jsonl")
     assert [j["step"] for j in journal] == list(range(1, 8))
     sampler = EpochSampler(
         [t.id for t in ReverseSource(seed=0, train_per_level=PER_LEVEL).train], M, 0
@@ -286,8 +295,8 @@ def test_probe_allocates_first_visits_from_their_probe_and_counts_each_rollout_o
     )
     assert proc.wait(timeout=400) == 0, (run.parent / "e2e-probe-trainer.log").read_text()[-3000:]
     rows = _check_exactly_once(stack, run, 4)
-    probes = [json.loads(x) for x in (run / "allocations.jsonl").read_text().splitlines()]
-    full = [json.loads(x) for x in (run / "topups.jsonl").read_text().splitlines()]
+    probes = _journal(run / "allocations.jsonl")
+    full = _journal(run / "topups.jsonl")
     assert [j["step"] for j in probes] == [j["step"] for j in full] == [1, 2, 3, 4]
     for a, b, r in zip(probes, full, rows, strict=True):
         assert set(a["n"].values()) == {4} and list(a["n"]) == list(b["n"])
@@ -411,7 +420,7 @@ def test_a_killed_trainer_resumes_with_the_same_data_order_and_no_double_count(s
             assert r["allocation_id"] == first_run[r["step"]]["allocation_id"]
     assert all(not r["replayed"] for r in rows if r["step"] > max(r["step"] for r in redone))
     # the data order is the uninterrupted one
-    journal = [json.loads(x) for x in (run / "allocations.jsonl").read_text().splitlines()]
+    journal = _journal(run / "allocations.jsonl")
     assert sorted(j["step"] for j in journal) == list(range(1, 8))
     sampler = EpochSampler(
         [t.id for t in ReverseSource(seed=0, train_per_level=PER_LEVEL).train], M, seed=0

@@ -5,8 +5,9 @@ step is rounds until M informative groups, dynamic.py).
 
 Every strategy goes through the allocator with its arguments (strategies.py), so histories are
 recorded the same way for all: `uniform` and `dapo` ask for the allocator's mode uniform (dapo
-filters the groups afterwards). The allocation is the slim client's AllocationSession's (the one
-home of allocate-with-journal, which every framework adapter uses too), with the caller's loss
+filters the groups afterwards). Allocating and reporting are the slim client's AllocationSession's
+(the one home of allocate and report with the journal, which every framework adapter uses too;
+the journal marks each step reported, as the adapters' journals do), with the caller's loss
 aggregation declared, so the allocator maximises the objective made for it
 (krl_client.messages.OBJECTIVE_FOR_LOSS) unless solve_kw names one.
 
@@ -125,10 +126,17 @@ class StepRounds(Generic[G]):
     ) -> StepPlan:
         """The allocation of one batch: the journaled one when this step was allocated before,
         else a fresh Allocate (journaled before any rollout is generated)."""
-        args = strategy_args(strategy, budget, len(ids), min_n, self.max_n)
+        return self.session(journal, len(ids), strategy, budget, min_n).allocate(step, ids, budget)
+
+    def session(
+        self, journal: Journal | None, prompts: int, strategy: str, budget: int, min_n: int
+    ) -> AllocationSession:
+        """The slim client's session that allocates a batch of `prompts` for `strategy` and
+        reports its outcomes (the journal's allocation and reported marks)."""
+        args = strategy_args(strategy, budget, prompts, min_n, self.max_n)
         if args["mode"] != "uniform":
             args.update(self.solve_kw)
-        session = AllocationSession(
+        return AllocationSession(
             self.client,
             min_n=args.pop("min_n"),
             max_n=args.pop("max_n"),
@@ -137,7 +145,6 @@ class StepRounds(Generic[G]):
             loss_agg=self.loss_agg,
             allocate_kw=args,
         )
-        return session.allocate(step, ids, budget)
 
     def round(self) -> Round[G]:
         """Draw the next batch of M prompts, allocate, generate and report it. knapsack-probe
@@ -151,20 +158,25 @@ class StepRounds(Generic[G]):
         t0 = time.monotonic()
         if probe:
             budget = self.probe_n * len(ids)
-            plan = self.plan(self.journal, g, ids, Strategy.UNIFORM, budget, self.min_n)
+            session = self.session(self.journal, len(ids), Strategy.UNIFORM, budget, self.min_n)
         else:
-            plan = self.plan(self.journal, g, ids, self.strategy, self.budget, self.min_n)
+            budget = self.budget
+            session = self.session(self.journal, len(ids), self.strategy, budget, self.min_n)
+        plan = session.allocate(g, ids, budget)
         t_alloc = time.monotonic() - t0
         t0 = time.monotonic()
-        groups, accepted, dupes = self._generate_and_report(g, ids, plan, plan.n, seed)
+        groups, accepted, dupes = self._generate_and_report(g, ids, session, plan, plan.n, seed)
         t_gen = time.monotonic() - t0
         if probe:
             t0 = time.monotonic()
-            full = self.plan(self.topups, g, ids, self.strategy, self.budget, self.probe_n)
+            topup = self.session(self.topups, len(ids), self.strategy, self.budget, self.probe_n)
+            full = topup.allocate(g, ids, self.budget)
             t_alloc += time.monotonic() - t0
             extra = {pid: full.n[pid] - plan.n.get(pid, 0) for pid in ids}
             t0 = time.monotonic()
-            more, acc2, dup2 = self._generate_and_report(g, ids, full, extra, seed + TOPUP_SEED)
+            more, acc2, dup2 = self._generate_and_report(
+                g, ids, topup, full, extra, seed + TOPUP_SEED
+            )
             t_gen += time.monotonic() - t0
             for pid, top in more.items():
                 groups[pid] = self.rollouts.merge(groups[pid], top) if pid in groups else top
@@ -180,11 +192,17 @@ class StepRounds(Generic[G]):
         )
 
     def _generate_and_report(
-        self, g: int, ids: list[str], plan: StepPlan, n: Mapping[str, int], seed: int
+        self,
+        g: int,
+        ids: list[str],
+        session: AllocationSession,
+        plan: StepPlan,
+        n: Mapping[str, int],
+        seed: int,
     ) -> tuple[dict[str, G], int, int]:
-        """Generate n[pid] rollouts of each prompt and report them under the plan's allocation:
-        the groups by prompt id in the batch's order, and the report's accepted and duplicate
-        counts."""
+        """Generate n[pid] rollouts of each prompt and report them under the plan's allocation
+        through its session: the groups by prompt id in the batch's order, and the report's
+        accepted and duplicate counts."""
         asked = [pid for pid in ids if n[pid] > 0]
         if not asked:
             return {}, 0, 0
@@ -195,7 +213,7 @@ class StepRounds(Generic[G]):
         groups = {pid: made[pid] for pid in asked}
         outcomes = [self.rollouts.outcome(gr) for gr in groups.values()]
         try:
-            rep = self.client.report(plan.allocation_id, outcomes)
+            rep = session.report_outcomes(plan, outcomes)
             return groups, rep.accepted, int(rep.duplicates)  # a count over gRPC
         except NotFound as e:  # a replayed allocation that expired meanwhile
             log.warning("batch %d: report not recorded: %s", g, e)

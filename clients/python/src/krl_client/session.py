@@ -287,9 +287,12 @@ class AllocationSession(_SessionBase):
     def report(
         self, plan: StepPlan, rewards: RewardsLike, tokens: RewardsLike | None = None
     ) -> ReportResult:
-        res = self.client.report(
-            plan.allocation_id, self._outcomes(plan, rewards, tokens), **_ns(self.allocate_kw)
-        )
+        """Report the step's rewards (one per rollout, in the plan's expanded order)."""
+        return self.report_outcomes(plan, self._outcomes(plan, rewards, tokens))
+
+    def report_outcomes(self, plan: StepPlan, outcomes: Sequence[Outcome]) -> ReportResult:
+        """Report outcomes already counted per prompt, and mark the step reported."""
+        res = self.client.report(plan.allocation_id, outcomes, **_ns(self.allocate_kw))
         self._reported(plan)
         return res
 
@@ -309,9 +312,10 @@ class AsyncAllocationSession(_SessionBase):
     async def report(
         self, plan: StepPlan, rewards: RewardsLike, tokens: RewardsLike | None = None
     ) -> ReportResult:
-        res = await self.client.report(
-            plan.allocation_id, self._outcomes(plan, rewards, tokens), **_ns(self.allocate_kw)
-        )
+        return await self.report_outcomes(plan, self._outcomes(plan, rewards, tokens))
+
+    async def report_outcomes(self, plan: StepPlan, outcomes: Sequence[Outcome]) -> ReportResult:
+        res = await self.client.report(plan.allocation_id, outcomes, **_ns(self.allocate_kw))
         self._reported(plan)
         return res
 

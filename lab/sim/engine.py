@@ -28,6 +28,7 @@ from krl.rl.step import StepRounds
 from krl.rl.strategies import DYNAMIC, PROBED, default_probe, parse_strategy
 from krl.sim.population import Difficulty, LearningModel, Population, expected_effective_ratio
 from krl_client.messages import Outcome
+from krl_client.session import informative
 
 TOKENS_PER_ROLLOUT = 64  # the simulator's rollouts all cost the same
 
@@ -205,7 +206,7 @@ class BernoulliRollouts:
         return Outcome(group.prompt_id, group.k, group.n, group.n * TOKENS_PER_ROLLOUT)
 
     def informative(self, group: Draws) -> bool:
-        return 0 < group.k < group.n  # Bernoulli rewards differ exactly then
+        return informative([1.0] * group.k + [0.0] * (group.n - group.k))  # its Bernoulli rewards
 
     def merge(self, probe: Draws, topup: Draws) -> Draws:
         return Draws(probe.prompt_id, probe.k + topup.k, probe.n + topup.n)

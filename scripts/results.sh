@@ -101,6 +101,12 @@ if [[ $what == all || $what == loop ]]; then
     --seeds 601,602,603,604,605,606,607,608,609,610,611,612,613,614,615,616 \
     --strategies uniform,knapsack-eb \
     --title "tiny-model loop, spell_backward, binary rewards, warm-up seed 1 (a fresh draw of words and model), M=64, B=512"
+  # reverse on a fresh draw (warm-up seed 1: other training and held-out strings, another
+  # initial model), 8 seeds picked before any run
+  experiment loop-reverse-w1 --backend loop --warmup-seed 1 \
+    --seeds 701,702,703,704,705,706,707,708 --steps 120 --baseline-factor 2 \
+    --eval-per-level 256 --threads 1 --strategies uniform,knapsack-eb \
+    --title "tiny-model loop, reverse, warm-up seed 1 (a fresh draw of strings and model), M=64, B=512"
   # docs/results/loop-reverse and loop-reverse-sqrt-gradient (the token-mean trainer, 5 seeds)
   # were measured with release 572e7a0: `git checkout 572e7a0 && bash scripts/results.sh loop`
 fi

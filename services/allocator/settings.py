@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from krl.allocator.solve import objectives
 from krl.common.config import ServiceSettings
+from krl.common.redis_server import Appendfsync
 
 
 class AllocatorSettings(ServiceSettings):
@@ -24,7 +24,7 @@ class AllocatorSettings(ServiceSettings):
         validation_alias="REDIS_URL",
     )
     data_dir: Path = Field(Path(".krl/redis"), description="Embedded Redis data folder.")
-    redis_appendfsync: Literal["always", "everysec", "no"] = Field(
+    redis_appendfsync: Appendfsync = Field(
         "everysec",
         description="Embedded Redis: when its append-only file is fsynced. everysec (Redis's "
         "default): a crash can lose the last ~2 s of reports; always: none that were "

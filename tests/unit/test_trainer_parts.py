@@ -114,16 +114,19 @@ def test_journal_replays_a_redone_step_instead_of_allocating_again(tmp_path):
     fake = _FakeAllocator()
     rounds = StepRounds(fake, None, EpochSampler(list("abcd"), 2, 0), "knapsack-eb", 4, 2, 8)
     j = Journal(tmp_path / "allocations.jsonl")
-    kw = {"strategy": "knapsack-eb", "budget": 4, "min_n": 2}
-    p1 = rounds.plan(j, 1, ["a", "b"], **kw)
+
+    def plan(journal, step, ids):
+        return rounds.session(journal, len(ids), "knapsack-eb", 4, 2).allocate(step, ids, 4)
+
+    p1 = plan(j, 1, ["a", "b"])
     assert fake.calls == 1 and not p1.replayed
     again = Journal(tmp_path / "allocations.jsonl")  # a restarted trainer
-    p1b = rounds.plan(again, 1, ["a", "b"], **kw)
+    p1b = plan(again, 1, ["a", "b"])
     assert fake.calls == 1 and p1b.replayed and p1b.allocation_id == p1.allocation_id
     assert p1b.n == {"a": 2, "b": 2}
     with pytest.raises(ValueError, match="belongs to another run"):
-        rounds.plan(again, 1, ["b", "c"], **kw)
-    rounds.plan(again, 2, ["c", "d"], **kw)
+        plan(again, 1, ["b", "c"])
+    plan(again, 2, ["c", "d"])
     assert fake.calls == 2
 
 

@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import redis
 
@@ -49,7 +49,8 @@ def redis_server_binary() -> str:
 
 # everysec (Redis's default): a write waiting behind a slow fsync is held back up to 2 s while
 # its reply goes out, so a kill -9 can lose the last ~2 s; always: nothing acknowledged is lost.
-APPENDFSYNC = ("always", "everysec", "no")
+Appendfsync = Literal["always", "everysec", "no"]
+APPENDFSYNC: tuple[str, ...] = get_args(Appendfsync)
 
 
 class EmbeddedRedis:
@@ -61,7 +62,7 @@ class EmbeddedRedis:
         *,
         port: int = 0,
         appendonly: bool = True,
-        appendfsync: str = "everysec",
+        appendfsync: Appendfsync = "everysec",
     ) -> None:
         if appendfsync not in APPENDFSYNC:
             raise ValueError(f"appendfsync must be one of {APPENDFSYNC}, not {appendfsync!r}")

@@ -115,19 +115,6 @@ class StepRounds(Generic[G]):
     def budget_spent(self) -> bool:
         return bool(self.rollout_budget) and self.rollouts_total >= self.rollout_budget
 
-    def plan(
-        self,
-        journal: Journal | None,
-        step: int,
-        ids: list[str],
-        strategy: str,
-        budget: int,
-        min_n: int,
-    ) -> StepPlan:
-        """The allocation of one batch: the journaled one when this step was allocated before,
-        else a fresh Allocate (journaled before any rollout is generated)."""
-        return self.session(journal, len(ids), strategy, budget, min_n).allocate(step, ids, budget)
-
     def session(
         self, journal: Journal | None, prompts: int, strategy: str, budget: int, min_n: int
     ) -> AllocationSession:

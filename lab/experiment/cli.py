@@ -335,6 +335,10 @@ def _loop_args(args: argparse.Namespace, cfg: SimConfig) -> list[str]:
         "--eval-every",
         str(args.eval_every or 10),
     ]
+    if cfg.objective is not None:
+        out += ["--objective", cfg.objective]
+    if cfg.visit_half_life is not None:
+        out += ["--visit-half-life", str(cfg.visit_half_life)]
     for name in LOOP_ONLY:
         v = getattr(args, name)
         if v is not None:

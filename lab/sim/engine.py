@@ -25,7 +25,7 @@ from krl.allocator.solve.values import paper_value
 from krl.rl.data import EpochSampler
 from krl.rl.rows import EvalRow, Row, StepRow
 from krl.rl.step import StepRounds
-from krl.rl.strategies import DYNAMIC, PROBED, default_probe, parse_strategy
+from krl.rl.strategies import DYNAMIC, PROBED, default_probe, parse_strategy, solve_kw
 from krl.sim.population import Difficulty, LearningModel, Population, expected_effective_ratio
 from krl_client.messages import Outcome
 from krl_client.session import informative
@@ -241,11 +241,6 @@ def _steps(
     """The trainer's step (krl.rl.step) with Bernoulli rollouts; after each, the learning
     model's update: every prompt's group for the allocated strategies (a group without a
     gradient moves nothing), the kept groups for dapo."""
-    solve_kw = {}
-    if cfg.visit_half_life is not None:
-        solve_kw["visit_half_life"] = cfg.visit_half_life
-    if cfg.objective is not None:
-        solve_kw["objective"] = cfg.objective
     rounds = StepRounds(
         client,
         BernoulliRollouts(pop, rng),
@@ -257,7 +252,7 @@ def _steps(
         probe_n=default_probe(cfg.rollouts_per_prompt) if strategy in PROBED else 0,
         dapo_max_rounds=cfg.dapo_max_rounds,
         rollout_budget=limit,
-        solve_kw=solve_kw,
+        solve_kw=solve_kw(cfg.objective, cfg.visit_half_life),
     )
     dynamic = strategy in DYNAMIC
     while True:

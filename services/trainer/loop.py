@@ -32,6 +32,7 @@ from krl.model.weights import to_bytes
 from krl.rl.data import EpochSampler
 from krl.rl.runlog import RunLog
 from krl.rl.step import StepRounds
+from krl.rl.strategies import solve_kw
 from krl.tasks.base import Task, TaskSource
 from krl.trainer import checkpoint as ckpt
 from krl.trainer import grpo
@@ -114,6 +115,7 @@ class Trainer:
             rollout_budget=s.rollout_budget,
             seed=s.seed,
             loss_agg=s.loss_agg,
+            solve_kw=solve_kw(s.objective, s.visit_half_life),
             journal=journal,
             topups=Journal(journal.path.with_name("topups.jsonl")),
             batches=r.batches if r else 0,

@@ -13,7 +13,7 @@ from krl.common.config import ServiceSettings, secret
 from krl.common.errors import InvalidArgument
 from krl.rl.strategies import Strategy, default_probe
 from krl.tasks.factory import parse_task
-from krl_client.messages import LossAgg
+from krl_client.messages import LossAgg, Objective
 
 # Fields that may differ between a run and its resumption (where to find things, not what to do).
 RESUMABLE_CHANGES = frozenset(
@@ -116,6 +116,17 @@ class TrainerSettings(ServiceSettings):
     )
     dapo_max_rounds: int = Field(
         8, ge=1, description="dapo: most generation batches of M prompts per update."
+    )
+    objective: Objective | None = Field(
+        None,
+        description="knapsack modes: the objective the allocator maximises (default: the one "
+        "made for loss_agg, which the trainer declares).",
+    )
+    visit_half_life: float | None = Field(
+        None,
+        ge=0,
+        description="knapsack-eb: evidence half-life in a prompt's visits (0: never decays; "
+        "default: the allocator's).",
     )
 
     # sampling

@@ -114,3 +114,21 @@ def test_a_redone_batch_replays_its_journaled_allocation(allocator, tmp_path):
     assert r2.plan.replayed and r2.plan.allocation_id == r1.plan.allocation_id
     assert r2.plan.n == r1.plan.n
     assert r2.accepted == 0 and r2.duplicates == 4  # counted once in Redis
+
+
+def test_a_runs_objective_reaches_every_solve_and_wins_over_the_loss_default(allocator):
+    """A run that names an objective (trainer --objective, krl experiment --objective on either
+    backend) solves with it; one that names none gets the objective made for its loss."""
+    from krl.rl.strategies import solve_kw
+
+    assert solve_kw(None, None) == {}
+    assert solve_kw("paper", 0.0) == {"objective": "paper", "visit_half_life": 0.0}
+    for ns, kw, want in (
+        ("obj-default", solve_kw(None, None), "group-gradient"),
+        ("obj-paper", solve_kw("paper", 3.0), "paper"),
+    ):
+        rounds, _ = _rounds(allocator, "knapsack-eb", ns, loss_agg="prompt-mean", solve_kw=kw)
+        for _ in range(2):
+            (r,), _ = rounds.step()
+            meta = allocator._runner.run(allocator.allocator.allocation(ns, r.plan.allocation_id))
+            assert meta["objective_name"] == want

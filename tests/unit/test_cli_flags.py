@@ -77,6 +77,24 @@ def test_flags_land_in_the_settings_and_unknown_choices_are_refused(tmp_path) ->
         build_parser().parse_args(["trainer", "--strategy", "magic"])
 
 
+def test_an_experiment_on_the_loop_hands_its_solve_settings_to_every_run() -> None:
+    """--objective and --visit-half-life reach each `krl up` (they were once simulator-only and
+    silently dropped on the loop); the trainer refuses an objective it does not know."""
+    from krl.experiment.cli import _loop_args, _sim_config
+
+    argv = ["experiment", "--backend", "loop", "--objective", "paper", "--visit-half-life", "2"]
+    args = build_parser().parse_args(argv)
+    flags = _loop_args(args, _sim_config(args))
+    assert flags[flags.index("--objective") + 1] == "paper"
+    assert float(flags[flags.index("--visit-half-life") + 1]) == 2.0
+    up = build_parser().parse_args(["up", *flags])
+    assert given(up, up.setting_names)["objective"] == "paper"
+    args = build_parser().parse_args(["experiment", "--backend", "loop"])
+    assert "--objective" not in _loop_args(args, _sim_config(args))
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["trainer", "--objective", "gradient"])
+
+
 def test_help_is_the_fields_description() -> None:
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     action = next(

@@ -59,3 +59,15 @@ def strategy_args(strategy: str, budget: int, prompts: int, min_n: int, max_n: i
     if solve is None:
         return {"mode": "uniform", "min_n": budget // prompts, "max_n": -(-budget // prompts)}
     return {**solve, "min_n": min_n, "max_n": max_n}
+
+
+def solve_kw(objective: str | None, visit_half_life: float | None) -> dict:
+    """The Allocate arguments a run sets for its knapsack solves (StepRounds.solve_kw): only the
+    ones given, so the allocator's defaults (the objective made for the declared loss, its
+    visit half-life) show through."""
+    out: dict = {}
+    if objective is not None:
+        out["objective"] = objective
+    if visit_half_life is not None:
+        out["visit_half_life"] = visit_half_life
+    return out

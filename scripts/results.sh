@@ -107,6 +107,21 @@ if [[ $what == all || $what == loop ]]; then
     --seeds 701,702,703,704,705,706,707,708 --steps 120 --baseline-factor 2 \
     --eval-per-level 256 --threads 1 --strategies uniform,knapsack-eb \
     --title "tiny-model loop, reverse, warm-up seed 1 (a fresh draw of strings and model), M=64, B=512"
+  # screen: knapsack-eb with the paper's objective on the same runs' seeds, uniform's runs reused
+  mkdir -p runs/experiments/loop-reverse-w1-paper/runs
+  for s in 701 702 703 704 705 706 707 708; do
+    ln -sfn ../../loop-reverse-w1/runs/uniform-seed$s \
+      runs/experiments/loop-reverse-w1-paper/runs/uniform-seed$s
+  done
+  experiment loop-reverse-w1-paper --backend loop --warmup-seed 1 --objective paper \
+    --seeds 701,702,703,704,705,706,707,708 --steps 120 --baseline-factor 2 \
+    --eval-per-level 256 --threads 1 --strategies uniform,knapsack-eb \
+    --title "screen: knapsack-eb with the paper objective, reverse, warm-up seed 1"
+  # screen: a task setting not run before, 128 training strings per level (ten epochs)
+  experiment loop-reverse-tpl128 --backend loop --seeds 901,902,903,904 --steps 120 \
+    --baseline-factor 2 --eval-per-level 256 --threads 1 --train-per-level 128 \
+    --strategies uniform,knapsack-eb \
+    --title "tiny-model loop, reverse with 128 training strings per level (ten epochs), M=64, B=512"
   # docs/results/loop-reverse and loop-reverse-sqrt-gradient (the token-mean trainer, 5 seeds)
   # were measured with release 572e7a0: `git checkout 572e7a0 && bash scripts/results.sh loop`
 fi

@@ -118,7 +118,7 @@ if [[ $what == all || $what == loop ]]; then
     --eval-per-level 256 --threads 1 --strategies uniform,knapsack-eb \
     --title "screen: knapsack-eb with the paper objective, reverse, warm-up seed 1"
   # screen: a task setting not run before, 128 training strings per level (ten epochs)
-  experiment loop-reverse-tpl128 --backend loop --seeds 901,902,903,904 --steps 120 \
+  experiment loop-reverse-tpl128 --backend loop --seeds 901,902,903,904,905,906,907,908 --steps 120 \
     --baseline-factor 2 --eval-per-level 256 --threads 1 --train-per-level 128 \
     --strategies uniform,knapsack-eb \
     --title "tiny-model loop, reverse with 128 training strings per level (ten epochs), M=64, B=512"

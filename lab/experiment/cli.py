@@ -306,7 +306,9 @@ def run_experiment(args: argparse.Namespace) -> int:
     try:
         with Progress(len(plan.strategies) * len(plan.seeds)) as progress:
             if loop:
-                run_loop(out, plan, _loop_args(args, cfg), args.half_life_steps or 0.0, progress)
+                run_loop(
+                    out, plan, _loop_settings(args, cfg), args.half_life_steps or 0.0, progress
+                )
             else:
                 run_sim(out, plan, cfg, _backend_factory(args, cfg), progress)
     except KeyboardInterrupt:
@@ -320,27 +322,17 @@ def run_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
-def _loop_args(args: argparse.Namespace, cfg: SimConfig) -> list[str]:
-    out = [
-        "--prompts-per-step",
-        str(cfg.prompts_per_step),
-        "--rollouts-per-prompt",
-        str(cfg.rollouts_per_prompt),
-        "--min-n",
-        str(cfg.min_n),
-        "--max-n",
-        str(cfg.max_n),
-        "--dapo-max-rounds",
-        str(cfg.dapo_max_rounds),
-        "--eval-every",
-        str(args.eval_every or 10),
-    ]
-    if cfg.objective is not None:
-        out += ["--objective", cfg.objective]
-    if cfg.visit_half_life is not None:
-        out += ["--visit-half-life", str(cfg.visit_half_life)]
-    for name in LOOP_ONLY:
-        v = getattr(args, name)
-        if v is not None:
-            out += ["--" + name.replace("_", "-"), str(v)]
+def _loop_settings(args: argparse.Namespace, cfg: SimConfig) -> dict[str, object]:
+    """The trainer settings this experiment gives every run (None: the trainer's default)."""
+    out: dict[str, object] = {
+        "prompts_per_step": cfg.prompts_per_step,
+        "rollouts_per_prompt": cfg.rollouts_per_prompt,
+        "min_n": cfg.min_n,
+        "max_n": cfg.max_n,
+        "dapo_max_rounds": cfg.dapo_max_rounds,
+        "eval_every": args.eval_every or 10,
+        "objective": cfg.objective,
+        "visit_half_life": cfg.visit_half_life,
+    }
+    out.update({name: getattr(args, name) for name in LOOP_ONLY})
     return out

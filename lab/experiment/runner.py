@@ -1,13 +1,15 @@
 """Run strategies x seeds and write the experiment folder:
 
-    OUT/experiment.json              what was run (config, strategies, seeds, the command)
     OUT/runs/<strategy>-seed<k>/     one run: metrics.jsonl (the trainer's row format), and for
-                                     the loop backend the whole `krl up` run folder
+                                     the loop backend the whole `krl up` run folder (its
+                                     settings.json), for the simulator done.json (its config)
     OUT/results.json, OUT/results.md the table (mean ± sd over seeds) and the figures' links
     OUT/*.png                        the figures (plots.py)
 
 Running the same command again skips finished runs and resumes unfinished loop runs from their
-checkpoints, so an interrupted experiment continues where it stopped."""
+checkpoints, so an interrupted experiment continues where it stopped. A run folder made with
+other settings than the command's is refused before anything runs, never reported as this
+command's run."""
 
 from __future__ import annotations
 
@@ -44,6 +46,40 @@ class Plan:
 
 def run_name(strategy: str, seed: int) -> str:
     return f"{strategy}-seed{seed}"
+
+
+SOLVE_SETTINGS = ("objective", "visit_half_life")
+"""Settings only a knapsack solve reads: a uniform or dapo run is the same run whatever their
+values, so such a baseline can be shared by experiments of several objectives."""
+
+
+def _same(a: object, b: object) -> bool:
+    if type(a) in (int, float) and type(b) in (int, float):  # not bools
+        return float(a) == float(b)  # type: ignore[arg-type]
+    return a == b
+
+
+def differences(saved: dict, wanted: dict) -> list[str]:
+    """'name (saved -> wanted)' for each wanted setting that the saved ones do not match."""
+    return [
+        f"{k} ({saved.get(k)!r} -> {v!r})" for k, v in wanted.items() if not _same(saved.get(k), v)
+    ]
+
+
+def refuse_other_settings(mismatched: Sequence[tuple[Path, list[str]]]) -> None:
+    """Stop before any run when a run folder this command would skip or resume was made with
+    other settings: its figures would be reported as this command's."""
+    if not mismatched:
+        return
+    lines = [f"  {folder}: {', '.join(diffs)}" for folder, diffs in mismatched[:5]]
+    if len(mismatched) > 5:
+        lines.append(f"  and {len(mismatched) - 5} more")
+    raise RuntimeError(
+        f"{len(mismatched)} run folder(s) hold runs made with other settings than this "
+        "command's:\n" + "\n".join(lines) + "\nuse another --out (a baseline made under other "
+        "solve settings can be linked in: scripts/results.sh shows how), or remove those "
+        "folders to run them again"
+    )
 
 
 def _write_rows(path: Path, rows: Sequence[dict]) -> None:
@@ -122,6 +158,18 @@ def _stats(row: dict, budget: int) -> str:
 def run_sim(
     out: Path, plan: Plan, cfg: SimConfig, backend_factory: Callable[[], object], progress: Progress
 ) -> None:
+    def config(strategy: str) -> dict:
+        return json.loads(json.dumps(asdict(replace(cfg, steps=plan.steps_for(strategy)))))
+
+    mismatched = []
+    for strategy in plan.strategies:
+        for seed in plan.seeds:
+            done = out / "runs" / run_name(strategy, seed) / "done.json"
+            if done.exists():  # folders from before configs were recorded are not checked
+                saved = json.loads(done.read_text()).get("config")
+                if saved is not None and (diffs := differences(saved, config(strategy))):
+                    mismatched.append((done.parent, diffs))
+    refuse_other_settings(mismatched)
     backend = backend_factory()
     try:
         for strategy in plan.strategies:
@@ -151,19 +199,24 @@ def run_sim(
                     rollout_budget=plan.step_budget * steps,
                 )
                 _write_rows(folder / "metrics.jsonl", res.rows)
-                (folder / "done.json").write_text(json.dumps({"seconds": res.seconds}))
+                (folder / "done.json").write_text(
+                    json.dumps({"seconds": res.seconds, "config": config(strategy)})
+                )
                 progress.end_run(f"{res.seconds:.1f} s")
     finally:
         backend.close()  # type: ignore[attr-defined]
 
 
 def run_loop(
-    out: Path, plan: Plan, train_args: Sequence[str], half_life_steps: float, progress: Progress
+    out: Path, plan: Plan, settings: dict[str, object], half_life_steps: float, progress: Progress
 ) -> None:
-    """Each run is a `krl up` child (own processes, own embedded Redis), its output in
-    runs/<name>/experiment.log; progress comes from its metrics.jsonl."""
+    """Each run is a `krl up` child (own processes, own embedded Redis) given the trainer
+    settings (None: the trainer's default), its output in runs/<name>/experiment.log; progress
+    comes from its metrics.jsonl."""
     from krl.rl.runlog import Tail
 
+    refuse_other_settings(_reused_runs(out, plan, settings))
+    train_args = up_flags(settings)
     for strategy in plan.strategies:
         for seed in plan.seeds:
             name = run_name(strategy, seed)
@@ -224,6 +277,46 @@ def run_loop(
                     f"{folder / 'experiment.log'} and {folder / 'logs'}"
                 )
             progress.end_run(f"{(time.monotonic() - t0) / 60:.1f} min")
+
+
+def up_flags(settings: dict[str, object]) -> list[str]:
+    """`krl up` flags for the settings given (a None is left to the trainer's default)."""
+    out: list[str] = []
+    for k, v in settings.items():
+        if v is not None:
+            out += ["--" + k.replace("_", "-"), str(v)]
+    return out
+
+
+def _reused_runs(
+    out: Path, plan: Plan, settings: dict[str, object]
+) -> list[tuple[Path, list[str]]]:
+    """The run folders this command would skip or resume whose saved settings differ from the
+    ones it sets (what may change on a resume, and a solve setting of a run without a solve,
+    aside)."""
+    from krl.rl.strategies import SOLVED, parse_strategy
+    from krl.trainer.settings import RESUMABLE_CHANGES, TrainerSettings
+
+    fields = TrainerSettings.model_fields
+    given = {
+        k: v if v is not None else fields[k].default
+        for k, v in settings.items()
+        if k not in RESUMABLE_CHANGES
+    }
+    mismatched = []
+    for strategy in plan.strategies:
+        solves = SOLVED[parse_strategy(strategy)] is not None
+        for seed in plan.seeds:
+            folder = out / "runs" / run_name(strategy, seed)
+            if not (folder / "settings.json").exists():
+                continue
+            wanted = {"strategy": strategy, "seed": seed, **given}
+            if not solves:
+                wanted = {k: v for k, v in wanted.items() if k not in SOLVE_SETTINGS}
+            saved = json.loads((folder / "settings.json").read_text())
+            if diffs := differences(saved, json.loads(json.dumps(wanted))):
+                mismatched.append((folder, diffs))
+    return mismatched
 
 
 def _follow(tail, progress: Progress, step_budget: int, steps: int) -> None:

@@ -194,6 +194,14 @@ def test_experiment_writes_results_and_resumes(tmp_path, capsys):
     assert main(args) == 0  # again: nothing re-run
     assert capsys.readouterr().out.count("already done") == 2 * len(STRATEGIES)
     assert (out / "runs/dapo-seed1/metrics.jsonl").read_text() == before
+    # a run made under another config is not this command's: refused, nothing touched
+    longer = [a if a != "30" else "40" for a in args]
+    assert longer.count("40") == 1
+    assert main(longer) == 1
+    err = capsys.readouterr().err
+    assert f"{2 * len(STRATEGIES)} run folder(s) hold runs made with other settings" in err
+    assert "steps (90 -> 120)" in err  # uniform's, at 3x the budget
+    assert (out / "runs/dapo-seed1/metrics.jsonl").read_text() == before
 
 
 @pytest.mark.parametrize(

@@ -80,17 +80,18 @@ def test_flags_land_in_the_settings_and_unknown_choices_are_refused(tmp_path) ->
 def test_an_experiment_on_the_loop_hands_its_solve_settings_to_every_run() -> None:
     """--objective and --visit-half-life reach each `krl up` (they were once simulator-only and
     silently dropped on the loop); the trainer refuses an objective it does not know."""
-    from krl.experiment.cli import _loop_args, _sim_config
+    from krl.experiment.cli import _loop_settings, _sim_config
+    from krl.experiment.runner import up_flags
 
     argv = ["experiment", "--backend", "loop", "--objective", "paper", "--visit-half-life", "2"]
     args = build_parser().parse_args(argv)
-    flags = _loop_args(args, _sim_config(args))
+    flags = up_flags(_loop_settings(args, _sim_config(args)))
     assert flags[flags.index("--objective") + 1] == "paper"
     assert float(flags[flags.index("--visit-half-life") + 1]) == 2.0
     up = build_parser().parse_args(["up", *flags])
     assert given(up, up.setting_names)["objective"] == "paper"
     args = build_parser().parse_args(["experiment", "--backend", "loop"])
-    assert "--objective" not in _loop_args(args, _sim_config(args))
+    assert "--objective" not in up_flags(_loop_settings(args, _sim_config(args)))
     with pytest.raises(SystemExit):
         build_parser().parse_args(["trainer", "--objective", "gradient"])
 

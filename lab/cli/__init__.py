@@ -193,27 +193,29 @@ def _up_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--half-life-steps",
         type=float,
-        default=0.0,
-        help="allocator: explicit evidence half-life in steps (default 0: off; "
-        "evidence is counted per visit of a prompt, which survives any dataset size)",
+        default=None,
+        help="allocator: explicit evidence half-life in steps (default 0: off; a resumed run "
+        "keeps its own; evidence is counted per visit of a prompt, which survives any "
+        "dataset size)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress display")
     p.set_defaults(func=_run_up)
 
 
 def _run_up(args: argparse.Namespace) -> int:
+    from krl.trainer.settings import dump_settings
+    from krl.up import resolve_half_life, up
+
     try:
         settings = _trainer_settings(args.config, _train_overrides(args))
+        half_life = resolve_half_life(settings.run_dir, settings.resume, args.half_life_steps)
     except Exception as e:
         return _settings_error(e)
-    from krl.trainer.settings import dump_settings
-    from krl.up import up
-
     dump_settings(settings.run_dir, settings)
     return up(
         settings,
         replicas=args.replicas,
-        half_life_steps=args.half_life_steps,
+        half_life_steps=half_life,
         progress=not args.no_progress,
     )
 

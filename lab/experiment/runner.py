@@ -48,7 +48,7 @@ def run_name(strategy: str, seed: int) -> str:
     return f"{strategy}-seed{seed}"
 
 
-SOLVE_SETTINGS = ("objective", "visit_half_life")
+SOLVE_SETTINGS = ("objective", "visit_half_life", "half_life_steps")
 """Settings only a knapsack solve reads: a uniform or dapo run is the same run whatever their
 values, so such a baseline can be shared by experiments of several objectives."""
 
@@ -215,7 +215,7 @@ def run_loop(
     comes from its metrics.jsonl."""
     from krl.rl.runlog import Tail
 
-    refuse_other_settings(_reused_runs(out, plan, settings))
+    refuse_other_settings(_reused_runs(out, plan, settings, half_life_steps))
     train_args = up_flags(settings)
     for strategy in plan.strategies:
         for seed in plan.seeds:
@@ -289,11 +289,11 @@ def up_flags(settings: dict[str, object]) -> list[str]:
 
 
 def _reused_runs(
-    out: Path, plan: Plan, settings: dict[str, object]
+    out: Path, plan: Plan, settings: dict[str, object], half_life_steps: float = 0.0
 ) -> list[tuple[Path, list[str]]]:
-    """The run folders this command would skip or resume whose saved settings differ from the
-    ones it sets (what may change on a resume, and a solve setting of a run without a solve,
-    aside)."""
+    """The run folders this command would skip or resume whose saved settings (the trainer's
+    settings.json, krl up's up.json) differ from the ones it sets (what may change on a resume,
+    and a solve setting of a run without a solve, aside)."""
     from krl.rl.strategies import SOLVED, parse_strategy
     from krl.trainer.settings import RESUMABLE_CHANGES, TrainerSettings
 
@@ -310,10 +310,18 @@ def _reused_runs(
             folder = out / "runs" / run_name(strategy, seed)
             if not (folder / "settings.json").exists():
                 continue
-            wanted = {"strategy": strategy, "seed": seed, **given}
+            wanted = {
+                "strategy": strategy,
+                "seed": seed,
+                **given,
+                "half_life_steps": half_life_steps,
+            }
             if not solves:
                 wanted = {k: v for k, v in wanted.items() if k not in SOLVE_SETTINGS}
-            saved = json.loads((folder / "settings.json").read_text())
+            saved = {"half_life_steps": 0.0}  # a run from before up.json ran without one
+            for name in ("settings.json", "up.json"):
+                if (folder / name).exists():
+                    saved.update(json.loads((folder / name).read_text()))
             if diffs := differences(saved, json.loads(json.dumps(wanted))):
                 mismatched.append((folder, diffs))
     return mismatched

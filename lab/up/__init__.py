@@ -9,6 +9,7 @@ RUN_DIR/logs/."""
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import time
@@ -110,6 +111,25 @@ def _follow(run_dir: Path, proc, settings) -> None:
             refresh()
             time.sleep(1.0)
         refresh()
+
+
+def resolve_half_life(run_dir: Path, resume: bool, given: float | None) -> float:
+    """The allocator's explicit step half-life for this run (0: off). A run keeps the one it
+    started with (RUN_DIR/up.json, beside the trainer's settings.json); a resumed run given
+    another is refused, as for the trainer's settings."""
+    path = run_dir / "up.json"
+    saved = json.loads(path.read_text()).get("half_life_steps") if path.exists() else None
+    if resume and saved is not None:
+        if given is not None and given != saved:
+            raise ValueError(
+                "a resumed run keeps its settings; these differ from the run's: "
+                f"half_life_steps ({saved!r} -> {given!r})"
+            )
+        return float(saved)
+    value = 0.0 if given is None else float(given)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"half_life_steps": value}))
+    return value
 
 
 def up(settings, *, replicas: int = 1, half_life_steps: float = 0.0, progress: bool = True) -> int:

@@ -93,7 +93,16 @@ def test_ctrl_c_checkpoints_stops_everything_and_resume_finishes(tmp_path):
     run = tmp_path / "up-stop"
     # enough steps that the stop lands mid-run even on a loaded machine (12 were once done
     # before the SIGINT took effect)
-    proc = _up(run, tmp_path / "cache", "--steps", "30", "--checkpoint-every", "0")
+    proc = _up(
+        run,
+        tmp_path / "cache",
+        "--steps",
+        "30",
+        "--checkpoint-every",
+        "0",
+        "--half-life-steps",
+        "7",
+    )
     deadline = time.monotonic() + 300
     while not [r for r in read_rows(run / "metrics.jsonl") if r.get("kind") == "step"]:
         assert proc.poll() is None and time.monotonic() < deadline
@@ -105,9 +114,19 @@ def test_ctrl_c_checkpoints_stops_everything_and_resume_finishes(tmp_path):
     stopped_at = json.loads((run / "checkpoints" / latest / "state.json").read_text())["step"]
     assert 1 <= stopped_at < 30
     _children_gone(run)
+    # the allocator's step half-life is the run's too: another is refused, none keeps its own
+    other = _up(run, tmp_path / "cache", "--resume", "--steps", "30", "--half-life-steps", "3")
+    out, _ = other.communicate(timeout=60)
+    assert other.returncode == 2 and "half_life_steps (7.0 -> 3.0)" in out, out
     proc = _up(run, tmp_path / "cache", "--resume", "--steps", "30")
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out
+    started = [
+        ln
+        for ln in (run / "logs/allocator.log").read_text().splitlines()
+        if "allocator settings" in ln
+    ]
+    assert len(started) == 2 and all('"half_life_steps": 7.0' in ln for ln in started)
     steps = [r["step"] for r in read_rows(run / "metrics.jsonl") if r["kind"] == "step"]
     assert steps == list(range(1, 31))
 

@@ -8,12 +8,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from krl.cli import build_parser, main
 from krl.common.config import load_settings
 from krl.common.flags import given
 from krl.experiment.cli import _loop_settings, _sim_config
 from krl.experiment.runner import Plan, _reused_runs, up_flags
 from krl.trainer.settings import TrainerSettings, dump_settings
+from krl.up import resolve_half_life
 
 BASE = ["--steps", "20", "--seeds", "7,8", "--strategies", "uniform,knapsack-eb", "--threads", "1"]
 
@@ -69,6 +72,12 @@ def test_a_baseline_is_shared_across_objectives_but_a_solved_run_is_not(tmp_path
     plan, settings = _experiment(["--objective", "paper"])
     found = dict(_reused_runs(tmp_path, plan, settings))
     assert found == {tmp_path / "runs/knapsack-eb-seed7": ["objective (None -> 'paper')"]}
+    # krl up's allocator step half-life (its up.json; a run without one had it off)
+    plan, settings = _experiment([])
+    found = dict(_reused_runs(tmp_path, plan, settings, half_life_steps=5.0))
+    assert found == {tmp_path / "runs/knapsack-eb-seed7": ["half_life_steps (0.0 -> 5.0)"]}
+    resolve_half_life(tmp_path / "runs/knapsack-eb-seed7", False, 5.0)  # as a fresh krl up does
+    assert _reused_runs(tmp_path, plan, settings, half_life_steps=5.0) == []
 
 
 def test_the_command_stops_before_any_run_and_touches_nothing(tmp_path, capsys) -> None:
@@ -85,3 +94,17 @@ def test_the_command_stops_before_any_run_and_touches_nothing(tmp_path, capsys) 
         assert (f / "settings.json").read_text() == before[f]
     assert not (out / "results.md").exists()
     json.loads(before[folders[0]])  # still the trainer's file
+
+
+def test_krl_up_keeps_the_half_life_a_run_started_with(tmp_path) -> None:
+    run = tmp_path / "run"
+    assert resolve_half_life(run, False, None) == 0.0
+    assert json.loads((run / "up.json").read_text()) == {"half_life_steps": 0.0}
+    assert resolve_half_life(run, False, 7.0) == 7.0  # a fresh start writes its own
+    assert resolve_half_life(run, True, None) == 7.0
+    assert resolve_half_life(run, True, 7) == 7.0
+    with pytest.raises(ValueError, match=r"half_life_steps \(7.0 -> 3.0\)"):
+        resolve_half_life(run, True, 3.0)
+    assert json.loads((run / "up.json").read_text()) == {"half_life_steps": 7.0}
+    old = tmp_path / "old"  # a run from before up.json: resumed with what it is given
+    assert resolve_half_life(old, True, None) == 0.0

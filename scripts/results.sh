@@ -122,6 +122,16 @@ if [[ $what == all || $what == loop ]]; then
     --baseline-factor 2 --eval-per-level 256 --threads 1 --train-per-level 128 \
     --strategies uniform,knapsack-eb \
     --title "tiny-model loop, reverse with 128 training strings per level (ten epochs), M=64, B=512"
+  # reverse on a third draw (warm-up seed 2), 16 seeds picked before any run
+  experiment loop-reverse-w2 --backend loop --warmup-seed 2 \
+    --seeds 1001,1002,1003,1004,1005,1006,1007,1008,1009,1010,1011,1012,1013,1014,1015,1016 \
+    --steps 120 --baseline-factor 2 --eval-per-level 256 --threads 1 \
+    --strategies uniform,knapsack-eb \
+    --title "tiny-model loop, reverse, warm-up seed 2 (a third draw of strings and model), M=64, B=512"
+  # the pooled figures: every reverse draw of the default, both binary spell_backward draws
+  "$KRL" pool docs/results/loop-reverse-pm docs/results/loop-reverse-probe \
+    docs/results/loop-reverse-w1 docs/results/loop-reverse-w2
+  "$KRL" pool docs/results/loop-spell-binary docs/results/loop-spell-binary-w1
   # docs/results/loop-reverse and loop-reverse-sqrt-gradient (the token-mean trainer, 5 seeds)
   # were measured with release 572e7a0: `git checkout 572e7a0 && bash scripts/results.sh loop`
 fi

@@ -355,8 +355,10 @@ def build_parser() -> argparse.ArgumentParser:
     _bench_parser(sub)
     from krl.experiment.calibrate_cli import add_parser as add_calibrate
     from krl.experiment.cli import add_parsers
+    from krl.experiment.pool import add_parser as add_pool
 
     add_parsers(sub)
+    add_pool(sub)
     add_calibrate(sub)
     return parser
 

@@ -158,8 +158,13 @@ def _stats(row: dict, budget: int) -> str:
 def run_sim(
     out: Path, plan: Plan, cfg: SimConfig, backend_factory: Callable[[], object], progress: Progress
 ) -> None:
+    from krl.rl.strategies import SOLVED, parse_strategy
+
     def config(strategy: str) -> dict:
-        return json.loads(json.dumps(asdict(replace(cfg, steps=plan.steps_for(strategy)))))
+        out = json.loads(json.dumps(asdict(replace(cfg, steps=plan.steps_for(strategy)))))
+        if SOLVED[parse_strategy(strategy)] is None:
+            out = {k: v for k, v in out.items() if k not in SOLVE_SETTINGS}
+        return out
 
     mismatched = []
     for strategy in plan.strategies:

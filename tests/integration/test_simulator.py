@@ -202,6 +202,13 @@ def test_experiment_writes_results_and_resumes(tmp_path, capsys):
     assert f"{2 * len(STRATEGIES)} run folder(s) hold runs made with other settings" in err
     assert "steps (90 -> 120)" in err  # uniform's, at 3x the budget
     assert (out / "runs/dapo-seed1/metrics.jsonl").read_text() == before
+    # another objective: the solved runs differ, uniform's and dapo's baselines do not
+    assert main([*args, "--objective", "paper"]) == 1
+    err = capsys.readouterr().err
+    assert (
+        f"{2 * (len(STRATEGIES) - 2)} run folder(s)" in err and "objective (None -> 'paper')" in err
+    )
+    assert "uniform-seed" not in err and "/dapo-seed" not in err
 
 
 @pytest.mark.parametrize(

@@ -124,7 +124,7 @@ if [[ $what == all || $what == loop ]]; then
     --title "tiny-model loop, reverse with 128 training strings per level (ten epochs), M=64, B=512"
   # reverse on a third draw (warm-up seed 2), seeds picked before any run
   experiment loop-reverse-w2 --backend loop --warmup-seed 2 \
-    --seeds 1001,1002,1003,1004,1005,1006,1007,1008 \
+    --seeds 1001,1002,1003,1004,1005,1006,1007,1008,1009,1010,1011,1012 \
     --steps 120 --baseline-factor 2 --eval-per-level 256 --threads 1 \
     --strategies uniform,knapsack-eb \
     --title "tiny-model loop, reverse, warm-up seed 2 (a third draw of strings and model), M=64, B=512"

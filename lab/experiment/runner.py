@@ -48,9 +48,10 @@ def run_name(strategy: str, seed: int) -> str:
     return f"{strategy}-seed{seed}"
 
 
-SOLVE_SETTINGS = ("objective", "visit_half_life", "half_life_steps")
-"""Settings only a knapsack solve reads: a uniform or dapo run is the same run whatever their
-values, so such a baseline can be shared by experiments of several objectives."""
+SOLVE_SETTINGS = ("objective", "visit_half_life", "half_life_steps", "min_n", "max_n")
+"""Settings only a knapsack solve reads (uniform and dapo give every prompt budget / M): a
+uniform or dapo run is the same run whatever their values, so such a baseline can be shared by
+experiments of several objectives or bounds on n."""
 
 
 def _same(a: object, b: object) -> bool:

@@ -72,6 +72,9 @@ def test_a_baseline_is_shared_across_objectives_but_a_solved_run_is_not(tmp_path
     plan, settings = _experiment(["--objective", "paper"])
     found = dict(_reused_runs(tmp_path, plan, settings))
     assert found == {tmp_path / "runs/knapsack-eb-seed7": ["objective (None -> 'paper')"]}
+    plan, settings = _experiment(["--min-n", "4"])  # a floor on n: the solve's, not uniform's
+    found = dict(_reused_runs(tmp_path, plan, settings))
+    assert found == {tmp_path / "runs/knapsack-eb-seed7": ["min_n (2 -> 4)"]}
     # krl up's allocator step half-life (its up.json; a run without one had it off)
     plan, settings = _experiment([])
     found = dict(_reused_runs(tmp_path, plan, settings, half_life_steps=5.0))

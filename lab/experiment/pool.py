@@ -1,7 +1,11 @@
 """`krl pool`: one strategy's paired differences to uniform pooled over several experiments
 (other seeds, other draws of the task), with a 95% t-interval over all the seeds: how
 docs/RESULTS.md's pooled figures are made. Reads each experiment's results.json; a run is
-never counted twice."""
+never counted twice.
+
+With --against, two arms head to head: each folder is paired with the --against folder in the
+same place, measured against the same uniform runs (same seeds, same uniform figures), so
+(A - uniform) - (B - uniform) is A - B on each seed."""
 
 from __future__ import annotations
 
@@ -32,6 +36,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("folders", type=Path, nargs="+", help="experiment folders (or results.json)")
     p.add_argument("--strategy", default="knapsack-eb", help="default: knapsack-eb")
+    p.add_argument(
+        "--against",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="FOLDER",
+        help="experiment folders of the other arm, one per folder in the same order, each "
+        "against the same uniform runs: print the first arm's differences to this one",
+    )
     p.set_defaults(func=run)
 
 
@@ -52,27 +65,60 @@ def load(folder: Path, strategy: str) -> tuple[dict, list[int]]:
     return entry, seeds
 
 
-def pool(folders: list[Path], strategy: str) -> tuple[dict[str, Spread], list[str]]:
-    """Each measure's values over every seed of every folder, and the folders' labels."""
+UNIFORM_FIGURES = ("last_accuracy", "auc", "final_accuracy")
+"""uniform's per-seed figures that must agree for two folders to share their uniform runs."""
+
+
+def _same_baseline(a: Path, b: Path) -> None:
+    ua, sa = load(a, "uniform")
+    ub, sb = load(b, "uniform")
+    if sa != sb:
+        raise ValueError(f"{a} and {b}: other seeds ({sa} against {sb})")
+    for key in UNIFORM_FIGURES:
+        if ua[key]["values"] != ub[key]["values"]:
+            raise ValueError(f"{a} and {b}: not the same uniform runs (uniform's {key} differs)")
+
+
+def pool(
+    folders: list[Path], strategy: str, against: list[Path] | None = None
+) -> tuple[dict[str, Spread], list[str]]:
+    """Each measure's values over every seed of every folder (minus the --against folder's on
+    the same seed, when given), and the folders' labels."""
+    if against is not None and len(against) != len(folders):
+        raise ValueError(
+            f"--against needs one folder per folder: {len(folders)} against {len(against)}"
+        )
     seen: set[Path] = set()
     out = {key: Spread() for key, _, _ in MEASURES}
     labels = []
-    for folder in folders:
-        real = (folder.parent if folder.name == "results.json" else folder).resolve()
-        if real in seen:
-            raise ValueError(f"{folder}: given twice (a run is counted once)")
-        seen.add(real)
+    for i, folder in enumerate(folders):
+        pair = [folder] if against is None else [folder, against[i]]
+        for f in pair:
+            real = (f.parent if f.name == "results.json" else f).resolve()
+            if real in seen:
+                raise ValueError(f"{f}: given twice (a run is counted once)")
+            seen.add(real)
         entry, seeds = load(folder, strategy)
+        other = None
+        if against is not None:
+            _same_baseline(folder, against[i])
+            other, _ = load(against[i], strategy)
         for key, _, _ in MEASURES:
-            out[key].values.extend(entry[key]["values"])
-        labels.append(f"{folder} (seeds {seeds[0]}–{seeds[-1]}, {len(seeds)})")
+            values = entry[key]["values"]
+            if other is not None:
+                values = [a - b for a, b in zip(values, other[key]["values"], strict=True)]
+            out[key].values.extend(values)
+        vs = "" if against is None else f" against {against[i]}"
+        labels.append(f"{folder}{vs} (seeds {seeds[0]}–{seeds[-1]}, {len(seeds)})")
     return out, labels
 
 
-def fmt(sp: Spread, unit: str) -> str:
+def fmt(sp: Spread, unit: str, difference: bool = False) -> str:
     if not sp.finite:
         return "-"
     if unit == "ratio":
+        if difference:
+            return f"{sp.mean:+.2f} [{sp.mean - sp.ci95:+.2f}, {sp.mean + sp.ci95:+.2f}]×"
         return f"{sp.mean:.2f} ± {sp.sd:.2f}×"
     scale = 100.0
     m, h = scale * sp.mean, scale * sp.ci95
@@ -84,17 +130,18 @@ def fmt(sp: Spread, unit: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        spreads, labels = pool(args.folders, args.strategy)
+        spreads, labels = pool(args.folders, args.strategy, args.against)
     except (ValueError, KeyError, json.JSONDecodeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     n = len(spreads["last_vs_uniform"].values)
-    print(f"{args.strategy} against uniform, {n} paired seeds pooled from:")
+    head = "against uniform" if args.against is None else "minus the --against arm"
+    print(f"{args.strategy} {head}, {n} paired seeds pooled from:")
     for label in labels:
         print(f"  {label}")
     print()
     print("| measure | mean [95% CI] |")
     print("| --- | --- |")
     for key, name, unit in MEASURES:
-        print(f"| {name} | {fmt(spreads[key], unit)} |")
+        print(f"| {name} | {fmt(spreads[key], unit, args.against is not None)} |")
     return 0

@@ -128,9 +128,38 @@ if [[ $what == all || $what == loop ]]; then
     --steps 120 --baseline-factor 2 --eval-per-level 256 --threads 1 \
     --strategies uniform,knapsack-eb \
     --title "tiny-model loop, reverse, warm-up seed 2 (a third draw of strings and model), M=64, B=512"
+  # screen: a floor on n (--min-n 4 = B/M/2), on the third draw's seeds, uniform's runs reused
+  mkdir -p runs/experiments/loop-reverse-w2-floor4/runs
+  for s in 1001 1002 1003 1004 1005 1006 1007 1008 1009 1010 1011 1012; do
+    ln -sfn ../../loop-reverse-w2/runs/uniform-seed$s \
+      runs/experiments/loop-reverse-w2-floor4/runs/uniform-seed$s
+  done
+  experiment loop-reverse-w2-floor4 --backend loop --warmup-seed 2 --min-n 4 \
+    --seeds 1001,1002,1003,1004,1005,1006,1007,1008,1009,1010,1011,1012 \
+    --steps 120 --baseline-factor 2 --eval-per-level 256 --threads 1 \
+    --strategies uniform,knapsack-eb \
+    --title "Reverse, third draw: knapsack-eb with min_n 4 against uniform"
+  # the same draw on fresh seeds (picked before the screen ran): the default and the floor,
+  # both against one set of uniform runs
+  experiment loop-reverse-w2-fresh --backend loop --warmup-seed 2 --seeds 1101,1102,1103,1104 \
+    --steps 120 --baseline-factor 2 --eval-per-level 256 --threads 1 \
+    --strategies uniform,knapsack-eb \
+    --title "Reverse, third draw, fresh seeds: the default against uniform"
+  mkdir -p runs/experiments/loop-reverse-w2-fresh-floor4/runs
+  for s in 1101 1102 1103 1104; do
+    ln -sfn ../../loop-reverse-w2-fresh/runs/uniform-seed$s \
+      runs/experiments/loop-reverse-w2-fresh-floor4/runs/uniform-seed$s
+  done
+  experiment loop-reverse-w2-fresh-floor4 --backend loop --warmup-seed 2 --min-n 4 \
+    --seeds 1101,1102,1103,1104 --steps 120 --baseline-factor 2 --eval-per-level 256 \
+    --threads 1 --strategies uniform,knapsack-eb \
+    --title "Reverse, third draw, fresh seeds: knapsack-eb with min_n 4 against uniform"
+  # the floor head to head with the default, seed by seed, on both sets of seeds
+  "$KRL" pool docs/results/loop-reverse-w2-floor4 docs/results/loop-reverse-w2-fresh-floor4 \
+    --against docs/results/loop-reverse-w2 docs/results/loop-reverse-w2-fresh
   # the pooled figures: every reverse draw of the default, both binary spell_backward draws
   "$KRL" pool docs/results/loop-reverse-pm docs/results/loop-reverse-probe \
-    docs/results/loop-reverse-w1 docs/results/loop-reverse-w2
+    docs/results/loop-reverse-w1 docs/results/loop-reverse-w2 docs/results/loop-reverse-w2-fresh
   "$KRL" pool docs/results/loop-spell-binary docs/results/loop-spell-binary-w1
   # docs/results/loop-reverse and loop-reverse-sqrt-gradient (the token-mean trainer, 5 seeds)
   # were measured with release 572e7a0: `git checkout 572e7a0 && bash scripts/results.sh loop`

@@ -32,7 +32,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="pool one strategy's paired differences to uniform over several experiments",
         description="Read the results.json of each experiment folder given (krl experiment "
         "--out) and print, for one strategy, its paired differences to uniform pooled over "
-        "all their seeds: mean, 95%% t-interval, and on how many seeds it was higher.",
+        "all their seeds: mean, 95% t-interval, and on how many seeds it was higher. With "
+        "--against, its differences to another arm measured against the same uniform runs.",
     )
     p.add_argument("folders", type=Path, nargs="+", help="experiment folders (or results.json)")
     p.add_argument("--strategy", default="knapsack-eb", help="default: knapsack-eb")

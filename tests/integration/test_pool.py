@@ -42,6 +42,13 @@ def test_pooled_interval_is_over_every_seed(experiments, capsys):
     assert "5 paired seeds pooled" in text and "(seeds 5–7, 3)" in text
 
 
+def test_help_reads_as_written(capsys):
+    with pytest.raises(SystemExit):
+        main(["pool", "--help"])
+    text = capsys.readouterr().out
+    assert "95% t-interval" in text and "%%" not in text and "--against" in text
+
+
 def test_a_run_is_not_counted_twice_and_errors_are_plain(experiments, tmp_path, capsys):
     d = experiments[0]
     assert main(["pool", str(d), str(d / "results.json")]) == 2

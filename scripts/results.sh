@@ -14,6 +14,15 @@ publish() {
   cp "runs/experiments/$name"/{results.md,results.json,*.png} "docs/results/$name/"
 }
 
+# link_uniform FROM TO SEED...: TO reuses FROM's uniform runs (uniform reads no solve setting)
+link_uniform() {
+  local from=$1 to=$2; shift 2
+  mkdir -p "runs/experiments/$to/runs"
+  for s in "$@"; do
+    ln -sfn "../../$from/runs/uniform-seed$s" "runs/experiments/$to/runs/uniform-seed$s"
+  done
+}
+
 experiment() {
   local name=$1; shift
   "$KRL" experiment --out "runs/experiments/$name" "$@"
@@ -108,11 +117,7 @@ if [[ $what == all || $what == loop ]]; then
     --eval-per-level 256 --threads 1 --strategies uniform,knapsack-eb \
     --title "tiny-model loop, reverse, warm-up seed 1 (a fresh draw of strings and model), M=64, B=512"
   # screen: knapsack-eb with the paper's objective on the same runs' seeds, uniform's runs reused
-  mkdir -p runs/experiments/loop-reverse-w1-paper/runs
-  for s in 701 702 703 704 705 706 707 708; do
-    ln -sfn ../../loop-reverse-w1/runs/uniform-seed$s \
-      runs/experiments/loop-reverse-w1-paper/runs/uniform-seed$s
-  done
+  link_uniform loop-reverse-w1 loop-reverse-w1-paper 701 702 703 704 705 706 707 708
   experiment loop-reverse-w1-paper --backend loop --warmup-seed 1 --objective paper \
     --seeds 701,702,703,704,705,706,707,708 --steps 120 --baseline-factor 2 \
     --eval-per-level 256 --threads 1 --strategies uniform,knapsack-eb \
@@ -129,11 +134,8 @@ if [[ $what == all || $what == loop ]]; then
     --strategies uniform,knapsack-eb \
     --title "tiny-model loop, reverse, warm-up seed 2 (a third draw of strings and model), M=64, B=512"
   # screen: a floor on n (--min-n 4 = B/M/2), on the third draw's seeds, uniform's runs reused
-  mkdir -p runs/experiments/loop-reverse-w2-floor4/runs
-  for s in 1001 1002 1003 1004 1005 1006 1007 1008 1009 1010 1011 1012; do
-    ln -sfn ../../loop-reverse-w2/runs/uniform-seed$s \
-      runs/experiments/loop-reverse-w2-floor4/runs/uniform-seed$s
-  done
+  link_uniform loop-reverse-w2 loop-reverse-w2-floor4 \
+    1001 1002 1003 1004 1005 1006 1007 1008 1009 1010 1011 1012
   experiment loop-reverse-w2-floor4 --backend loop --warmup-seed 2 --min-n 4 \
     --seeds 1001,1002,1003,1004,1005,1006,1007,1008,1009,1010,1011,1012 \
     --steps 120 --baseline-factor 2 --eval-per-level 256 --threads 1 \
@@ -145,11 +147,7 @@ if [[ $what == all || $what == loop ]]; then
     --steps 120 --baseline-factor 2 --eval-per-level 256 --threads 1 \
     --strategies uniform,knapsack-eb \
     --title "Reverse, third draw, fresh seeds: the default against uniform"
-  mkdir -p runs/experiments/loop-reverse-w2-fresh-floor4/runs
-  for s in 1101 1102 1103 1104; do
-    ln -sfn ../../loop-reverse-w2-fresh/runs/uniform-seed$s \
-      runs/experiments/loop-reverse-w2-fresh-floor4/runs/uniform-seed$s
-  done
+  link_uniform loop-reverse-w2-fresh loop-reverse-w2-fresh-floor4 1101 1102 1103 1104
   experiment loop-reverse-w2-fresh-floor4 --backend loop --warmup-seed 2 --min-n 4 \
     --seeds 1101,1102,1103,1104 --steps 120 --baseline-factor 2 --eval-per-level 256 \
     --threads 1 --strategies uniform,knapsack-eb \

@@ -299,6 +299,14 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
         "its embedded Redis killed halfway; checks nothing lost or counted twice, prints RSS "
         "slope and latency by interval (exit 1 on a loss)",
     )
+    soak.add_argument(
+        "--appendfsync",
+        choices=("always", "everysec"),
+        default="always",
+        help="the embedded Redis's fsync policy (default always: nothing acknowledged may be "
+        "lost; everysec, the allocator's default: only what was acknowledged in the 2.5 s "
+        "before the kill may be)",
+    )
     soak.add_argument("--minutes", type=float, default=10.0, help="duration (default 10)")
     soak.add_argument("--clients", type=int, default=3, help="concurrent clients (default 3)")
     soak.add_argument("--prompts", type=int, default=2048, help="dataset size per client")

@@ -1,8 +1,11 @@
 """`krl bench soak`: a bounded soak of one allocator process (embedded Redis). Trainer-like
 clients, each on its own namespace, allocate and report in a loop; halfway, the embedded
-redis-server is killed (-9) and the allocator restarts it. At the end every outcome a client
-saw acknowledged must be in Redis exactly once; the allocator's RSS slope and the latency
-percentiles per interval are printed. Figures, not a test."""
+redis-server is killed (-9) and the allocator restarts it. At the end nothing may be counted
+twice, and what was lost is checked against the store's promise: with appendfsync always (the
+soak's default) every outcome a client saw acknowledged must be in Redis; with everysec (the
+allocator's default) Redis may lose what it acknowledged in the last ~2 s before the kill, so
+only outcomes acknowledged in that window may be missing. The allocator's RSS slope and the
+latency percentiles per interval are printed. Figures, not a test."""
 
 from __future__ import annotations
 
@@ -40,6 +43,7 @@ class _Client(threading.Thread):
         self.acked: Counter[str] = Counter()
         self.visits: Counter[str] = Counter()
         self.samples: list[tuple[float, float, float]] = []  # (time, allocate s, report s)
+        self.acks: list[tuple[float, int]] = []  # (time a report was answered, rollouts)
         self.errors: list[str] = []
         self.rng = np.random.default_rng(zlib.crc32(ns.encode()))  # the same every run
         self.p = self.rng.beta(0.5, 0.5, prompts)
@@ -72,6 +76,7 @@ class _Client(threading.Thread):
                         f"report answered {res.accepted}+{res.duplicates} of {len(out)}"
                     )
                 self.samples.append((time.monotonic(), t1 - t0, t2 - t1))
+                self.acks.append((time.monotonic(), sum(n for _, n, _ in out.values())))
                 # Accepted and duplicate alike are acknowledged as stored once: a duplicate
                 # here means an earlier attempt of this same call was recorded and its reply
                 # lost (Redis killed between the script and the answer); the client retried.
@@ -88,7 +93,9 @@ def bench_soak(args: argparse.Namespace) -> int:
     seconds = args.minutes * 60
     with tempfile.TemporaryDirectory(prefix="krl-soak-") as tmp_s:
         tmp = Path(tmp_s)
-        svc = allocator_process(tmp, "--log-level", "WARNING")
+        svc = allocator_process(
+            tmp, "--log-level", "WARNING", "--redis-appendfsync", args.appendfsync
+        )
         target = svc.target
         with svc.start(60):
             pid = svc.proc.pid
@@ -100,17 +107,20 @@ def bench_soak(args: argparse.Namespace) -> int:
             rss: list[tuple[float, float]] = [(0.0, _rss_mb(pid))]
             for c in clients:
                 c.start()
-            killed_at = None
+            killed_at = kill_time = None
             while (now := time.monotonic() - t_start) < seconds:
                 time.sleep(min(5.0, seconds - now))
                 rss.append((time.monotonic() - t_start, _rss_mb(pid)))
                 if killed_at is None and time.monotonic() - t_start >= seconds / 2:
                     redis_pid = int((tmp / "redis" / "redis.pid").read_text())
+                    delayed = _aof_delayed_fsync(tmp / "redis" / "redis.sock")
                     os.kill(redis_pid, signal.SIGKILL)
-                    killed_at = time.monotonic() - t_start
+                    kill_time = time.monotonic()
+                    killed_at = kill_time - t_start
                     console.print(
                         f"  {killed_at:5.0f} s: killed the embedded redis-server "
-                        f"(pid {redis_pid}) with SIGKILL",
+                        f"(pid {redis_pid}) with SIGKILL; it had held an AOF write back "
+                        f"behind a slow fsync {delayed} times",
                         style="yellow",
                     )
                 if args.progress:
@@ -133,7 +143,37 @@ def bench_soak(args: argparse.Namespace) -> int:
             text = (tmp / "allocator.log").read_text()  # attempts, less those that failed
             restarts = text.count("restarting it on") - text.count("did not restart")
         _report(clients, rss, t_start, seconds, lost, doubled, restarts, killed_at)
-    return 0 if lost == doubled == 0 and restarts >= 1 else 1
+    allowed = 0
+    if args.appendfsync != "always" and kill_time is not None:
+        allowed = _acked_within(clients, kill_time - EVERYSEC_WINDOW_S, kill_time + REPLY_SLACK_S)
+        console.print(
+            f"appendfsync {args.appendfsync}: Redis may lose what it acknowledged in the "
+            f"{EVERYSEC_WINDOW_S:.1f} s before the kill, {allowed} rollouts here; lost "
+            f"{lost} {'is' if lost <= allowed else 'is NOT'} within it"
+        )
+    return 0 if lost <= allowed and doubled == 0 and restarts >= 1 else 1
+
+
+# Redis holds an AOF write back for up to 2 s behind a slow fsync (everysec), and replies go out
+# meanwhile; the slack counts replies Redis sent before the kill that the client read after it.
+EVERYSEC_WINDOW_S = 2.5
+REPLY_SLACK_S = 0.5
+
+
+def _aof_delayed_fsync(sock: Path) -> int | str:
+    """Redis's count of AOF writes it postponed behind a slow fsync (everysec only): each is a
+    window in which acknowledged writes are not yet in the file."""
+    import redis
+
+    try:
+        with redis.Redis(unix_socket_path=str(sock), socket_timeout=5) as r:
+            return int(r.info("persistence")["aof_delayed_fsync"])
+    except (redis.RedisError, OSError, KeyError) as e:
+        return f"? ({type(e).__name__})"
+
+
+def _acked_within(clients: list[_Client], lo: float, hi: float) -> int:
+    return sum(n for c in clients for t, n in c.acks if lo <= t <= hi)
 
 
 def _report(clients, rss, t_start, seconds, lost, doubled, restarts, killed_at) -> None:

@@ -75,8 +75,9 @@ class _Client(threading.Thread):
                     self.errors.append(
                         f"report answered {res.accepted}+{res.duplicates} of {len(out)}"
                     )
-                self.samples.append((time.monotonic(), t1 - t0, t2 - t1))
-                self.acks.append((time.monotonic(), sum(n for _, n, _ in out.values())))
+                t_ack = time.monotonic()
+                self.samples.append((t_ack, t1 - t0, t2 - t1))
+                self.acks.append((t_ack, sum(n for _, n, _ in out.values())))
                 # Accepted and duplicate alike are acknowledged as stored once: a duplicate
                 # here means an earlier attempt of this same call was recorded and its reply
                 # lost (Redis killed between the script and the answer); the client retried.

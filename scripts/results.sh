@@ -112,10 +112,10 @@ if [[ $what == all || $what == loop ]]; then
     --seeds 601,602,603,604,605,606,607,608,609,610,611,612,613,614,615,616 \
     --strategies uniform,knapsack-eb \
     --title "tiny-model loop, spell_backward, binary rewards, warm-up seed 1 (a fresh draw of words and model), M=64, B=512"
-  # a third draw (warm-up seed 2), 8 paired seeds picked before any run (16 were declared;
-  # 1205-1208 and 1213-1216 were cut for time before any result was read)
+  # a third draw (warm-up seed 2), 12 paired seeds picked before any run (16 were declared;
+  # 1207, 1208, 1215 and 1216 were cut for time before any result was read)
   experiment loop-spell-binary-w2 "${spell[@]}" --warmup-seed 2 \
-    --seeds 1201,1202,1203,1204,1209,1210,1211,1212 \
+    --seeds 1201,1202,1203,1204,1205,1206,1209,1210,1211,1212,1213,1214 \
     --strategies uniform,knapsack-eb \
     --title "tiny-model loop, spell_backward, binary rewards, warm-up seed 2 (a third draw of words and model), M=64, B=512"
   # reverse on a fresh draw (warm-up seed 1: other training and held-out strings, another

@@ -42,8 +42,8 @@ class _Client(threading.Thread):
         self.ids = [f"{ns}-p{i}" for i in range(prompts)]
         self.acked: Counter[str] = Counter()
         self.visits: Counter[str] = Counter()
-        self.samples: list[tuple[float, float, float]] = []  # (time, allocate s, report s)
-        self.acks: list[tuple[float, int]] = []  # (time a report was answered, rollouts)
+        # (time the report was answered, allocate s, report s, rollouts it acknowledged)
+        self.samples: list[tuple[float, float, float, int]] = []
         self.errors: list[str] = []
         self.rng = np.random.default_rng(zlib.crc32(ns.encode()))  # the same every run
         self.p = self.rng.beta(0.5, 0.5, prompts)
@@ -75,9 +75,8 @@ class _Client(threading.Thread):
                     self.errors.append(
                         f"report answered {res.accepted}+{res.duplicates} of {len(out)}"
                     )
-                t_ack = time.monotonic()
-                self.samples.append((t_ack, t1 - t0, t2 - t1))
-                self.acks.append((t_ack, sum(n for _, n, _ in out.values())))
+                rollouts = sum(n for _, n, _ in out.values())
+                self.samples.append((time.monotonic(), t1 - t0, t2 - t1, rollouts))
                 # Accepted and duplicate alike are acknowledged as stored once: a duplicate
                 # here means an earlier attempt of this same call was recorded and its reply
                 # lost (Redis killed between the script and the answer); the client retried.
@@ -176,7 +175,7 @@ def _aof_delayed_fsync(sock: Path) -> int | str:
 
 
 def _acked_within(clients: list[_Client], lo: float, hi: float) -> int:
-    return sum(n for c in clients for t, n in c.acks if lo <= t <= hi)
+    return sum(s[3] for c in clients for s in c.samples if lo <= s[0] <= hi)
 
 
 def _report(clients, rss, t_start, seconds, lost, doubled, restarts, killed_at) -> None:
@@ -187,7 +186,7 @@ def _report(clients, rss, t_start, seconds, lost, doubled, restarts, killed_at) 
     width = max(seconds / 10, 1.0)
     for k in range(int(np.ceil(seconds / width))):
         lo, hi = t_start + k * width, t_start + (k + 1) * width
-        part = np.array([s[1:] for s in samples if lo <= s[0] < hi]) * 1e3
+        part = np.array([s[1:3] for s in samples if lo <= s[0] < hi]) * 1e3
         if len(part) == 0:
             continue
         a50, a99 = np.percentile(part[:, 0], [50, 99])

@@ -5,7 +5,9 @@ end writes the plots and the summary into the run folder.
 
 Each child runs in its own session, so a Ctrl-C reaches only this process, which then stops the
 children in order: trainer (checkpoint), rollout, allocator, Redis. Their logs go to
-RUN_DIR/logs/."""
+RUN_DIR/logs/. A service that exits while the trainer runs (the allocator, the rollout service or
+Redis) stops the run at once with its name, exit status and the end of its log, rather than
+leaving the trainer to retry it for minutes; the last checkpoint stays for `--resume`."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import json
 import signal
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,12 +30,43 @@ class Stack:
     rollout: ServiceProcess | None = None
     trainer: ServiceProcess | None = None
 
-    def stop(self) -> None:
+    def stop(self, trainer_timeout_s: float = 120.0) -> None:
         for p in (self.trainer, self.rollout, self.allocator):
             if p is not None:
-                p.stop(timeout_s=120.0 if p is self.trainer else 20.0)
+                p.stop(timeout_s=trainer_timeout_s if p is self.trainer else 20.0)
         if self.redis is not None:
             self.redis.stop()
+
+    def died(self) -> ServiceDied | None:
+        """The first service the trainer depends on that has exited, if any (each of them
+        should live as long as the trainer)."""
+        procs = {
+            "redis-server": (self.redis.proc if self.redis else None, "redis/redis.log"),
+            "allocator": (self.allocator.proc if self.allocator else None, "logs/allocator.log"),
+            "rollout service": (self.rollout.proc if self.rollout else None, "logs/rollout.log"),
+        }
+        for name, (proc, log) in procs.items():
+            if proc is not None and proc.poll() is not None:
+                return ServiceDied(name, proc.returncode, log)
+        return None
+
+
+class ServiceDied(RuntimeError):
+    """A service of the run exited while its trainer was running."""
+
+    def __init__(self, name: str, code: int, log: str) -> None:
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        super().__init__(f"the {name} {how} while the trainer was running")
+        self.name, self.code, self.log = name, code, log
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    """The last lines of a service's log, indented, or why there are none."""
+    try:
+        text = path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError as e:
+        return f"  (no log: {e.strerror})"
+    return "\n".join(f"  {ln}" for ln in text) or "  (empty)"
 
 
 def event_line(e: dict) -> str | None:
@@ -49,8 +83,22 @@ def event_line(e: dict) -> str | None:
     return None
 
 
-def _follow(run_dir: Path, proc, settings) -> None:
-    """Show progress from the run folder's logs until the trainer exits."""
+def _check(stack: Stack) -> None:
+    if (dead := stack.died()) is not None:
+        raise dead
+
+
+def _wait(stack: Stack) -> None:
+    """Until the trainer exits; ServiceDied when a service it needs exits first."""
+    proc = stack.trainer.proc
+    while proc.poll() is None:
+        _check(stack)
+        time.sleep(0.5)
+
+
+def _follow(run_dir: Path, stack: Stack, settings) -> None:
+    """Show progress from the run folder's logs until the trainer exits; ServiceDied when a
+    service it needs exits first."""
     from rich.console import Console
     from rich.live import Live
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -100,17 +148,15 @@ def _follow(run_dir: Path, proc, settings) -> None:
                 console.print(f"step {r['step']}/{settings.steps}  {stats}")
                 last_print = r["step"]
 
-    if live_ok:
-        with Live(progress, console=console, refresh_per_second=4):
+    proc = stack.trainer.proc
+    with Live(progress, console=console, refresh_per_second=4) if live_ok else nullcontext():
+        try:
             while proc.poll() is None:
                 refresh()
-                time.sleep(0.5)
+                _check(stack)
+                time.sleep(0.5 if live_ok else 1.0)
+        finally:
             refresh()
-    else:
-        while proc.poll() is None:
-            refresh()
-            time.sleep(1.0)
-        refresh()
 
 
 def resolve_half_life(run_dir: Path, resume: bool, given: float | None) -> float:
@@ -158,6 +204,7 @@ def up(settings, *, replicas: int = 1, half_life_steps: float = 0.0, progress: b
     old = signal.signal(signal.SIGINT, on_sigint)
     signal.signal(signal.SIGTERM, on_sigint)
     code = 1
+    trainer_timeout_s = 120.0
     try:
         print(f"run folder {run_dir}  (logs in {logs})", flush=True)
         stack.redis = EmbeddedRedis(run_dir / "redis").start()
@@ -213,15 +260,24 @@ def up(settings, *, replicas: int = 1, half_life_steps: float = 0.0, progress: b
         ).start(timeout_s=120, exit_ok=True)
         print(f"trainer    127.0.0.1:{t_port}", flush=True)
         if progress:
-            _follow(run_dir, stack.trainer.proc, settings)
+            _follow(run_dir, stack, settings)
+        else:
+            _wait(stack)
         code = stack.trainer.proc.wait()
+    except ServiceDied as e:
+        # the trainer would retry the dead service for minutes: stop it now (it keeps its last
+        # checkpoint) and say which service died and how its log ends
+        print(f"error: {e}; the end of {run_dir / e.log}:", file=sys.stderr)
+        print(log_tail(run_dir / e.log), file=sys.stderr)
+        trainer_timeout_s = 10.0
+        code = 1
     except KeyboardInterrupt:
         code = 130
     except Exception as e:
         print(f"error: {e} (see {logs})", file=sys.stderr)
         code = 1
     finally:
-        stack.stop()
+        stack.stop(trainer_timeout_s)
         signal.signal(signal.SIGINT, old)
     wall = time.monotonic() - t0
     if (run_dir / "metrics.jsonl").exists():

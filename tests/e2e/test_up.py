@@ -150,3 +150,37 @@ def test_a_killed_up_leaves_no_service_running(tmp_path):
     _, alive = psutil.wait_procs(children, timeout=20)
     assert not alive, [" ".join(p.cmdline()) for p in alive]
     _children_gone(run)
+
+
+def test_a_service_that_dies_mid_run_stops_the_run_at_once(tmp_path):
+    """The allocator SIGKILLed mid-run: `krl up` names it, shows the end of its log, stops the
+    trainer within seconds (not after its client's minutes of retries), leaves no process, and
+    the run resumes from its last checkpoint."""
+    import psutil
+
+    run = tmp_path / "up-dead"
+    proc = _up(run, tmp_path / "cache", "--steps", "200", "--checkpoint-every", "1")
+    deadline = time.monotonic() + 300
+    while not (run / "checkpoints" / "latest").exists():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+    allocator = next(
+        p
+        for p in psutil.Process(proc.pid).children(recursive=True)
+        if "allocator" in p.cmdline() and "krl.cli" in p.cmdline()
+    )
+    allocator.kill()
+    killed = time.monotonic()
+    out, _ = proc.communicate(timeout=120)
+    assert time.monotonic() - killed < 45, out
+    assert proc.returncode == 1, out
+    assert "the allocator was killed by signal 9 while the trainer was running" in out, out
+    assert f"the end of {run / 'logs' / 'allocator.log'}" in out, out
+    assert "continue with: krl up --resume" in out, out
+    _children_gone(run)
+    steps = [r["step"] for r in read_rows(run / "metrics.jsonl") if r["kind"] == "step"]
+    assert 1 <= len(steps) < 200
+    again = _up(run, tmp_path / "cache", "--resume", "--steps", str(max(steps) + 2))
+    out, _ = again.communicate(timeout=400)
+    assert again.returncode == 0, out
+    assert "resumed at step" in out, out

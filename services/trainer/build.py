@@ -44,7 +44,12 @@ def build_trainer(
         train_per_level=s.train_per_level,
         heldout_per_level=s.eval_per_level,
     )
-    kw = {"token": s.peer(), "retries": s.client_retries, "backoff_s": s.client_backoff_s}
+    kw = {
+        "token": s.peer(),
+        "retries": s.client_retries,
+        "backoff_s": s.client_backoff_s,
+        "max_backoff_s": s.client_max_backoff_s,
+    }
     latest = ckpt.latest(run_dir / "checkpoints")
     state = None
     if latest is not None:

@@ -9,7 +9,8 @@
     + held-out greedy evaluation every E steps, checkpoints every C steps, one metrics.jsonl row
       per step and per evaluation.
 
-Service restarts: both clients retry UNAVAILABLE with exponential backoff; a rollout service that
+Service restarts: both clients retry UNAVAILABLE with capped exponential backoff (settings
+client_retries, client_backoff_s, client_max_backoff_s); a rollout service that
 came back with older weights (FAILED_PRECONDITION on min_policy_version) gets the current weights
 pushed again and the groups not yet delivered are asked for again, so no group is lost or
 counted twice. The loop runs in a worker thread; Control pauses, checkpoints and stops it

@@ -34,6 +34,7 @@ RESUMABLE_CHANGES = frozenset(
         "threads",
         "client_retries",
         "client_backoff_s",
+        "client_max_backoff_s",
         "run_dir",
         "rollout_budget",
     }
@@ -56,9 +57,20 @@ class TrainerSettings(ServiceSettings):
     )
     peer_token: SecretStr | None = Field(None, description="Bearer token sent to both services.")
     peer_token_file: Path | None = Field(None, description="Read the peer token from this file.")
-    client_retries: int = Field(10, ge=0, description="Retries on UNAVAILABLE and kin, per call.")
+    client_retries: int = Field(
+        30,
+        ge=0,
+        description="Retries on UNAVAILABLE and kin, per call (the defaults ride out an outage "
+        "of about 4 min).",
+    )
     client_backoff_s: float = Field(
         0.5, gt=0, description="First retry delay; doubles each retry (with jitter)."
+    )
+    client_max_backoff_s: float = Field(
+        10.0,
+        gt=0,
+        description="Longest wait between two retries (with jitter: x0.5-1.5), so a call goes "
+        "through soon after a service is back.",
     )
 
     # the run
@@ -171,6 +183,11 @@ class TrainerSettings(ServiceSettings):
     @model_validator(mode="after")
     def _consistent(self) -> TrainerSettings:
         m = self.prompts_per_step
+        if self.client_max_backoff_s < self.client_backoff_s:
+            raise ValueError(
+                f"client_max_backoff_s ({self.client_max_backoff_s}) is below client_backoff_s "
+                f"({self.client_backoff_s})"
+            )
         if self.min_n > self.max_n:
             raise ValueError(f"min_n ({self.min_n}) is above max_n ({self.max_n})")
         if self.budget < m * self.min_n:

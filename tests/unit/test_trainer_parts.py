@@ -178,6 +178,8 @@ def test_settings_errors_before_anything_starts(tmp_path):
         TrainerSettings(task="chess")
     with pytest.raises(ValidationError, match="min_n"):
         TrainerSettings(min_n=9, max_n=4)
+    with pytest.raises(ValidationError, match=r"client_max_backoff_s \(1.0\) is below"):
+        TrainerSettings(client_backoff_s=2.0, client_max_backoff_s=1.0)
     assert TrainerSettings(strategy="uniform").budget == 512
     for bad in ({"probe_n": 8}, {"rollouts_per_prompt": 1, "min_n": 1}):
         with pytest.raises(ValidationError, match=r"probe_n \(\d+\) must be"):

@@ -125,7 +125,7 @@ class RolloutClient(GrpcClient):
                 left = [i for i in left if i not in delivered]
                 if e.code() not in RETRYABLE or attempt == self.retries or not left:
                     raise from_grpc_error(e) from e
-                self._sleep_before_retry(attempt)
+                self._sleep_before_retry(attempt, e)
 
     def push_weights(
         self, version: int, *, payload: bytes | None = None, checkpoint_path: str | None = None
@@ -156,7 +156,7 @@ class RolloutClient(GrpcClient):
             except grpc.RpcError as e:
                 if e.code() not in PUSH_RETRYABLE or attempt == self.retries:
                     raise from_grpc_error(e) from e
-                self._sleep_before_retry(attempt)
+                self._sleep_before_retry(attempt, e)
         raise AssertionError("unreachable")
 
     def wait_ready(self, timeout_s: float = 120.0) -> Info:

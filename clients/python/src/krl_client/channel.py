@@ -1,6 +1,9 @@
 """What every client of the project shares: one channel with message limits, the bearer token,
 per-attempt deadlines, and jittered exponential backoff on the retryable codes only
-(errors.RETRYABLE_CODES). A failed call comes back as the project's exception (errors.py).
+(errors.RETRYABLE_CODES), each wait capped (max_backoff_s) so that a caller riding out a long
+outage tries again soon after the service is back; from the third retry on, each one is logged
+(logger "krl_client": target, code, attempt, wait). A failed call comes back as the project's
+exception (errors.py).
 
 Retries are a loop here rather than gRPC's service-config retry policy: a service config caps a
 call at 5 attempts inside one deadline, while a trainer must ride out a restart of several
@@ -10,6 +13,7 @@ creates an allocation, and a report counts once per (allocation id, prompt)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -20,6 +24,9 @@ import grpc
 from krl_client.errors import from_grpc_error, retry_after_s, retryable
 
 T = TypeVar("T")
+log = logging.getLogger("krl_client")
+QUIET_RETRIES = 2
+"""Retries logged at DEBUG only (a blip); the later ones at WARNING (an outage someone should see)."""
 
 
 # gRPC's own reconnect backoff starts at 1 s and grows to 120 s: after a restart of a few
@@ -50,21 +57,41 @@ class _Base:
         timeout_s: float = 10.0,
         retries: int = 5,
         backoff_s: float = 0.1,
+        max_backoff_s: float = 30.0,
         max_message_bytes: int = 64 * 1024 * 1024,
     ) -> None:
-        if retries < 0 or timeout_s <= 0 or backoff_s < 0:
-            raise ValueError("retries and backoff_s must be >= 0 and timeout_s > 0")
+        if retries < 0 or timeout_s <= 0 or backoff_s < 0 or max_backoff_s < backoff_s:
+            raise ValueError(
+                "retries and backoff_s must be >= 0, timeout_s > 0 and max_backoff_s >= backoff_s"
+            )
         self.target = target
         self.timeout_s = timeout_s
         self.retries = retries
         self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
         self.max_message_bytes = max_message_bytes
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
 
     def _backoff(self, attempt: int, err: grpc.RpcError | None = None) -> float:
-        wait = self.backoff_s * (2**attempt) * (0.5 + random.random())
+        """The wait before retry attempt + 1: backoff_s doubling, capped at max_backoff_s, times
+        a jitter in [0.5, 1.5); at least what the server asked for (retry-after)."""
+        wait = min(self.backoff_s * 2.0 ** min(attempt, 62), self.max_backoff_s)
+        wait *= 0.5 + random.random()
         hint = retry_after_s(err) if err is not None else None
-        return max(wait, hint * (1 + 0.2 * random.random())) if hint is not None else wait
+        wait = max(wait, hint * (1 + 0.2 * random.random())) if hint is not None else wait
+        level = logging.WARNING if attempt >= QUIET_RETRIES else logging.DEBUG
+        if err is not None and log.isEnabledFor(level):
+            log.log(
+                level,
+                "%s answered %s (%s); retry %d of %d in %.1f s",
+                self.target,
+                err.code().name,
+                (err.details() or "")[:200],
+                attempt + 1,
+                self.retries,
+                wait,
+            )
+        return wait
 
     def _give_up(self, err: grpc.RpcError, attempt: int) -> bool:
         return not retryable(err) or attempt >= self.retries

@@ -117,3 +117,22 @@ def test_deeply_nested_answers_are_refused_or_score_zero() -> None:
         verifiers.score_group("reasoning_gym", deep, ["1"])
     assert e.value.field == "answer"
     assert verifiers.score_group("math", "1", [deep, "1"]) == [0.0, 1.0]
+
+
+def test_letter_counting_levels_and_compact_prompt() -> None:
+    """letter_counting by words in the text: the compact prompt carries the letter and the text
+    of the entry, and reasoning-gym's scorer gives 1 to the count and 0 to another number."""
+    from krl.tasks.reasoning_gym import dataset
+
+    src = ReasoningGymSource("letter_counting", seed=5, train_size=6, heldout_size=2)
+    assert {t.level for t in src.train} == set(range(1, 7))
+    for task in (src.train[0], src.train[-1], src.heldout[-1]):
+        ref = json.loads(task.answer)
+        entry = dataset(ref["dataset"], ref["seed"], ref["size"], ref["level"])[ref["index"]]
+        letter, span = entry["metadata"]["target_letter"], entry["metadata"]["span"]
+        assert task.prompt == f"count({letter},{' '.join(span)})="
+        assert len(span) == (1, 2, 3, 4, 6, 8)[ref["level"] - 1]
+        right = task.meta["target"]
+        assert right == str(" ".join(span).lower().count(letter))
+        assert verifiers.reasoning_gym(right, task.answer) == 1.0
+        assert verifiers.reasoning_gym(str(int(right) + 1), task.answer) == 0.0

@@ -55,11 +55,16 @@ LEVELS: dict[str, tuple[dict[str, Any], ...]] = {
             (3, 2, ("+", "-")),
         )
     ),
+    # how often a letter occurs in a text of 1 to 8 words (an integer answer: a binary reward)
+    "letter_counting": tuple({"min_words": w, "max_words": w} for w in (1, 2, 3, 4, 6, 8)),
 }
 
 
 SHORT: dict[str, Callable[[dict[str, Any]], str]] = {
     "spell_backward": lambda e: f"back({e['metadata']['word']})=",
+    "letter_counting": lambda e: (
+        f"count({e['metadata']['target_letter']},{' '.join(e['metadata']['span'])})="
+    ),
 }
 """Compact prompts by dataset, from an entry (its metadata)."""
 

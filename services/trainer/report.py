@@ -107,8 +107,9 @@ def plot_run(run_dir: Path) -> list[Path]:
             for n, c in steps[i]["n_counts"].items():
                 grid[int(n), j] += c
         grid[:, j] /= max(grid[:, j].sum(), 1)
+    x0, x1 = (x[0], x[-1]) if x[-1] > x[0] else (x[0] - 0.5, x[0] + 0.5)  # a one-step run
     im = ax.imshow(
-        grid, aspect="auto", origin="lower", cmap="viridis", extent=(x[0], x[-1], -0.5, nmax + 0.5)
+        grid, aspect="auto", origin="lower", cmap="viridis", extent=(x0, x1, -0.5, nmax + 0.5)
     )
     fig.colorbar(im, ax=ax, label="share of prompts")
     ax.set(

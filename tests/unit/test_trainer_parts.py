@@ -267,6 +267,21 @@ def test_plots_and_summary_from_a_run_folder(tmp_path):
     assert "| all | 20.0% | 50.0% |" in md and "uniform" in md
 
 
+def test_a_one_step_run_plots_without_warnings(tmp_path):
+    """A run stopped after its first step (a service died) still gets its plots, with no
+    matplotlib warning about an empty axis range."""
+    import warnings
+
+    log = RunLog(tmp_path)
+    for r in _rows(1):
+        log.write(r)
+    (tmp_path / "settings.json").write_text(json.dumps({"strategy": "uniform", "task": "reverse"}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        paths = plot_run(tmp_path)
+    assert sorted(p.name for p in paths) == sorted(PLOTS)
+
+
 def test_tail_returns_each_complete_line_once_and_survives_truncation(tmp_path):
     path = tmp_path / "m.jsonl"
     tail = Tail(path)

@@ -77,7 +77,8 @@ class Info:
 
 class RolloutClient(GrpcClient):
     def __init__(self, target: str, **kw) -> None:
-        """kw: token, timeout_s (a call's deadline; default 600 s here), retries, backoff_s."""
+        """kw: token, timeout_s (a call's deadline; default 600 s here), retries, backoff_s,
+        max_backoff_s."""
         kw.setdefault("timeout_s", 600.0)
         kw.setdefault("max_message_bytes", 256 * 1024 * 1024)
         super().__init__(target, **kw)

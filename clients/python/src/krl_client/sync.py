@@ -21,7 +21,8 @@ from krl_client.channel import GrpcClient
 
 class AllocatorClient(GrpcClient):
     def __init__(self, target: str, namespace: str = "default", **kw: Any) -> None:
-        """kw: token, timeout_s (10), retries (5), backoff_s (0.1), max_message_bytes."""
+        """kw: token, timeout_s (10), retries (5), backoff_s (0.1), max_backoff_s (30),
+        max_message_bytes."""
         super().__init__(target, **kw)
         self.namespace = namespace
         self._stub = pb_grpc.AllocatorServiceStub(self._channel)

@@ -74,7 +74,8 @@ class _Base:
 
     def _backoff(self, attempt: int, err: grpc.RpcError | None = None) -> float:
         """The wait before retry attempt + 1: backoff_s doubling, capped at max_backoff_s, times
-        a jitter in [0.5, 1.5); at least what the server asked for (retry-after)."""
+        a jitter in [0.5, 1.5); at least what the server asked for (retry-after). The retry of
+        `err` is logged here, the one place every retry loop passes through."""
         wait = min(self.backoff_s * 2.0 ** min(attempt, 62), self.max_backoff_s)
         wait *= 0.5 + random.random()
         hint = retry_after_s(err) if err is not None else None

@@ -118,6 +118,13 @@ if [[ $what == all || $what == loop ]]; then
     --seeds 1201,1202,1203,1204,1205,1206,1209,1210,1211,1212,1213,1214 \
     --strategies uniform,knapsack-eb \
     --title "tiny-model loop, spell_backward, binary rewards, warm-up seed 2 (a third draw of words and model), M=64, B=512"
+  # a third task, picked after the spell_backward claim: reasoning-gym's letter_counting (binary:
+  # an integer answer), 16 paired seeds declared before any was read, uniform at the same budget
+  experiment loop-letters-binary --backend loop --task reasoning_gym:letter_counting --steps 96 \
+    --train-per-level 256 --eval-per-level 256 --max-new-tokens 3 --warmup-steps 50 --threads 1 \
+    --reward success --baseline-factor 1 --strategies uniform,knapsack-eb \
+    --seeds 1301,1302,1303,1304,1305,1306,1307,1308,1309,1310,1311,1312,1313,1314,1315,1316 \
+    --title "letter_counting (reasoning-gym), binary rewards: default vs uniform at equal rollouts, M=64, B=512"
   # reverse on a fresh draw (warm-up seed 1: other training and held-out strings, another
   # initial model), 8 seeds picked before any run
   experiment loop-reverse-w1 --backend loop --warmup-seed 1 \

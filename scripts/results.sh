@@ -2,7 +2,7 @@
 # Reproduce every figure of docs/RESULTS.md. Each experiment writes runs/experiments/<name>/
 # (per-run metrics, results.md, results.json, plots); its results.md, results.json and plots are
 # then copied into docs/results/<name>/. `bash scripts/results.sh sim` runs only the simulator
-# experiments (minutes); `loop` only the real tiny-model loop (about 15 hours, one run at a
+# experiments (minutes); `loop` only the real tiny-model loop (about 18 hours, one run at a
 # time; a finished run is skipped and an unfinished one resumed when the script is run again).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -112,10 +112,10 @@ if [[ $what == all || $what == loop ]]; then
     --seeds 601,602,603,604,605,606,607,608,609,610,611,612,613,614,615,616 \
     --strategies uniform,knapsack-eb \
     --title "tiny-model loop, spell_backward, binary rewards, warm-up seed 1 (a fresh draw of words and model), M=64, B=512"
-  # a third draw (warm-up seed 2), 12 paired seeds picked before any run (16 were declared;
-  # 1207, 1208, 1215 and 1216 were cut for time before any result was read)
+  # a third draw (warm-up seed 2), 16 paired seeds picked before any run (1207, 1208, 1215 and
+  # 1216 ran a session later, under a rule written before they started)
   experiment loop-spell-binary-w2 "${spell[@]}" --warmup-seed 2 \
-    --seeds 1201,1202,1203,1204,1205,1206,1209,1210,1211,1212,1213,1214 \
+    --seeds 1201,1202,1203,1204,1205,1206,1207,1208,1209,1210,1211,1212,1213,1214,1215,1216 \
     --strategies uniform,knapsack-eb \
     --title "tiny-model loop, spell_backward, binary rewards, warm-up seed 2 (a third draw of words and model), M=64, B=512"
   # a third task, picked after the spell_backward claim: reasoning-gym's letter_counting (binary:

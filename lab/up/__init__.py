@@ -40,28 +40,30 @@ class Stack:
     def died(self) -> ServiceDied | None:
         """The first service the trainer depends on that has exited, if any (each of them
         should live as long as the trainer)."""
-        procs = {
-            "redis-server": (self.redis.proc if self.redis else None, "redis/redis.log"),
-            "allocator": (self.allocator.proc if self.allocator else None, "logs/allocator.log"),
-            "rollout service": (self.rollout.proc if self.rollout else None, "logs/rollout.log"),
-        }
-        for name, (proc, log) in procs.items():
-            if proc is not None and proc.poll() is not None:
-                return ServiceDied(name, proc.returncode, log)
+        services = (
+            ("redis-server", self.redis),
+            ("allocator", self.allocator),
+            ("rollout service", self.rollout),
+        )
+        for name, svc in services:
+            if svc is not None and svc.proc is not None and svc.proc.poll() is not None:
+                return ServiceDied(name, svc.proc.returncode, svc.log_file)
         return None
 
 
 class ServiceDied(RuntimeError):
     """A service of the run exited while its trainer was running."""
 
-    def __init__(self, name: str, code: int, log: str) -> None:
+    def __init__(self, name: str, code: int, log: Path | None) -> None:
         how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
         super().__init__(f"the {name} {how} while the trainer was running")
         self.name, self.code, self.log = name, code, log
 
 
-def log_tail(path: Path, lines: int = 15) -> str:
+def log_tail(path: Path | None, lines: int = 15) -> str:
     """The last lines of a service's log, indented, or why there are none."""
+    if path is None:
+        return "  (it kept no log)"
     try:
         text = path.read_text(errors="replace").splitlines()[-lines:]
     except OSError as e:
@@ -267,8 +269,8 @@ def up(settings, *, replicas: int = 1, half_life_steps: float = 0.0, progress: b
     except ServiceDied as e:
         # the trainer would retry the dead service for minutes: stop it now (it keeps its last
         # checkpoint) and say which service died and how its log ends
-        print(f"error: {e}; the end of {run_dir / e.log}:", file=sys.stderr)
-        print(log_tail(run_dir / e.log), file=sys.stderr)
+        print(f"error: {e}; the end of {e.log}:", file=sys.stderr)
+        print(log_tail(e.log), file=sys.stderr)
         trainer_timeout_s = 10.0
         code = 1
     except KeyboardInterrupt:

@@ -85,6 +85,10 @@ class EmbeddedRedis:
         return f"unix://{self.socket_path}?db=0"
 
     @property
+    def log_file(self) -> Path:
+        return self.data_dir / "redis.log"
+
+    @property
     def pid_file(self) -> Path:
         return self.data_dir / "redis.pid"
 
@@ -167,7 +171,7 @@ class EmbeddedRedis:
             "--daemonize",
             "no",
             "--logfile",
-            str(self.data_dir / "redis.log"),
+            str(self.log_file),
             "--pidfile",
             str(self.pid_file),
         ]
@@ -184,7 +188,7 @@ class EmbeddedRedis:
             while True:
                 if self.proc.poll() is not None:
                     self._unlock()
-                    logfile = self.data_dir / "redis.log"
+                    logfile = self.log_file
                     tail = logfile.read_text()[-2000:] if logfile.exists() else "(no log written)"
                     raise RuntimeError(
                         f"redis-server exited at start with code {self.proc.returncode}:\n{tail}"

@@ -125,6 +125,15 @@ if [[ $what == all || $what == loop ]]; then
     --reward success --baseline-factor 1 --strategies uniform,knapsack-eb \
     --seeds 1301,1302,1303,1304,1305,1306,1307,1308,1309,1310,1311,1312,1313,1314,1315,1316 \
     --title "letter_counting (reasoning-gym), binary rewards: default vs uniform at equal rollouts, M=64, B=512"
+  # screen: knapsack-eb with the paper's objective on the same seeds, uniform's runs reused
+  # (a rerun of uniform reproduces them exactly)
+  link_uniform loop-letters-binary loop-letters-paper 1301 1302 1303 1304 1305 1306 1307 1308 \
+    1309 1310 1311 1312 1313 1314 1315 1316
+  experiment loop-letters-paper --backend loop --task reasoning_gym:letter_counting --steps 96 \
+    --train-per-level 256 --eval-per-level 256 --max-new-tokens 3 --warmup-steps 50 --threads 1 \
+    --reward success --baseline-factor 1 --strategies uniform,knapsack-eb --objective paper \
+    --seeds 1301,1302,1303,1304,1305,1306,1307,1308,1309,1310,1311,1312,1313,1314,1315,1316 \
+    --title "letter_counting, binary: knapsack-eb with the paper's objective vs uniform"
   # reverse on a fresh draw (warm-up seed 1: other training and held-out strings, another
   # initial model), 8 seeds picked before any run
   experiment loop-reverse-w1 --backend loop --warmup-seed 1 \

@@ -120,19 +120,17 @@ if [[ $what == all || $what == loop ]]; then
     --title "tiny-model loop, spell_backward, binary rewards, warm-up seed 2 (a third draw of words and model), M=64, B=512"
   # a third task, picked after the spell_backward claim: reasoning-gym's letter_counting (binary:
   # an integer answer), 16 paired seeds declared before any was read, uniform at the same budget
-  experiment loop-letters-binary --backend loop --task reasoning_gym:letter_counting --steps 96 \
-    --train-per-level 256 --eval-per-level 256 --max-new-tokens 3 --warmup-steps 50 --threads 1 \
-    --reward success --baseline-factor 1 --strategies uniform,knapsack-eb \
-    --seeds 1301,1302,1303,1304,1305,1306,1307,1308,1309,1310,1311,1312,1313,1314,1315,1316 \
+  letters=(--backend loop --task reasoning_gym:letter_counting --steps 96 --train-per-level 256
+    --eval-per-level 256 --max-new-tokens 3 --warmup-steps 50 --threads 1 --reward success
+    --baseline-factor 1 --strategies uniform,knapsack-eb
+    --seeds 1301,1302,1303,1304,1305,1306,1307,1308,1309,1310,1311,1312,1313,1314,1315,1316)
+  experiment loop-letters-binary "${letters[@]}" \
     --title "letter_counting (reasoning-gym), binary rewards: default vs uniform at equal rollouts, M=64, B=512"
   # screen: knapsack-eb with the paper's objective on the same seeds, uniform's runs reused
   # (a rerun of uniform reproduces them exactly)
   link_uniform loop-letters-binary loop-letters-paper 1301 1302 1303 1304 1305 1306 1307 1308 \
     1309 1310 1311 1312 1313 1314 1315 1316
-  experiment loop-letters-paper --backend loop --task reasoning_gym:letter_counting --steps 96 \
-    --train-per-level 256 --eval-per-level 256 --max-new-tokens 3 --warmup-steps 50 --threads 1 \
-    --reward success --baseline-factor 1 --strategies uniform,knapsack-eb --objective paper \
-    --seeds 1301,1302,1303,1304,1305,1306,1307,1308,1309,1310,1311,1312,1313,1314,1315,1316 \
+  experiment loop-letters-paper "${letters[@]}" --objective paper \
     --title "letter_counting, binary: knapsack-eb with the paper's objective vs uniform"
   # reverse on a fresh draw (warm-up seed 1: other training and held-out strings, another
   # initial model), 8 seeds picked before any run

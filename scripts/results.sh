@@ -132,6 +132,18 @@ if [[ $what == all || $what == loop ]]; then
     1309 1310 1311 1312 1313 1314 1315 1316
   experiment loop-letters-paper "${letters[@]}" --objective paper \
     --title "letter_counting, binary: knapsack-eb with the paper's objective vs uniform"
+  # the confirmation of the paper's objective (declared before that screen's last seeds were
+  # read), fresh seeds: the default and the paper's objective against one set of uniform runs
+  # (uniform at twice the rollouts). spell_backward binary, warm-up seed 2:
+  spell_fresh=(1501 1502 1503 1504 1505 1506 1507 1508 1509 1510 1511 1512 1513 1514 1515 1516)
+  experiment loop-spell-fresh "${spell[@]}" --warmup-seed 2 --strategies uniform,knapsack-eb \
+    --seeds "$(IFS=,; echo "${spell_fresh[*]}")" \
+    --title "spell_backward binary, warm-up seed 2, fresh seeds: the default vs uniform (uniform at 2x)"
+  link_uniform loop-spell-fresh loop-spell-fresh-paper "${spell_fresh[@]}"
+  experiment loop-spell-fresh-paper "${spell[@]}" --warmup-seed 2 --objective paper \
+    --strategies uniform,knapsack-eb --seeds "$(IFS=,; echo "${spell_fresh[*]}")" \
+    --title "spell_backward binary, warm-up seed 2, fresh seeds: the paper's objective vs uniform (uniform at 2x)"
+  "$KRL" pool docs/results/loop-spell-fresh-paper --against docs/results/loop-spell-fresh
   # reverse on a fresh draw (warm-up seed 1: other training and held-out strings, another
   # initial model), 8 seeds picked before any run
   experiment loop-reverse-w1 --backend loop --warmup-seed 1 \
@@ -182,6 +194,8 @@ if [[ $what == all || $what == loop ]]; then
     docs/results/loop-reverse-w1 docs/results/loop-reverse-w2 docs/results/loop-reverse-w2-fresh
   "$KRL" pool docs/results/loop-spell-binary docs/results/loop-spell-binary-w1 \
     docs/results/loop-spell-binary-w2
+  "$KRL" pool docs/results/loop-spell-binary docs/results/loop-spell-binary-w1 \
+    docs/results/loop-spell-binary-w2 docs/results/loop-spell-fresh
   # docs/results/loop-reverse and loop-reverse-sqrt-gradient (the token-mean trainer, 5 seeds)
   # were measured with release 572e7a0: `git checkout 572e7a0 && bash scripts/results.sh loop`
 fi

@@ -135,13 +135,13 @@ if [[ $what == all || $what == loop ]]; then
   # the confirmation of the paper's objective (declared before that screen's last seeds were
   # read), fresh seeds: the default and the paper's objective against one set of uniform runs
   # (uniform at twice the rollouts). spell_backward binary, warm-up seed 2:
-  spell_fresh=(1501 1502 1503 1504 1505 1506 1507 1508 1509 1510 1511 1512 1513 1514 1515 1516)
+  spell_fresh=1501,1502,1503,1504,1505,1506,1507,1508,1509,1510,1511,1512,1513,1514,1515,1516
   experiment loop-spell-fresh "${spell[@]}" --warmup-seed 2 --strategies uniform,knapsack-eb \
-    --seeds "$(IFS=,; echo "${spell_fresh[*]}")" \
+    --seeds "$spell_fresh" \
     --title "spell_backward binary, warm-up seed 2, fresh seeds: the default vs uniform (uniform at 2x)"
-  link_uniform loop-spell-fresh loop-spell-fresh-paper "${spell_fresh[@]}"
+  link_uniform loop-spell-fresh loop-spell-fresh-paper ${spell_fresh//,/ }
   experiment loop-spell-fresh-paper "${spell[@]}" --warmup-seed 2 --objective paper \
-    --strategies uniform,knapsack-eb --seeds "$(IFS=,; echo "${spell_fresh[*]}")" \
+    --strategies uniform,knapsack-eb --seeds "$spell_fresh" \
     --title "spell_backward binary, warm-up seed 2, fresh seeds: the paper's objective vs uniform (uniform at 2x)"
   "$KRL" pool docs/results/loop-spell-fresh-paper --against docs/results/loop-spell-fresh
   # reverse on a fresh draw (warm-up seed 1: other training and held-out strings, another

@@ -144,6 +144,16 @@ if [[ $what == all || $what == loop ]]; then
     --strategies uniform,knapsack-eb --seeds "$spell_fresh" \
     --title "spell_backward binary, warm-up seed 2, fresh seeds: the paper's objective vs uniform (uniform at 2x)"
   "$KRL" pool docs/results/loop-spell-fresh-paper --against docs/results/loop-spell-fresh
+  # reverse, warm-up seed 2 (loop-reverse-w2-fresh's settings, uniform at 2x), fresh seeds:
+  reverse_fresh=1601,1602,1603,1604,1605,1606,1607,1608
+  reverse=(--backend loop --warmup-seed 2 --steps 120 --baseline-factor 2 --eval-per-level 256
+    --threads 1 --strategies uniform,knapsack-eb --seeds "$reverse_fresh")
+  experiment loop-reverse-fresh "${reverse[@]}" \
+    --title "Reverse, warm-up seed 2, fresh seeds: the default vs uniform (uniform at 2x)"
+  link_uniform loop-reverse-fresh loop-reverse-fresh-paper ${reverse_fresh//,/ }
+  experiment loop-reverse-fresh-paper "${reverse[@]}" --objective paper \
+    --title "Reverse, warm-up seed 2, fresh seeds: the paper's objective vs uniform (uniform at 2x)"
+  "$KRL" pool docs/results/loop-reverse-fresh-paper --against docs/results/loop-reverse-fresh
   # reverse on a fresh draw (warm-up seed 1: other training and held-out strings, another
   # initial model), 8 seeds picked before any run
   experiment loop-reverse-w1 --backend loop --warmup-seed 1 \
@@ -192,10 +202,15 @@ if [[ $what == all || $what == loop ]]; then
   # the pooled figures: every reverse draw of the default, both binary spell_backward draws
   "$KRL" pool docs/results/loop-reverse-pm docs/results/loop-reverse-probe \
     docs/results/loop-reverse-w1 docs/results/loop-reverse-w2 docs/results/loop-reverse-w2-fresh
+  "$KRL" pool docs/results/loop-reverse-pm docs/results/loop-reverse-probe \
+    docs/results/loop-reverse-w1 docs/results/loop-reverse-w2 docs/results/loop-reverse-w2-fresh \
+    docs/results/loop-reverse-fresh
   "$KRL" pool docs/results/loop-spell-binary docs/results/loop-spell-binary-w1 \
     docs/results/loop-spell-binary-w2
   "$KRL" pool docs/results/loop-spell-binary docs/results/loop-spell-binary-w1 \
     docs/results/loop-spell-binary-w2 docs/results/loop-spell-fresh
+  # the paper's objective on reverse over the screen and the confirmation (a description)
+  "$KRL" pool docs/results/loop-reverse-w1-paper docs/results/loop-reverse-fresh-paper
   # docs/results/loop-reverse and loop-reverse-sqrt-gradient (the token-mean trainer, 5 seeds)
   # were measured with release 572e7a0: `git checkout 572e7a0 && bash scripts/results.sh loop`
 fi

@@ -127,7 +127,7 @@ if [[ $what == all || $what == loop ]]; then
   experiment loop-letters-binary "${letters[@]}" \
     --title "letter_counting (reasoning-gym), binary rewards: default vs uniform at equal rollouts, M=64, B=512"
   # screen: knapsack-eb with the paper's objective on the same seeds, uniform's runs reused
-  # (a rerun of uniform reproduces them exactly)
+  # (a rerun of uniform on the same warm model reproduces them exactly)
   link_uniform loop-letters-binary loop-letters-paper 1301 1302 1303 1304 1305 1306 1307 1308 \
     1309 1310 1311 1312 1313 1314 1315 1316
   experiment loop-letters-paper "${letters[@]}" --objective paper \

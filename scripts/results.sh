@@ -30,6 +30,18 @@ experiment() {
   publish "$name"
 }
 
+# default_and_paper NAME SEEDS WHAT FLAG...: the default (NAME) and the paper's objective
+# (NAME-paper) against one set of uniform runs, then the two head to head
+default_and_paper() {
+  local name=$1 seeds=$2 what=$3; shift 3
+  experiment "$name" "$@" --strategies uniform,knapsack-eb --seeds "$seeds" \
+    --title "$what: the default vs uniform (uniform at 2x)"
+  link_uniform "$name" "$name-paper" ${seeds//,/ }
+  experiment "$name-paper" "$@" --objective paper --strategies uniform,knapsack-eb \
+    --seeds "$seeds" --title "$what: the paper's objective vs uniform (uniform at 2x)"
+  "$KRL" pool "docs/results/$name-paper" --against "docs/results/$name"
+}
+
 if [[ $what == all || $what == sim ]]; then
   # the repo's default population and learning model
   experiment sim-default --seeds 5 --steps 1000
@@ -135,25 +147,13 @@ if [[ $what == all || $what == loop ]]; then
   # the confirmation of the paper's objective (declared before that screen's last seeds were
   # read), fresh seeds: the default and the paper's objective against one set of uniform runs
   # (uniform at twice the rollouts). spell_backward binary, warm-up seed 2:
-  spell_fresh=1501,1502,1503,1504,1505,1506,1507,1508,1509,1510,1511,1512,1513,1514,1515,1516
-  experiment loop-spell-fresh "${spell[@]}" --warmup-seed 2 --strategies uniform,knapsack-eb \
-    --seeds "$spell_fresh" \
-    --title "spell_backward binary, warm-up seed 2, fresh seeds: the default vs uniform (uniform at 2x)"
-  link_uniform loop-spell-fresh loop-spell-fresh-paper ${spell_fresh//,/ }
-  experiment loop-spell-fresh-paper "${spell[@]}" --warmup-seed 2 --objective paper \
-    --strategies uniform,knapsack-eb --seeds "$spell_fresh" \
-    --title "spell_backward binary, warm-up seed 2, fresh seeds: the paper's objective vs uniform (uniform at 2x)"
-  "$KRL" pool docs/results/loop-spell-fresh-paper --against docs/results/loop-spell-fresh
-  # reverse, warm-up seed 2 (loop-reverse-w2-fresh's settings, uniform at 2x), fresh seeds:
-  reverse_fresh=1601,1602,1603,1604,1605,1606,1607,1608
-  reverse=(--backend loop --warmup-seed 2 --steps 120 --baseline-factor 2 --eval-per-level 256
-    --threads 1 --strategies uniform,knapsack-eb --seeds "$reverse_fresh")
-  experiment loop-reverse-fresh "${reverse[@]}" \
-    --title "Reverse, warm-up seed 2, fresh seeds: the default vs uniform (uniform at 2x)"
-  link_uniform loop-reverse-fresh loop-reverse-fresh-paper ${reverse_fresh//,/ }
-  experiment loop-reverse-fresh-paper "${reverse[@]}" --objective paper \
-    --title "Reverse, warm-up seed 2, fresh seeds: the paper's objective vs uniform (uniform at 2x)"
-  "$KRL" pool docs/results/loop-reverse-fresh-paper --against docs/results/loop-reverse-fresh
+  default_and_paper loop-spell-fresh \
+    1501,1502,1503,1504,1505,1506,1507,1508,1509,1510,1511,1512,1513,1514,1515,1516 \
+    "spell_backward binary, warm-up seed 2, fresh seeds" "${spell[@]}" --warmup-seed 2
+  # reverse, warm-up seed 2 (loop-reverse-w2-fresh's settings, uniform at 2x):
+  default_and_paper loop-reverse-fresh 1601,1602,1603,1604,1605,1606,1607,1608 \
+    "Reverse, warm-up seed 2, fresh seeds" --backend loop --warmup-seed 2 --steps 120 \
+    --baseline-factor 2 --eval-per-level 256 --threads 1
   # reverse on a fresh draw (warm-up seed 1: other training and held-out strings, another
   # initial model), 8 seeds picked before any run
   experiment loop-reverse-w1 --backend loop --warmup-seed 1 \

@@ -421,3 +421,26 @@ async def test_the_declared_loss_picks_the_objective_made_for_it(allocator, redi
     assert e.value.details().startswith("loss_agg:"), e.value.details()
     assert set(redis_client.keys("*")) == before
     client.close()
+
+
+async def test_group_headroom_moves_rollouts_to_the_prompts_with_room_to_improve(allocator):
+    """group-headroom is group-gradient times 1 - p: over the wire, with the same histories, it
+    gives the prompts below p = 1/2 more of the budget than group-gradient does (which rates p
+    and 1 - p alike), and the budget is spent either way."""
+    client = AllocatorClient(target(allocator), namespace="headroom")
+    ids = [f"q{i}" for i in range(48)]
+    p_true = np.linspace(0.02, 0.98, 48)
+    rng = np.random.default_rng(5)
+    for step in range(4):
+        a = await call(client.allocate, ids, 384, step=step, min_n=2, max_n=48)
+        k = {pid: (int(rng.binomial(n, p_true[i])), n) for i, (pid, n) in enumerate(a.n.items())}
+        await call(client.report, a.allocation_id, k)
+    kw = {"step": 4, "min_n": 2, "max_n": 48}
+    got = {
+        o: await call(client.allocate, ids, 384, objective=o, **kw)
+        for o in ("group-gradient", "group-headroom")
+    }
+    low = {o: sum(n for pid, n in a.n.items() if a.p[pid] < 0.5) for o, a in got.items()}
+    assert all(a.budget_used == 384 for a in got.values())
+    assert low["group-headroom"] > low["group-gradient"] + 24, low
+    client.close()

@@ -42,6 +42,16 @@ default_and_paper() {
   "$KRL" pool "docs/results/$name-paper" --against "docs/results/$name"
 }
 
+# screen NAME SUFFIX OBJECTIVE SEEDS WHAT FLAG...: a candidate objective (NAME-SUFFIX) against
+# NAME's uniform runs, then head to head with NAME's default
+screen() {
+  local name=$1 suffix=$2 objective=$3 seeds=$4 what=$5; shift 5
+  link_uniform "$name" "$name-$suffix" ${seeds//,/ }
+  experiment "$name-$suffix" "$@" --objective "$objective" --strategies uniform,knapsack-eb \
+    --seeds "$seeds" --title "$what: $objective vs uniform (uniform at 2x; a screen)"
+  "$KRL" pool "docs/results/$name-$suffix" --against "docs/results/$name"
+}
+
 if [[ $what == all || $what == sim ]]; then
   # the repo's default population and learning model
   experiment sim-default --seeds 5 --steps 1000
@@ -133,16 +143,16 @@ if [[ $what == all || $what == loop ]]; then
   # a third task, picked after the spell_backward claim: reasoning-gym's letter_counting (binary:
   # an integer answer), 16 paired seeds declared before any was read, uniform at the same budget
   letters=(--backend loop --task reasoning_gym:letter_counting --steps 96 --train-per-level 256
-    --eval-per-level 256 --max-new-tokens 3 --warmup-steps 50 --threads 1 --reward success
-    --baseline-factor 1 --strategies uniform,knapsack-eb
+    --eval-per-level 256 --max-new-tokens 3 --warmup-steps 50 --threads 1 --reward success)
+  letters16=(--baseline-factor 1 --strategies uniform,knapsack-eb
     --seeds 1301,1302,1303,1304,1305,1306,1307,1308,1309,1310,1311,1312,1313,1314,1315,1316)
-  experiment loop-letters-binary "${letters[@]}" \
+  experiment loop-letters-binary "${letters[@]}" "${letters16[@]}" \
     --title "letter_counting (reasoning-gym), binary rewards: default vs uniform at equal rollouts, M=64, B=512"
   # screen: knapsack-eb with the paper's objective on the same seeds, uniform's runs reused
   # (a rerun of uniform on the same warm model reproduces them exactly)
   link_uniform loop-letters-binary loop-letters-paper 1301 1302 1303 1304 1305 1306 1307 1308 \
     1309 1310 1311 1312 1313 1314 1315 1316
-  experiment loop-letters-paper "${letters[@]}" --objective paper \
+  experiment loop-letters-paper "${letters[@]}" "${letters16[@]}" --objective paper \
     --title "letter_counting, binary: knapsack-eb with the paper's objective vs uniform"
   # the confirmation of the paper's objective (declared before that screen's last seeds were
   # read), fresh seeds: the default and the paper's objective against one set of uniform runs
@@ -154,6 +164,18 @@ if [[ $what == all || $what == loop ]]; then
   default_and_paper loop-reverse-fresh 1601,1602,1603,1604,1605,1606,1607,1608 \
     "Reverse, warm-up seed 2, fresh seeds" --backend loop --warmup-seed 2 --steps 120 \
     --baseline-factor 2 --eval-per-level 256 --threads 1
+  # letter_counting binary, the first 8 of its 16 declared fresh seeds, on one warm model (the
+  # other 8, a later session's warm-up, are their own draw)
+  default_and_paper loop-letters-fresh-a 1401,1402,1403,1404,1405,1406,1407,1408 \
+    "letter_counting binary, fresh seeds" "${letters[@]}" --baseline-factor 2
+  # screen of the candidate group-headroom (group-gradient times 1 - p) on those reverse and
+  # letter_counting seeds, against the same uniform runs (its advancement rule was written
+  # before any of its runs)
+  screen loop-reverse-fresh headroom group-headroom 1601,1602,1603,1604,1605,1606,1607,1608 \
+    "Reverse, warm-up seed 2, fresh seeds" --backend loop --warmup-seed 2 --steps 120 \
+    --baseline-factor 2 --eval-per-level 256 --threads 1
+  screen loop-letters-fresh-a headroom group-headroom 1401,1402,1403,1404,1405,1406,1407,1408 \
+    "letter_counting binary, fresh seeds" "${letters[@]}" --baseline-factor 2
   # reverse on a fresh draw (warm-up seed 1: other training and held-out strings, another
   # initial model), 8 seeds picked before any run
   experiment loop-reverse-w1 --backend loop --warmup-seed 1 \

@@ -46,9 +46,8 @@ class AllocatorSettings(ServiceSettings):
         objectives.DEFAULT,
         description="Mode eb: what an allocation maximises when a request names neither an "
         "objective nor its loss aggregation: sqrt-gradient (the gradient signal against its "
-        "noise; made for token-mean losses), group-gradient (made for prompt-mean losses), "
-        "group-headroom (group-gradient times 1 - p; a candidate under measurement) or paper "
-        "(the paper's InfoGain).",
+        "noise; made for token-mean losses), group-gradient (made for prompt-mean losses) or "
+        "paper (the paper's InfoGain).",
     )
     prior_strength_min: float = Field(2.0, gt=0, description="Weakest Beta prior (a+b).")
     prior_strength_max: float = Field(50.0, gt=0, description="Strongest Beta prior (a+b).")

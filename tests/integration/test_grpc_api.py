@@ -428,20 +428,3 @@ async def test_the_declared_loss_picks_the_objective_made_for_it(allocator, redi
     assert e.value.details().startswith("loss_agg:"), e.value.details()
     assert set(redis_client.keys("*")) == before
     client.close()
-
-
-async def test_group_headroom_moves_rollouts_to_the_prompts_with_room_to_improve(allocator):
-    """group-headroom is group-gradient times 1 - p: over the wire, with the same histories, it
-    gives the prompts below p = 1/2 more of the budget than group-gradient does (which rates p
-    and 1 - p alike), and the budget is spent either way."""
-    client = AllocatorClient(target(allocator), namespace="headroom")
-    ids = await _four_steps_of_history(client, seed=5)
-    kw = {"step": 4, "min_n": 2, "max_n": 48}
-    got = {
-        o: await call(client.allocate, ids, 384, objective=o, **kw)
-        for o in ("group-gradient", "group-headroom")
-    }
-    low = {o: sum(n for pid, n in a.n.items() if a.p[pid] < 0.5) for o, a in got.items()}
-    assert all(a.budget_used == 384 for a in got.values())
-    assert low["group-headroom"] > low["group-gradient"] + 24, low
-    client.close()

@@ -87,24 +87,6 @@ def test_gradient_table_matches_monte_carlo():
             assert abs(sqrt[j, n] - x.mean() / np.sqrt(n)) < tol / np.sqrt(n)
 
 
-def test_group_headroom_is_group_gradient_times_the_headroom():
-    """group-headroom is (1 - p) E[sqrt(K(N-K))] / N: at each grid p a positive multiple of
-    group-gradient (so the same envelope shape), and asymmetric where group-gradient is not."""
-    group = objectives.value_table("group-gradient", 32)
-    head = objectives.value_table("group-headroom", 32)
-    np.testing.assert_allclose(head, group * (1.0 - grid.GRID)[:, None], rtol=1e-12, atol=0)
-    lo, hi = (int(np.argmin(np.abs(grid.GRID - p))) for p in (0.05, 0.95))
-    np.testing.assert_allclose(group[lo, 8], group[hi, 8], rtol=0.05)  # symmetric in p, 1 - p
-    ratio = head[lo, 8] / head[hi, 8]
-    assert ratio == pytest.approx(
-        (1 - grid.GRID[lo]) / (1 - grid.GRID[hi]) * group[lo, 8] / group[hi, 8]
-    )
-    assert ratio > 15  # about 19: the paper's asymmetry, p(1-p)^2 at 0.05 against 0.95
-    _, hull_g = objectives.envelope("group-gradient", 2, 32)
-    _, hull_h = objectives.envelope("group-headroom", 2, 32)
-    np.testing.assert_allclose(hull_h, hull_g * (1.0 - grid.GRID)[:, None], rtol=1e-9, atol=1e-15)
-
-
 def test_expected_value_under_a_posterior_matches_monte_carlo():
     rng = np.random.default_rng(4)
     prior = grid.fit_prior(rng.binomial(8, rng.beta(0.3, 0.9, 3000)), np.full(3000, 8))

@@ -12,15 +12,9 @@ by a measurement of held-out accuracy, docs/RESULTS.md):
                  signal against its sampling noise (which grows as sqrt(N)), for token-mean
                  losses, where a prompt's weight grows with its n: more rollouts on a prompt pay
                  with diminishing returns, so a step still sees many prompts;
-- `group-headroom` q E[sqrt(K (N - K))] / N: group-gradient times the prompt's headroom q = 1 - p,
-                 the asymmetry of the paper's InfoGain p q^2 = (the unnormalised gradient's size
-                 p q) x (the room left, q) kept on the normalised gradient's size: a prompt at
-                 p = 0.05 is worth 19 times one at p = 0.95, where group-gradient rates them
-                 alike (a candidate under measurement, docs/RESULTS.md);
 - `paper`        p q^2 (1 - p^N - q^N): the paper's InfoGain times P(the group is informative).
 
-`paper` is concave in N from N = 0 (grid.py). The gradient objectives (group-headroom is one,
-a positive multiple of group-gradient for each p) are not: for a hard
+`paper` is concave in N from N = 0 (grid.py). The gradient objectives are not: for a hard
 prompt the first success has to be found before rollouts pay, so F is convex in N at
 small N p. The solver therefore maximises sum_i E_i[H(p, n_i)], where H(p, .) is the least
 concave majorant of F(p, .) on {min_n, ..., max_n} for each grid point. A positive mixture of
@@ -52,7 +46,7 @@ measured best for the token-mean losses most trainers use (krl_client.messages.O
 CONCAVE = frozenset(U_WEIGHTS)
 
 
-GRADIENTS = frozenset({"sqrt-gradient", "group-gradient", "group-headroom"})
+GRADIENTS = frozenset({"sqrt-gradient", "group-gradient"})
 _SUMS: dict[str, np.ndarray] = {}
 """The largest table of E[sqrt(K (N - K))] computed so far (gradient_sums)."""
 
@@ -65,10 +59,8 @@ def value_table(objective: str, max_n: int) -> np.ndarray:
         table = grid.value_table(U_WEIGHTS[objective], max_n)
     elif objective in GRADIENTS:
         table = gradient_sums(max_n).copy()
-        if objective in ("group-gradient", "group-headroom"):
+        if objective == "group-gradient":
             table[:, 1:] /= n[None, 1:]
-        if objective == "group-headroom":
-            table *= (1.0 - grid.GRID)[:, None]
         elif objective == "sqrt-gradient":
             table[:, 1:] /= np.sqrt(n[None, 1:])
     else:

@@ -14,7 +14,7 @@ MODES = {
     "paper": pb.ALLOCATION_MODE_PAPER,
     "uniform": pb.ALLOCATION_MODE_UNIFORM,
 }
-Objective = Literal["group-gradient", "sqrt-gradient", "group-headroom", "paper"]
+Objective = Literal["group-gradient", "sqrt-gradient", "paper"]
 """Mode eb's objectives, each kept by a measurement of held-out accuracy (docs/RESULTS.md): their
 one declaration (the allocator's krl.allocator.objectives
 implements each; the proto comment, the settings help, the Helm schema and values name them,

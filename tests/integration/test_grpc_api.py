@@ -381,19 +381,6 @@ async def test_packed_and_message_forms_agree_and_are_not_mixed(allocator, redis
         assert again.accepted == 0 and again.duplicates == len(ids)  # the same outcomes
 
 
-async def _four_steps_of_history(client, seed: int) -> list[str]:
-    """48 prompts with true success rates spread evenly over 0.02..0.98, allocated and reported
-    for steps 0-3 (budget 384, n in 2..48): the ids."""
-    ids = [f"q{i}" for i in range(48)]
-    p_true = np.linspace(0.02, 0.98, 48)
-    rng = np.random.default_rng(seed)
-    for step in range(4):
-        a = await call(client.allocate, ids, 384, step=step, min_n=2, max_n=48)
-        k = {pid: (int(rng.binomial(n, p_true[i])), n) for i, (pid, n) in enumerate(a.n.items())}
-        await call(client.report, a.allocation_id, k)
-    return ids
-
-
 async def test_the_declared_loss_picks_the_objective_made_for_it(allocator, redis_client):
     """A request that declares its loss aggregation and names no objective is solved with
     OBJECTIVE_FOR_LOSS's objective (the same n as naming it); a named objective wins; an
@@ -402,7 +389,13 @@ async def test_the_declared_loss_picks_the_objective_made_for_it(allocator, redi
     from krl_client.messages import LOSS_AGGS, OBJECTIVE_FOR_LOSS
 
     client = AllocatorClient(target(allocator), namespace="losses")
-    ids = await _four_steps_of_history(client, seed=2)
+    ids = [f"q{i}" for i in range(48)]
+    p_true = np.linspace(0.02, 0.98, 48)
+    rng = np.random.default_rng(2)
+    for step in range(4):
+        a = await call(client.allocate, ids, 384, step=step, min_n=2, max_n=48)
+        k = {pid: (int(rng.binomial(n, p_true[i])), n) for i, (pid, n) in enumerate(a.n.items())}
+        await call(client.report, a.allocation_id, k)
     kw = {"step": 4, "min_n": 2, "max_n": 48}
     named = {
         o: (await call(client.allocate, ids, 384, objective=o, **kw)).n

@@ -154,10 +154,16 @@ if [[ $what == all || $what == loop ]]; then
   default_and_paper loop-reverse-fresh 1601,1602,1603,1604,1605,1606,1607,1608 \
     "Reverse, warm-up seed 2, fresh seeds" --backend loop --warmup-seed 2 --steps 120 \
     --baseline-factor 2 --eval-per-level 256 --threads 1
-  # letter_counting binary, the first 8 of its 16 declared fresh seeds, on one warm model (the
-  # other 8, a later session's warm-up, are their own draw)
+  # letter_counting binary, its 16 declared fresh seeds in two halves of 8 on one warm model
+  # (the second half ran a session later, on the same cached warm-up), then the 16 together:
+  # each arm against uniform, and the two head to head
   default_and_paper loop-letters-fresh-a 1401,1402,1403,1404,1405,1406,1407,1408 \
     "letter_counting binary, fresh seeds" "${letters[@]}" --baseline-factor 2
+  default_and_paper loop-letters-fresh-b 1409,1410,1411,1412,1413,1414,1415,1416 \
+    "letter_counting binary, fresh seeds" "${letters[@]}" --baseline-factor 2
+  "$KRL" pool docs/results/loop-letters-fresh-{a,b}-paper
+  "$KRL" pool docs/results/loop-letters-fresh-{a,b}
+  "$KRL" pool docs/results/loop-letters-fresh-{a,b}-paper --against docs/results/loop-letters-fresh-{a,b}
   # docs/results/loop-reverse-fresh-headroom and loop-letters-fresh-a-headroom (the screen of
   # group-headroom, which left the product by its declared rule) were measured at ac4c6f7:
   # `git checkout ac4c6f7 && bash scripts/results.sh loop`

@@ -164,6 +164,14 @@ if [[ $what == all || $what == loop ]]; then
   "$KRL" pool docs/results/loop-letters-fresh-{a,b}-paper
   "$KRL" pool docs/results/loop-letters-fresh-{a,b}
   "$KRL" pool docs/results/loop-letters-fresh-{a,b}-paper --against docs/results/loop-letters-fresh-{a,b}
+  # the decision on the paper's objective as the default (RESULTS.md "Declared, running"): a draw
+  # never run (warm-up seed 3) on the three tasks, 12 declared seeds each in batches of four, one
+  # torch thread per rollout replica as they ran (two runs side by side)
+  export KRL_ROLLOUT_THREADS_PER_REPLICA=1
+  default_and_paper loop-reverse-w3-a 1701,1702,1703,1704 \
+    "Reverse, warm-up seed 3 (the decision's draw)" --backend loop --warmup-seed 3 --steps 120 \
+    --baseline-factor 2 --eval-per-level 256 --threads 1
+  unset KRL_ROLLOUT_THREADS_PER_REPLICA
   # docs/results/loop-reverse-fresh-headroom and loop-letters-fresh-a-headroom (the screen of
   # group-headroom, which left the product by its declared rule) were measured at ac4c6f7:
   # `git checkout ac4c6f7 && bash scripts/results.sh loop`

@@ -171,6 +171,8 @@ if [[ $what == all || $what == loop ]]; then
   default_and_paper loop-reverse-w3-a 1701,1702,1703,1704 \
     "Reverse, warm-up seed 3 (the decision's draw)" --backend loop --warmup-seed 3 --steps 120 \
     --baseline-factor 2 --eval-per-level 256 --threads 1
+  default_and_paper loop-spell-w3-a 1801,1802,1803,1804 \
+    "spell_backward binary, warm-up seed 3 (the decision's draw)" "${spell[@]}" --warmup-seed 3
   unset KRL_ROLLOUT_THREADS_PER_REPLICA
   # docs/results/loop-reverse-fresh-headroom and loop-letters-fresh-a-headroom (the screen of
   # group-headroom, which left the product by its declared rule) were measured at ac4c6f7:
